@@ -1,0 +1,133 @@
+"""Convolution: y = W * x + b, by im2col + GEMM (Caffe's ConvolutionLayer).
+
+Shapes: x (N, C_in, H, W), W (C_out, C_in/group, kh, kw), b (C_out,), y (N, C_out, H_out, W_out)
+with H_out = (H + 2 pad - (dilation (kh - 1) + 1)) / stride + 1, rounded down.
+
+Forward, per image and group g:      Y_g = W_g @ col(x)_g                    (W_g: C_out/g x K)
+Backward (chain rule on that product):
+    dW_g += dY_g @ col(x)_g^T        dx = col2im(W_g^T @ dY_g)        db += sum over n, h, w of dY
+
+The im2col matrix is built in bands of output rows inside one workspace shared by
+all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
+"""
+from unetcore import backend
+from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
+from unetcore.layer import Layer, register
+
+
+def row_bands(rows, bytes_per_row):
+    """Split `rows` output rows into bands whose im2col matrix fits the workspace limit."""
+    per_band = max(1, backend.WORKSPACE_LIMIT_BYTES // max(1, bytes_per_row))
+    return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
+
+
+@register
+class ConvolutionLayer(Layer):
+    type = "Convolution"
+    min_bottoms = 1
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        if len(bottom) != len(top):
+            raise self.error(f"takes as many tops as bottoms, got {len(bottom)} and {len(top)}")
+        if p.axis != 1:
+            raise self.error("only axis 1 (N, C, H, W blobs) is supported")
+        self.geom = geometry_from_param(p, self.name)
+        self.num_output, self.group = p.num_output, p.group
+        if self.num_output < 1:
+            raise self.error("convolution_param needs num_output >= 1")
+        if len(bottom[0].shape) != 4:
+            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {bottom[0].shape}")
+        self.channels = bottom[0].shape[1]
+        for what, n in (("input channels", self.channels), ("num_output", self.num_output)):
+            if self.group < 1 or n % self.group:
+                raise self.error(f"{what} ({n}) must be divisible by group ({self.group})")
+        self.blobs = [self.make_param_blob(self.weight_shape(), p.weight_filler)]
+        if p.bias_term:
+            self.blobs.append(self.make_param_blob((self.num_output,), p.bias_filler))
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def weight_shape(self):
+        return (self.num_output, self.channels // self.group, *self.geom.kernel)
+
+    def output_shape(self, shape):
+        return self.geom.output_size(*shape[2:])
+
+    def reshape(self, bottom, top):
+        for b, t in zip(bottom, top):
+            if len(b.shape) != 4 or b.shape[1] != self.channels:
+                raise self.error(f"bottom '{self.bottom_name(0)}' must have shape "
+                                 f"(N, {self.channels}, H, W), got {b.shape}")
+            out_h, out_w = self.output_shape(b.shape)
+            if out_h < 1 or out_w < 1:
+                raise self.error(f"input {b.shape[2]}x{b.shape[3]} is smaller than the "
+                                 f"kernel {self.geom.kernel} (with pad {self.geom.pad})")
+            t.reshape((b.shape[0], self.num_output, out_h, out_w))
+
+    # ---- per-group views of the parameters
+    def weight_matrices(self, array):
+        """The weight as (group, C_out/group, K) for a Convolution."""
+        return array.reshape(self.group, self.num_output // self.group, -1)
+
+    def add_bias(self, y):
+        if len(self.blobs) > 1:
+            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+
+    def bias_backward(self, dy):
+        if len(self.blobs) > 1 and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+
+    def column_buffer(self, k_rows, band_rows, width):
+        return backend.workspace(self.xp, self.dtype, k_rows * band_rows * width) \
+            .reshape(k_rows, band_rows * width)
+
+    # ---- forward and backward
+    def forward(self, bottom, top):
+        for b, t in zip(bottom, top):
+            self.forward_one(b.data, t.data)
+
+    def forward_one(self, x, y):
+        xp, w = self.xp, self.weight_matrices(self.blobs[0].data)
+        k, c_out = w.shape[2], w.shape[1]
+        out_h, out_w = y.shape[2:]
+        for n in range(x.shape[0]):
+            x_pad = pad_image(xp, x[n], self.geom.pad)
+            for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
+                col = im2col(xp, x_pad, self.geom, out_w,
+                             r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
+                for g in range(self.group):
+                    y_g = y[n, g * c_out:(g + 1) * c_out, r0:r1]
+                    product = xp.matmul(w[g], col[g * k:(g + 1) * k])
+                    y_g[...] = product.reshape(y_g.shape)
+        self.add_bias(y)
+
+    def backward(self, top, propagate_down, bottom):
+        for t, down, b in zip(top, propagate_down, bottom):
+            self.backward_one(t.diff, b, down)
+            self.bias_backward(t.diff)
+
+    def backward_one(self, dy, bottom, down):
+        xp, x = self.xp, bottom.data
+        w = self.weight_matrices(self.blobs[0].data)
+        dw = self.weight_matrices(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        k, c_out = w.shape[2], w.shape[1]
+        out_h, out_w = dy.shape[2:]
+        (ph, pw), (h, wid) = self.geom.pad, x.shape[2:]
+        for n in range(x.shape[0]):
+            x_pad = pad_image(xp, x[n], self.geom.pad)
+            dx_pad = xp.zeros_like(x_pad) if down else None
+            for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
+                col = im2col(xp, x_pad, self.geom, out_w,
+                             r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
+                dy_g = [xp.ascontiguousarray(dy[n, g * c_out:(g + 1) * c_out, r0:r1])
+                        .reshape(c_out, -1) for g in range(self.group)]
+                for g in range(self.group):
+                    if dw is not None:
+                        dw[g] += xp.matmul(dy_g[g], col[g * k:(g + 1) * k].T)
+                if down:
+                    for g in range(self.group):   # the column buffer now holds dcol
+                        xp.matmul(w[g].T, dy_g[g], out=col[g * k:(g + 1) * k])
+                    col2im_add(col, dx_pad, self.geom, out_w, r0, r1)
+            if down:
+                bottom.diff[n] = dx_pad[:, ph:ph + h, pw:pw + wid]

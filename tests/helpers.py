@@ -1,0 +1,41 @@
+"""Shared test helpers: build one layer from prototxt text, run the gradient checker on it."""
+import numpy as np
+
+from unetcore.blob import Blob
+from unetcore.gradcheck import check_layer
+from unetcore.layer import layer_class
+from unetcore.prototxt import parse
+
+
+def make_layer(text, phase="TRAIN", dtype=np.float64, seed=0):
+    param = parse(text, "LayerParameter")
+    return layer_class(param)(param, phase, dtype, np, np.random.default_rng(seed))
+
+
+def blobs_of(*arrays, dtype=np.float64):
+    blobs = []
+    for a in arrays:
+        b = Blob(np.shape(a), dtype)
+        b.data[...] = a
+        blobs.append(b)
+    return blobs
+
+
+def run_forward(layer, *arrays, tops=1):
+    bottom = blobs_of(*arrays, dtype=layer.dtype)
+    top = [Blob((), layer.dtype) for _ in range(tops)]
+    layer.check_blob_counts(bottom, top)
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    return [t.data for t in top]
+
+
+def assert_gradients(layer, *arrays, tops=1, check_bottoms=None, max_checks=None):
+    bottom = blobs_of(*arrays)
+    top = [Blob((), np.float64) for _ in range(tops)]
+    results = check_layer(layer, bottom, top, check_bottoms=check_bottoms, max_checks=max_checks)
+    failed = [r.line() for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    assert results, "nothing was checked"
+    return results

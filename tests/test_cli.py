@@ -1,0 +1,53 @@
+"""The command line: every user error is one line on stderr and exit status 1."""
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from unetcore.cli import main
+
+PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_shapes_walks_the_unet():
+    result = run("shapes", PROTOTXT / "unet-deploy.prototxt", "--size", 572)
+    assert result.exit_code == 0
+    assert "conv_u0d-score          Convolution       score         1x2x388x388" in result.output
+    assert "31,030,658 learnable parameters" in result.output
+
+
+def test_shapes_refuses_a_misaligned_size():
+    result = run("shapes", PROTOTXT / "unet-deploy.prototxt", "--size", 573)
+    assert result.exit_code == 1
+    assert result.output.startswith("unetcore: error: input size 573x573 makes pooling layer 'pool_d0c-1a'")
+    assert "nearest valid sizes: 556, 572, 588, 604" in result.output
+
+
+def test_malformed_prototxt_is_one_located_line(tmp_path):
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text('layer {\n  name: "a"\n  type: "ReLU"\n  botom: "x"\n}\n')
+    result = run("shapes", bad)
+    assert result.exit_code == 1
+    assert result.output == (f"unetcore: error: {bad}:4:3: unknown field 'botom' in "
+                             "LayerParameter; did you mean 'bottom'?\n")
+    assert "Traceback" not in result.output
+
+
+def test_gradcheck_command_passes_on_the_small_unet():
+    result = run("gradcheck", PROTOTXT / "unet-small-train.prototxt", "--max-checks", 5)
+    assert result.exit_code == 0, result.output
+    assert "27 passed, 0 failed" in result.output
+
+
+def test_gradcheck_command_exits_nonzero_on_failure(tmp_path, monkeypatch):
+    from unetcore.layers.relu import ReLULayer
+
+    def wrong(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = 2 * top[0].diff
+    monkeypatch.setattr(ReLULayer, "backward", wrong)
+    result = run("gradcheck", PROTOTXT / "unet-small-train.prototxt", "--max-checks", 5)
+    assert result.exit_code == 1
+    assert "FAILED" in result.output

@@ -1,0 +1,363 @@
+"""Every layer: hand-computed forwards, gradient checks over hypothesis-drawn shapes and
+parameters (float64, central differences), and the errors bad shapes produce."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+
+from helpers import assert_gradients, blobs_of, make_layer, run_forward
+from unetcore.blob import Blob
+from unetcore.errors import NetError
+
+RNG = np.random.default_rng(0)
+
+
+def conv_text(kind="Convolution", num_output=2, kernel=(3, 3), stride=(1, 1), pad=(0, 0),
+              dilation=1, group=1, bias=True):
+    return f'''name: "c" type: "{kind}" convolution_param {{ num_output: {num_output}
+      kernel_h: {kernel[0]} kernel_w: {kernel[1]} stride_h: {stride[0]} stride_w: {stride[1]}
+      pad_h: {pad[0]} pad_w: {pad[1]} dilation: {dilation} group: {group} bias_term: {str(bias).lower()}
+      weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}'''
+
+
+def naive_conv(x, w, b, stride, pad, dilation, group):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - dilation * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - dilation * (kw - 1) - 1) // stride[1] + 1
+    y = np.zeros((n, o, oh, ow))
+    og = o // group
+    for i in range(n):
+        for oc in range(o):
+            g = oc // og
+            for r in range(oh):
+                for s in range(ow):
+                    patch = xp[i, g * cg:(g + 1) * cg,
+                               r * stride[0]:r * stride[0] + dilation * (kh - 1) + 1:dilation,
+                               s * stride[1]:s * stride[1] + dilation * (kw - 1) + 1:dilation]
+                    y[i, oc, r, s] = (patch * w[oc]).sum() + (b[oc] if b is not None else 0)
+    return y
+
+
+conv_params = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "group": st.integers(1, 2), "cin": st.integers(1, 2),
+    "cout": st.integers(1, 2), "kh": st.integers(1, 3), "kw": st.integers(1, 3),
+    "sh": st.integers(1, 2), "sw": st.integers(1, 2), "ph": st.integers(0, 2), "pw": st.integers(0, 2),
+    "dilation": st.integers(1, 2), "h": st.integers(1, 7), "w": st.integers(1, 7),
+    "bias": st.booleans()})
+
+
+def _conv_case(p, kind):
+    cin, cout = p["cin"] * p["group"], p["cout"] * p["group"]
+    text = conv_text(kind, cout, (p["kh"], p["kw"]), (p["sh"], p["sw"]), (p["ph"], p["pw"]),
+                     p["dilation"], p["group"], p["bias"])
+    return make_layer(text), RNG.standard_normal((p["n"], cin, p["h"], p["w"]))
+
+
+@given(conv_params)
+def test_convolution_forward_matches_direct_sum_and_gradients(p):
+    assume(p["h"] + 2 * p["ph"] >= p["dilation"] * (p["kh"] - 1) + 1)
+    assume(p["w"] + 2 * p["pw"] >= p["dilation"] * (p["kw"] - 1) + 1)
+    layer, x = _conv_case(p, "Convolution")
+    y = run_forward(layer, x)[0]
+    bias = layer.blobs[1].data if p["bias"] else None
+    expected = naive_conv(x, layer.blobs[0].data, bias, (p["sh"], p["sw"]), (p["ph"], p["pw"]),
+                          p["dilation"], p["group"])
+    np.testing.assert_allclose(y, expected, atol=1e-12)
+    layer, x = _conv_case(p, "Convolution")
+    assert_gradients(layer, x)
+
+
+@given(conv_params)
+def test_deconvolution_is_the_adjoint_of_convolution_and_gradients(p):
+    for size, k, s, pad in ((p["h"], p["kh"], p["sh"], p["ph"]), (p["w"], p["kw"], p["sw"], p["pw"])):
+        assume(s * (size - 1) + p["dilation"] * (k - 1) + 1 - 2 * pad >= 1)
+    p = dict(p, bias=False)
+    deconv, x = _conv_case(p, "Deconvolution")
+    y = run_forward(deconv, x)[0]
+    # <deconv(x), v> == <x, conv(v)> when the convolution uses the same weight blob
+    conv = make_layer(conv_text("Convolution", x.shape[1], (p["kh"], p["kw"]), (p["sh"], p["sw"]),
+                                (p["ph"], p["pw"]), p["dilation"], p["group"], False))
+    v = RNG.standard_normal(y.shape)
+    run_forward(conv, v)
+    conv.blobs[0].data[...] = deconv.blobs[0].data
+    conv_v = run_forward_with_weights(conv, v)
+    assert conv_v.shape == x.shape
+    assert (y * v).sum() == pytest.approx((x * conv_v).sum(), rel=1e-10, abs=1e-10)
+    deconv, x = _conv_case(dict(p, bias=True), "Deconvolution")
+    assert_gradients(deconv, x)
+
+
+def run_forward_with_weights(layer, x):
+    bottom, top = blobs_of(x), [Blob((), np.float64)]
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    return top[0].data
+
+
+def test_upconvolution_2x2_stride_2_hand_case():
+    layer = make_layer('name: "up" type: "Deconvolution" convolution_param { num_output: 1 '
+                       'kernel_size: 2 stride: 2 bias_term: false }')
+    x = np.array([[[[1.0, 10.0]]]])
+    run_forward(layer, x)
+    layer.blobs[0].data[...] = [[[[1, 2], [3, 4]]]]
+    y = run_forward_with_weights(layer, x)
+    np.testing.assert_array_equal(y[0, 0], [[1, 2, 10, 20], [3, 4, 30, 40]])
+
+
+def test_convolution_bands_give_the_same_result(monkeypatch):
+    from unetcore import backend
+    x = RNG.standard_normal((1, 3, 12, 9))
+    full = make_layer(conv_text(num_output=4, pad=(1, 1)))
+    y_full = run_forward(full, x)[0]
+    monkeypatch.setattr(backend, "WORKSPACE_LIMIT_BYTES", 27 * 9 * 8 * 2)   # two rows a band
+    banded = make_layer(conv_text(num_output=4, pad=(1, 1)))
+    np.testing.assert_allclose(run_forward(banded, x)[0], y_full, atol=1e-12)
+    assert_gradients(make_layer(conv_text(num_output=4, pad=(1, 1))), x)
+
+
+def test_convolution_errors():
+    with pytest.raises(NetError, match="input channels \\(3\\) must be divisible by group \\(2\\)"):
+        run_forward(make_layer(conv_text(group=2)), np.zeros((1, 3, 5, 5)))
+    with pytest.raises(NetError, match="input 2x2 is smaller than the kernel"):
+        run_forward(make_layer(conv_text()), np.zeros((1, 1, 2, 2)))
+    with pytest.raises(NetError, match="needs kernel_size"):
+        run_forward(make_layer('name: "c" type: "Convolution" convolution_param { num_output: 1 }'),
+                    np.zeros((1, 1, 2, 2)))
+    with pytest.raises(NetError, match="needs num_output >= 1"):
+        run_forward(make_layer('name: "c" type: "Convolution" convolution_param { kernel_size: 1 }'),
+                    np.zeros((1, 1, 2, 2)))
+
+
+# ---------------------------------------------------------------- pooling
+def pool_text(method="MAX", kernel=2, stride=2, pad=0):
+    return (f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: {kernel} '
+            f'stride: {stride} pad: {pad} }}')
+
+
+@pytest.mark.parametrize("size, kernel, stride, pad, expected", [
+    (4, 2, 2, 0, 2), (5, 2, 2, 0, 3), (6, 3, 2, 1, 4), (7, 3, 2, 0, 3), (5, 3, 3, 1, 2), (1, 2, 2, 0, 1)])
+def test_pooling_output_size_is_caffes(size, kernel, stride, pad, expected):
+    y = run_forward(make_layer(pool_text("MAX", kernel, stride, pad)), np.zeros((1, 1, size, size)))[0]
+    assert y.shape == (1, 1, expected, expected)
+
+
+def test_max_pooling_hand_case_with_mask():
+    x = np.array([[[[1, 2, 5, 0], [3, 4, 1, 1], [0, 0, 2, 9], [7, 0, 3, 1]]]], float)
+    y, mask = run_forward(make_layer(pool_text()), x, tops=2)
+    np.testing.assert_array_equal(y[0, 0], [[4, 5], [7, 9]])
+    np.testing.assert_array_equal(mask[0, 0], [[5, 2], [12, 11]])
+
+
+def test_max_pooling_odd_size_ceil_window():
+    x = np.arange(25, dtype=float).reshape(1, 1, 5, 5)
+    y = run_forward(make_layer(pool_text()), x)[0]
+    np.testing.assert_array_equal(y[0, 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+
+
+def test_average_pooling_divisor_counts_padding_but_not_overhang():
+    x = np.ones((1, 1, 3, 3))
+    y = run_forward(make_layer(pool_text("AVE", 2, 2, 1)), x)[0]
+    # windows start at -1: each 2x2 window covers 1, 2 or 4 image pixels; Caffe divides by the
+    # window clipped to the padded image (4 for all but none here overhang past pad).
+    np.testing.assert_allclose(y[0, 0], [[0.25, 0.5], [0.5, 1.0]])
+
+
+@given(st.sampled_from(["MAX", "AVE"]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
+       st.integers(1, 7), st.integers(1, 7), st.integers(1, 2))
+def test_pooling_gradients(method, kernel, stride, pad, h, w, n):
+    assume(pad < kernel and stride <= kernel and h + 2 * pad >= kernel and w + 2 * pad >= kernel)
+    x = RNG.permutation(n * 2 * h * w).reshape(n, 2, h, w) / 7.0     # distinct values: no ties
+    assert_gradients(make_layer(pool_text(method, kernel, stride, pad)), x)
+
+
+def test_global_and_rectangular_pooling():
+    layer = make_layer('name: "p" type: "Pooling" pooling_param { pool: AVE global_pooling: true }')
+    x = RNG.standard_normal((2, 3, 4, 5))
+    np.testing.assert_allclose(run_forward(layer, x)[0][..., 0, 0], x.mean(axis=(2, 3)))
+    layer = make_layer('name: "p" type: "Pooling" pooling_param { kernel_h: 1 kernel_w: 2 stride_h: 1 stride_w: 2 }')
+    assert run_forward(layer, x)[0].shape == (2, 3, 4, 3)
+
+
+def test_pooling_errors():
+    with pytest.raises(NetError, match="STOCHASTIC pooling is not implemented"):
+        run_forward(make_layer('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }'),
+                    np.zeros((1, 1, 4, 4)))
+    with pytest.raises(NetError, match="the last window starts past the 2-pixel input"):
+        run_forward(make_layer(pool_text(kernel=1, stride=3)), np.zeros((1, 1, 2, 2)))
+    with pytest.raises(NetError, match="pad .* must be smaller than the kernel"):
+        run_forward(make_layer(pool_text(pad=2)), np.zeros((1, 1, 4, 4)))
+
+
+# ---------------------------------------------------------------- elementwise
+@given(st.floats(0, 0.5))
+def test_relu_forward_and_gradients(slope):
+    text = f'name: "r" type: "ReLU" relu_param {{ negative_slope: {slope} }}'
+    x = np.array([[-2.0, -0.5, 0.5, 3.0]])
+    np.testing.assert_allclose(run_forward(make_layer(text), x)[0], [[-2 * slope, -0.5 * slope, 0.5, 3]])
+    assert_gradients(make_layer(text), RNG.standard_normal((2, 3, 4)))
+
+
+def test_relu_in_place_backward():
+    layer = make_layer('name: "r" type: "ReLU"')
+    blob = blobs_of(np.array([-1.0, 2.0]))[0]
+    layer.setup([blob], [blob])
+    layer.reshape([blob], [blob])
+    layer.forward([blob], [blob])
+    blob.diff[...] = [5.0, 7.0]
+    layer.backward([blob], [True], [blob])
+    np.testing.assert_array_equal(blob.data, [0, 2])
+    np.testing.assert_array_equal(blob.diff, [0, 7])
+
+
+@given(st.sampled_from([0.0, 0.25, 0.5, 0.9]))
+def test_dropout_train_scales_kept_units_and_gradients(ratio):
+    text = f'name: "d" type: "Dropout" dropout_param {{ dropout_ratio: {ratio} }}'
+    x = np.ones((4, 50, 50))
+    y = run_forward(make_layer(text), x)[0]
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], 1 / (1 - ratio))
+    assert kept.mean() == pytest.approx(1 - ratio, abs=0.02)
+    assert_gradients(make_layer(text), RNG.standard_normal((2, 3, 4)))
+
+
+def test_dropout_is_identity_at_test():
+    x = RNG.standard_normal((2, 3))
+    layer = make_layer('name: "d" type: "Dropout"', phase="TEST")
+    np.testing.assert_array_equal(run_forward(layer, x)[0], x)
+    with pytest.raises(NetError, match="dropout_ratio must be in \\[0, 1\\)"):
+        run_forward(make_layer('name: "d" type: "Dropout" dropout_param { dropout_ratio: 1 }'), x)
+
+
+# ---------------------------------------------------------------- crop, concat
+def test_crop_offsets_caffe_semantics():
+    x = np.arange(2 * 3 * 6 * 7, dtype=float).reshape(2, 3, 6, 7)
+    ref = np.zeros((1, 1, 2, 3))
+    y = run_forward(make_layer('name: "c" type: "Crop" crop_param { axis: 2 offset: 1 offset: 3 }'), x, ref)[0]
+    np.testing.assert_array_equal(y, x[:, :, 1:3, 3:6])
+    y = run_forward(make_layer('name: "c" type: "Crop" crop_param { axis: 2 offset: 2 }'), x, ref)[0]
+    np.testing.assert_array_equal(y, x[:, :, 2:4, 2:5])
+    y = run_forward(make_layer('name: "c" type: "Crop"'), x, ref)[0]
+    np.testing.assert_array_equal(y, x[:, :, :2, :3])
+    y = run_forward(make_layer('name: "c" type: "Crop" crop_param { axis: 1 offset: 1 }'), x, ref)[0]
+    np.testing.assert_array_equal(y, x[:, 1:2, 1:3, 1:4])
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.integers(1, 4), st.integers(1, 4))
+def test_crop_gradients(oy, ox, h, w):
+    x = RNG.standard_normal((2, 2, h + oy + 1, w + ox))
+    layer = make_layer(f'name: "c" type: "Crop" crop_param {{ axis: 2 offset: {oy} offset: {ox} }}')
+    assert_gradients(layer, x, np.zeros((1, 1, h, w)), check_bottoms=[0])
+
+
+def test_crop_errors():
+    with pytest.raises(NetError, match="cannot crop axis 2 .* needs size >= 5"):
+        run_forward(make_layer('name: "c" type: "Crop" crop_param { offset: 3 }'),
+                    np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)))
+    with pytest.raises(NetError, match="gives 3 offsets"):
+        run_forward(make_layer('name: "c" type: "Crop" crop_param { offset: [1, 1, 1] }'),
+                    np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)))
+
+
+def test_concat_channels_and_caffe_unet_center_crop():
+    a, b = RNG.standard_normal((1, 2, 4, 4)), RNG.standard_normal((1, 3, 8, 6))
+    y = run_forward(make_layer('name: "cat" type: "Concat"'), a, b)[0]
+    assert y.shape == (1, 5, 4, 4)
+    np.testing.assert_array_equal(y[:, :2], a)
+    np.testing.assert_array_equal(y[:, 2:], b[:, :, 2:6, 1:5])
+
+
+@given(st.integers(1, 3), st.integers(0, 4), st.integers(0, 3), st.sampled_from([0, 1]))
+def test_concat_gradients(c, extra_h, extra_w, axis):
+    a = RNG.standard_normal((2, c, 3, 4))
+    b_shape = (2, c + 1, 3 + extra_h, 4 + extra_w) if axis == 1 else (1, c, 3 + extra_h, 4 + extra_w)
+    b = RNG.standard_normal(b_shape)
+    assert_gradients(make_layer(f'name: "cat" type: "Concat" concat_param {{ axis: {axis} }}'), a, b)
+
+
+def test_concat_errors():
+    with pytest.raises(NetError, match="does not fit the first bottom"):
+        run_forward(make_layer('name: "cat" type: "Concat"'), np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 4)))
+
+
+# ---------------------------------------------------------------- softmax and loss
+def test_softmax_forward_and_gradients():
+    x = np.array([[[[0.0]], [[np.log(3.0)]]]])
+    np.testing.assert_allclose(run_forward(make_layer('name: "s" type: "Softmax"'), x)[0].ravel(), [0.25, 0.75])
+    assert_gradients(make_layer('name: "s" type: "Softmax"'), RNG.standard_normal((2, 3, 2, 2)))
+    assert_gradients(make_layer('name: "s" type: "Softmax" softmax_param { axis: -1 }'),
+                     RNG.standard_normal((2, 3, 4)))
+
+
+def loss_text(extra=""):
+    return f'name: "loss" type: "SoftmaxWithLoss" loss_param {{ {extra} }}'
+
+
+def test_softmax_loss_hand_cases():
+    scores = np.zeros((1, 2, 1, 2))                 # p = 1/2 everywhere
+    labels = np.array([[[[0, 1]]]], float)
+    loss = run_forward(make_layer(loss_text()), scores, labels)[0]
+    assert float(loss) == pytest.approx(np.log(2))
+    weights = np.array([[[[1.0, 3.0]]]])
+    loss = run_forward(make_layer(loss_text()), scores, labels, weights)[0]
+    assert float(loss) == pytest.approx(4 * np.log(2) / 2)      # weights scale terms, not Z
+    ignore = run_forward(make_layer(loss_text("ignore_label: 1")), scores, labels)[0]
+    assert float(ignore) == pytest.approx(np.log(2))            # one valid pixel, Z = 1
+    assert float(run_forward(make_layer(loss_text("ignore_label: 1 normalization: FULL")),
+                             scores, labels)[0]) == pytest.approx(np.log(2) / 2)
+    assert float(run_forward(make_layer(loss_text("normalization: NONE")),
+                             scores, labels)[0]) == pytest.approx(2 * np.log(2))
+    assert float(run_forward(make_layer(loss_text("normalize: false")),
+                             scores, labels)[0]) == pytest.approx(2 * np.log(2))   # BATCH_SIZE, N = 1
+
+
+def test_softmax_loss_probability_top():
+    scores = np.array([[[[0.0]], [[np.log(3.0)]]]])
+    _, prob = run_forward(make_layer(loss_text()), scores, np.zeros((1, 1, 1, 1)), tops=2)
+    np.testing.assert_allclose(prob.ravel(), [0.25, 0.75])
+
+
+@given(st.integers(2, 4), st.booleans(), st.booleans(),
+       st.sampled_from(["FULL", "VALID", "BATCH_SIZE", "NONE"]), st.integers(1, 2))
+def test_softmax_loss_gradients(classes, weighted, ignore, normalization, n):
+    scores = RNG.standard_normal((n, classes, 3, 2))
+    labels = RNG.integers(0, classes, (n, 1, 3, 2)).astype(float)
+    extra = f"normalization: {normalization}" + (" ignore_label: 0" if ignore else "")
+    bottoms = [scores, labels] + ([RNG.uniform(0.5, 3, (n, 1, 3, 2))] if weighted else [])
+    assert_gradients(make_layer(loss_text(extra)), *bottoms, check_bottoms=[0])
+
+
+def test_softmax_loss_errors():
+    with pytest.raises(NetError, match="label 2 in .* is outside 0..1"):
+        make = make_layer('name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l"')
+        run_forward(make, np.zeros((1, 2, 1, 1)), np.full((1, 1, 1, 1), 2.0))
+    with pytest.raises(NetError, match="bottom 'w' has shape \\(1, 1, 2, 2\\).*need 1: one per pixel"):
+        run_forward(make_layer('name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" bottom: "w"'),
+                    np.zeros((1, 2, 1, 1)), np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 2, 2)))
+
+
+# ---------------------------------------------------------------- eltwise, accuracy
+@given(st.sampled_from(["SUM", "PROD", "MAX"]), st.integers(2, 3))
+def test_eltwise_forward_and_gradients(op, count):
+    xs = [RNG.standard_normal((2, 3, 2)) for _ in range(count)]
+    coeff = " coeff: 2" + " coeff: -1" * (count - 1) if op == "SUM" else ""
+    layer = make_layer(f'name: "e" type: "Eltwise" eltwise_param {{ operation: {op}{coeff} }}')
+    y = run_forward(layer, *xs)[0]
+    expected = {"SUM": 2 * xs[0] - sum(xs[1:]), "PROD": np.prod(xs, axis=0), "MAX": np.max(xs, axis=0)}[op]
+    np.testing.assert_allclose(y, expected)
+    assert_gradients(make_layer(f'name: "e" type: "Eltwise" eltwise_param {{ operation: {op}{coeff} }}'), *xs)
+
+
+def test_accuracy_hand_case():
+    scores = np.array([[[[0.9, 0.1, 0.3]], [[0.1, 0.9, 0.2]], [[0.0, 0.0, 0.5]]]])   # argmax 0, 1, 2
+    labels = np.array([[[[0, 0, 2]]]], float)
+    assert float(run_forward(make_layer('name: "a" type: "Accuracy"'), scores, labels)[0]) == pytest.approx(2 / 3)
+    top2 = make_layer('name: "a" type: "Accuracy" accuracy_param { top_k: 2 }')
+    assert float(run_forward(top2, scores, labels)[0]) == pytest.approx(1.0)
+    ignore = make_layer('name: "a" type: "Accuracy" accuracy_param { ignore_label: 2 }')
+    assert float(run_forward(ignore, scores, labels)[0]) == pytest.approx(0.5)
+
+
+def test_layer_blob_count_rules():
+    with pytest.raises(NetError, match="takes 2 bottom blob\\(s\\), got 1"):
+        run_forward(make_layer('name: "c" type: "Crop"'), np.zeros((1, 1, 2, 2)))

@@ -1,0 +1,68 @@
+"""Array backends: NumPy on the CPU, CuPy on a GPU.
+
+Layers ask ``array_module(x)`` for the module (``xp``) that owns their arrays and
+write one expression for both. ``gpu_module(device)`` imports CuPy and selects a
+device, or raises ``BackendError`` saying why no GPU can be used.
+The column workspace that every Convolution and Deconvolution layer shares lives
+here too: one grow-only buffer per backend and dtype instead of one per layer.
+"""
+import numpy as np
+
+from .errors import BackendError
+
+# Bytes one im2col band may take; Convolution splits its output rows into bands to stay under it.
+WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20
+
+_workspaces = {}
+
+
+def gpu_module(device=0):
+    """Import CuPy and make `device` current; a clear error when that is impossible."""
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError("a GPU was asked for but CuPy is not installed: "
+                           "pip install 'unetcore[gpu]' (needs an NVIDIA GPU and CUDA), "
+                           "or leave out --gpu to run on the CPU") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:   # CUDA driver missing or broken
+        raise BackendError(f"CuPy is installed but sees no CUDA device ({err}); "
+                           "leave out --gpu to run on the CPU") from None
+    if not 0 <= device < count:
+        raise BackendError(f"GPU {device} was asked for but CuPy sees {count} device(s)")
+    cupy.cuda.Device(device).use()
+    return cupy
+
+
+def xp_for(gpu=None):
+    """The array module for a device: NumPy for None, CuPy for a GPU id."""
+    return np if gpu is None else gpu_module(gpu)
+
+
+def array_module(array):
+    """NumPy or CuPy, whichever owns `array`."""
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return np
+    import cupy
+    return cupy.get_array_module(array)
+
+
+def to_numpy(array):
+    """A NumPy copy (or view) of a NumPy or CuPy array."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def workspace(xp, dtype, count):
+    """A flat scratch array of at least `count` elements, shared by all layers."""
+    key = (xp.__name__, np.dtype(dtype).str)
+    buf = _workspaces.get(key)
+    if buf is None or buf.size < count:
+        buf = xp.empty(count, dtype=dtype)
+        _workspaces[key] = buf
+    return buf[:count]
+
+
+def release_workspaces():
+    """Free the shared scratch buffers (they are re-made on demand)."""
+    _workspaces.clear()

@@ -1,0 +1,75 @@
+"""Blob: an N-d array of data with a same-shaped array of gradients (diff), as in Caffe."""
+import numpy as np
+
+
+class Blob:
+    """Data and diff of one named tensor.
+
+    Arrays are allocated on first use: a shape-only pass (``Net.reshape``, the valid-size
+    search) costs nothing, and a net that only runs forward never pays for gradients.
+    """
+
+    def __init__(self, shape=(), dtype=np.float32, xp=np):
+        self.xp = xp
+        self.dtype = np.dtype(dtype)
+        self._shape = None
+        self.reshape(shape)
+
+    def reshape(self, shape):
+        """Give the blob a new shape; its contents are zeroed when the shape changes."""
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ValueError(f"negative blob shape {shape}")
+        if shape != self._shape:
+            self._shape = shape
+            self._data = self._diff = self._source = None
+
+    def share_data(self, other):
+        """Make this blob's data the very array of `other` (Caffe's ShareData)."""
+        if self._diff is not None and self._diff.shape != other.shape:
+            self._diff = None
+        self._shape = other.shape
+        self._source, self._data = other, None
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def data(self):
+        if self._source is not None:
+            return self._source.data
+        if self._data is None:
+            self._data = self.xp.zeros(self._shape, dtype=self.dtype)
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self.data[...] = value
+
+    @property
+    def diff(self):
+        if self._diff is None:
+            self._diff = self.xp.zeros(self._shape, dtype=self.dtype)
+        return self._diff
+
+    @diff.setter
+    def diff(self, value):
+        self.diff[...] = value
+
+    @property
+    def has_diff(self):
+        return self._diff is not None
+
+    # pycaffe's 4-d accessors
+    num = property(lambda self: self._shape[0])
+    channels = property(lambda self: self._shape[1])
+    height = property(lambda self: self._shape[2])
+    width = property(lambda self: self._shape[3])
+
+    def __repr__(self):
+        return f"Blob(shape={self._shape}, dtype={self.dtype})"

@@ -1,0 +1,35 @@
+"""The errors unetcore raises on bad input.
+
+Every error a user can cause is an ``UnetcoreError``: the command line prints its
+message (which names the file, layer or blob and says what to do) instead of a
+traceback.
+"""
+
+
+class UnetcoreError(Exception):
+    """Base class of every error caused by the user's input."""
+
+
+class PrototxtError(UnetcoreError):
+    """A syntax or schema error in a prototxt file, located as file:line:col."""
+
+    def __init__(self, message, filename="<string>", line=0, col=0):
+        self.filename, self.line, self.col = filename, line, col
+        self.bare_message = message
+        super().__init__(f"{filename}:{line}:{col}: {message}")
+
+
+class NetError(UnetcoreError):
+    """A network that cannot be built: unknown blob, bad shape, bad parameter."""
+
+
+class DataError(UnetcoreError):
+    """A missing, corrupt or inconsistent data file."""
+
+
+class SolverError(UnetcoreError):
+    """A training run that cannot go on (bad solver settings, NaN loss)."""
+
+
+class BackendError(UnetcoreError):
+    """A GPU asked for where none is usable."""

@@ -1,0 +1,168 @@
+"""A Caffe-style gradient checker, in float64 with central differences.
+
+For an objective E, the analytic gradient from backward is compared with
+
+    dE/dx_i ~ (E(x + h e_i) - E(x - h e_i)) / (2h)          (error O(h^2))
+
+element by element. A pair passes when |analytic - numeric| <= threshold * max(|analytic|,
+|numeric|, 1), Caffe's rule. For a single layer, E is a random linear function of its tops,
+E = sum_k <c_k, top_k>, so every top element's gradient path is exercised; for a whole net,
+E is the net's weighted loss. Layers that draw random numbers (Dropout) get the same draws
+on every evaluation, so E is a fixed function.
+"""
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import to_numpy
+
+
+@dataclass
+class BlobCheck:
+    """The comparison for one blob: worst errors over the checked elements."""
+    name: str
+    checked: int
+    max_abs_error: float
+    max_scaled_error: float
+    threshold: float
+
+    @property
+    def passed(self):
+        return self.max_scaled_error <= self.threshold
+
+    def line(self):
+        verdict = "ok" if self.passed else "FAILED"
+        return (f"{self.name:<40} {self.checked:>7} checked  max abs err {self.max_abs_error:.3e}  "
+                f"max rel err {self.max_scaled_error:.3e}  {verdict}")
+
+
+def _rng_states(layers):
+    return [copy.deepcopy(l.rng.bit_generator.state) for l in layers]
+
+
+def _restore_rngs(layers, states):
+    for layer, state in zip(layers, states):
+        layer.rng.bit_generator.state = copy.deepcopy(state)
+
+
+def _compare(name, array, analytic, objective, step, threshold, indices):
+    flat, grad = array.reshape(-1), to_numpy(analytic).reshape(-1)
+    worst_abs = worst_scaled = 0.0
+    for i in indices:
+        original = float(flat[i])
+        flat[i] = original + step
+        plus = objective()
+        flat[i] = original - step
+        minus = objective()
+        flat[i] = original
+        numeric = (plus - minus) / (2 * step)
+        error = abs(grad[i] - numeric)
+        worst_abs = max(worst_abs, error)
+        worst_scaled = max(worst_scaled, error / max(abs(grad[i]), abs(numeric), 1.0))
+    return BlobCheck(name, len(indices), worst_abs, worst_scaled, threshold)
+
+
+def _indices(size, max_checks, rng):
+    if max_checks is None or size <= max_checks:
+        return range(size)
+    return np.sort(rng.choice(size, max_checks, replace=False))
+
+
+def check_layer(layer, bottom, top, check_bottoms=None, step=1e-6, threshold=1e-6,
+                max_checks=None, seed=0):
+    """Check every bottom in `check_bottoms` (default: all) and every parameter of `layer`.
+
+    `layer` must be built in float64; `bottom` holds its input Blobs with data set.
+    Returns a list of BlobCheck.
+    """
+    rng = np.random.default_rng(seed)
+    layer.check_blob_counts(bottom, top)
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    states = _rng_states([layer])
+    layer.forward(bottom, top)
+    coeffs = [layer.xp.asarray(rng.standard_normal(t.shape)) for t in top]
+    check_bottoms = range(len(bottom)) if check_bottoms is None else check_bottoms
+
+    def objective():
+        _restore_rngs([layer], states)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        return sum(float((c * t.data).sum()) for c, t in zip(coeffs, top))
+
+    objective()
+    for c, t in zip(coeffs, top):
+        t.diff[...] = c
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    layer.backward(top, [i in check_bottoms for i in range(len(bottom))], bottom)
+    analytic = [(f"bottom[{i}]", bottom[i].data, bottom[i].diff.copy()) for i in check_bottoms]
+    analytic += [(f"{layer.name} param[{i}]", b.data, b.diff.copy())
+                 for i, b in enumerate(layer.blobs)]
+    return [_compare(name, data, grad, objective, step, threshold,
+                     _indices(data.size, max_checks, rng)) for name, data, grad in analytic]
+
+
+def check_net(net, step=1e-6, threshold=1e-6, max_checks=None, seed=0):
+    """Check the gradient of a float64 net's loss w.r.t. every learnable parameter and
+    every input blob that backward reaches (all of them with force_backward)."""
+    rng = np.random.default_rng(seed)
+    states = _rng_states(net.layers)
+
+    def objective():
+        _restore_rngs(net.layers, states)
+        return net.forward_layers()
+
+    objective()
+    net.clear_param_diffs()
+    net.backward()
+    names = {}
+    for layer_name, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            names.setdefault(id(blob), f"{layer_name} param[{i}]")
+    targets = [(names[id(b)], b.data, b.diff.copy()) for b in net.learnable_params]
+    targets += [(f"input '{n}'", net.blobs[n].data, net.blobs[n].diff.copy())
+                for n in net.inputs if net.blobs[n].has_diff]
+    return [_compare(name, data, grad, objective, step, threshold,
+                     _indices(data.size, max_checks, rng)) for name, data, grad in targets]
+
+
+def randomize_params(net, rng, scale=0.5):
+    """Random weights and biases, so that no ReLU sits exactly at its kink (zero biases on
+    a dead region put whole maps at 0, where the derivative does not exist)."""
+    for blob in net.learnable_params:
+        blob.data[...] = net.xp.asarray(rng.uniform(-scale, scale, blob.shape))
+
+
+def random_inputs(net, rng):
+    """Fill a net's inputs for a check: labels as class indices, loss weights positive,
+    everything else standard normal."""
+    roles = _input_roles(net)
+    for name in net.inputs:
+        blob = net.blobs[name]
+        role, classes = roles.get(name, ("data", 0))
+        if role == "label":
+            blob.data[...] = net.xp.asarray(rng.integers(0, classes, blob.shape))
+        elif role == "weight":
+            blob.data[...] = net.xp.asarray(rng.uniform(0.5, 2.0, blob.shape))
+        else:
+            blob.data[...] = net.xp.asarray(rng.standard_normal(blob.shape))
+
+
+def _input_roles(net):
+    """Input name -> ('label', classes) or ('weight', 0) for the loss layers' 2nd/3rd bottoms."""
+    origin = {}
+    for layer, spec in zip(net.layers, net.specs):
+        for top in spec.tops:
+            origin[top] = origin.get(spec.bottoms[0], spec.bottoms[0]) \
+                if layer.type == "Split" else top
+    roles = {}
+    for layer, spec, bottom in zip(net.layers, net.specs, net.bottom_vecs):
+        if layer.type in ("SoftmaxWithLoss", "Accuracy"):
+            classes = bottom[0].shape[getattr(layer, "axis", 1)]
+            if len(spec.bottoms) > 1:
+                roles[origin.get(spec.bottoms[1], spec.bottoms[1])] = ("label", classes)
+            if len(spec.bottoms) > 2:
+                roles[origin.get(spec.bottoms[2], spec.bottoms[2])] = ("weight", 0)
+    return roles

@@ -1,0 +1,108 @@
+"""im2col and col2im: convolution as one matrix product.
+
+For an image x of shape (C, H, W) and a kh x kw kernel, im2col builds the matrix
+``col`` of shape (C*kh*kw, H_out*W_out) whose column (i, j) holds the input patch
+under output pixel (i, j):
+
+    col[(c, p, q), (i, j)] = x[c, i*s_h - pad_h + p*d_h, j*s_w - pad_w + q*d_w]
+
+Then a convolution is ``y = W @ col`` with W reshaped to (C_out, C*kh*kw).
+col2im is its adjoint: it adds every column back onto the patch it came from,
+which is exactly the gradient of im2col (used by Convolution backward and by
+Deconvolution forward).
+
+Both work on a band of output rows [row0, row1) so a caller can bound the size of
+``col``; both use strided views and a single copy, and run unchanged on CuPy.
+"""
+from dataclasses import dataclass
+
+from .errors import NetError
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    kernel: tuple    # (kh, kw)
+    stride: tuple
+    pad: tuple
+    dilation: tuple
+
+    def output_size(self, height, width):
+        """Caffe's (and everyone's) convolution output size, rounded down."""
+        return tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
+                     for size, k, s, p, d in zip((height, width), self.kernel, self.stride,
+                                                 self.pad, self.dilation))
+
+    def deconv_output_size(self, height, width):
+        """Deconvolution output size: the input size of the convolution it reverses."""
+        return tuple(s * (size - 1) + d * (k - 1) + 1 - 2 * p
+                     for size, k, s, p, d in zip((height, width), self.kernel, self.stride,
+                                                 self.pad, self.dilation))
+
+
+def geometry_from_param(conv_param, layer_name):
+    """Kernel, stride, pad and dilation of a ConvolutionParameter, with Caffe's rules."""
+    def pair(values, h, w, default, what):
+        if conv_param.has(h) or conv_param.has(w):
+            if values:
+                raise NetError(f"layer '{layer_name}': give either {what} or {h}/{w}, not both")
+            return (getattr(conv_param, h), getattr(conv_param, w))
+        if not values:
+            return (default, default)
+        if len(values) == 1:
+            return (values[0], values[0])
+        if len(values) == 2:
+            return tuple(values)
+        raise NetError(f"layer '{layer_name}': {what} takes 1 or 2 values for a 2-d "
+                       f"convolution, got {len(values)}")
+
+    kernel = pair(conv_param.kernel_size, "kernel_h", "kernel_w", None, "kernel_size")
+    if None in kernel:
+        raise NetError(f"layer '{layer_name}': convolution_param needs kernel_size "
+                       "(or kernel_h and kernel_w)")
+    stride = pair(conv_param.stride, "stride_h", "stride_w", 1, "stride")
+    pad = pair(conv_param.pad, "pad_h", "pad_w", 0, "pad")
+    dilation = pair(conv_param.dilation, "dilation_h", "dilation_w", 1, "dilation")
+    for name, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                              ("pad", pad, 0), ("dilation", dilation, 1)):
+        if min(values) < low:
+            raise NetError(f"layer '{layer_name}': {name} must be >= {low}, got {values}")
+    return ConvGeometry(kernel, stride, pad, dilation)
+
+
+def pad_image(xp, x, pad):
+    """x (C, H, W) with zero padding, or x itself when there is none."""
+    ph, pw = pad
+    if ph == 0 and pw == 0:
+        return x
+    return xp.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+
+
+def patch_view(xp, x_padded, geom, out_width, row0, row1):
+    """A (C, kh, kw, row1-row0, out_width) strided view of the patches of output rows [row0, row1)."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    sc, sy, sx = x_padded.strides
+    start = x_padded[:, row0 * sh:, :]
+    return xp.lib.stride_tricks.as_strided(
+        start, shape=(x_padded.shape[0], kh, kw, row1 - row0, out_width),
+        strides=(sc, sy * dh, sx * dw, sy * sh, sx * sw))
+
+
+def im2col(xp, x_padded, geom, out_width, row0, row1, out):
+    """Write the columns of output rows [row0, row1) into `out` (C*kh*kw, rows*out_width)."""
+    view = patch_view(xp, x_padded, geom, out_width, row0, row1)
+    out.reshape(view.shape)[...] = view
+    return out
+
+
+def col2im_add(col, dx_padded, geom, out_width, row0, row1):
+    """dx_padded += the adjoint of im2col for output rows [row0, row1) (overlaps are summed)."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    rows = row1 - row0
+    col = col.reshape(dx_padded.shape[0], kh, kw, rows, out_width)
+    for p in range(kh):
+        y0 = row0 * sh + p * dh
+        for q in range(kw):
+            x0 = q * dw
+            dx_padded[:, y0:y0 + sh * (rows - 1) + 1:sh,
+                      x0:x0 + sw * (out_width - 1) + 1:sw] += col[:, p, q]
+    return dx_padded

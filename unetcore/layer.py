@@ -1,0 +1,96 @@
+"""The Layer base class and the registry of layer types (Caffe's layer interface).
+
+A layer type registers its Caffe type name with ``@register``. The net calls, in order,
+``setup(bottom, top)`` once, then ``reshape`` + ``forward`` on every pass and
+``backward(top, propagate_down, bottom)`` when gradients are needed.
+``bottom`` and ``top`` are lists of Blob. Backward *writes* bottom diffs and
+*accumulates* into parameter diffs, exactly as in Caffe.
+"""
+import numpy as np
+
+from .errors import NetError
+
+LAYER_TYPES = {}
+
+
+def register(cls):
+    """Class decorator: make `cls` the implementation of the Caffe type `cls.type`."""
+    LAYER_TYPES[cls.type] = cls
+    return cls
+
+
+def layer_class(layer_param):
+    from . import layers  # noqa: F401  (importing the package registers every layer)
+    cls = LAYER_TYPES.get(layer_param.type)
+    if cls is None:
+        where = layer_param.location()
+        raise NetError(f"layer '{layer_param.name}' ({where}) has unknown type "
+                       f"'{layer_param.type}'; known types: {', '.join(sorted(LAYER_TYPES))}")
+    return cls
+
+
+class Layer:
+    type = None
+    # Blob-count rules, as Caffe's ExactNumBottomBlobs() and friends; None = no rule.
+    exact_bottoms = min_bottoms = max_bottoms = None
+    exact_tops = min_tops = max_tops = None
+    is_loss = False                 # a loss layer's first top gets loss_weight 1 by default
+
+    def __init__(self, param, phase="TRAIN", dtype=np.float32, xp=np, rng=None):
+        self.param = param
+        self.name = param.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.xp = xp
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.blobs = []             # learnable parameters (Blob), filled by setup
+
+    # ---- the interface a layer implements
+    def setup(self, bottom, top):
+        """Read parameters and create self.blobs; called once."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        """Gradients of the bottoms (where propagate_down) and of self.blobs."""
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    # ---- helpers
+    def bottom_name(self, i):
+        """The prototxt name of bottom i (or 'bottom[i]' for a layer built alone)."""
+        names = self.param.bottom
+        return names[i] if i < len(names) else f"bottom[{i}]"
+
+    def error(self, message):
+        return NetError(f"layer '{self.name}' ({self.type}, {self.param.location()}): {message}")
+
+    def check_blob_counts(self, bottom, top):
+        for what, blobs, exact, low, high in (
+                ("bottom", bottom, self.exact_bottoms, self.min_bottoms, self.max_bottoms),
+                ("top", top, self.exact_tops, self.min_tops, self.max_tops)):
+            n = len(blobs)
+            if exact is not None and n != exact:
+                raise self.error(f"takes {exact} {what} blob(s), got {n}")
+            if low is not None and n < low:
+                raise self.error(f"takes at least {low} {what} blob(s), got {n}")
+            if high is not None and n > high:
+                raise self.error(f"takes at most {high} {what} blob(s), got {n}")
+
+    def uniform(self, shape):
+        """Uniform [0, 1) samples drawn where the layer's arrays live (no host copy on a GPU)."""
+        if self.xp is np:
+            return self.rng.random(shape, dtype=self.dtype)
+        return self.xp.random.random(shape, dtype=self.dtype)
+
+    def make_param_blob(self, shape, filler):
+        from .blob import Blob
+        from .fillers import fill
+        blob = Blob(shape, self.dtype, self.xp)
+        blob.data[...] = self.xp.asarray(fill(filler, shape, self.rng, self.dtype))
+        return blob
