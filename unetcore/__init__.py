@@ -11,3 +11,7 @@ from .net import TEST, TRAIN, Net
 
 __all__ = ["Net", "TRAIN", "TEST", "UnetcoreError"]
 __version__ = "0.1.0"
+
+from .solvers import get_solver  # noqa: E402  (after Net: the solvers build nets)
+
+__all__.append("get_solver")

@@ -315,19 +315,28 @@ class Net:
 
     def set_input(self, name, value):
         """Copy `value` into input blob `name`, reshaping the net if its shape changed."""
-        if name not in self.inputs:
-            raise NetError(f"'{name}' is not an input of the net; its inputs are: "
-                           f"{', '.join(self.inputs) or 'none'}")
-        blob = self.blobs[name]
-        value = self.xp.asarray(value, dtype=self.dtype)
-        if value.shape != blob.shape:
-            if len(value.shape) != len(blob.shape):
-                raise NetError(f"input '{name}' takes a {len(blob.shape)}-d array "
-                               f"(like {blob.shape}), got shape {value.shape}")
-            blob.reshape(value.shape)
+        self.set_inputs({name: value})
+
+    def set_inputs(self, inputs):
+        """Copy {name: array} into the input blobs; reshape the net once if a shape changed."""
+        values, changed = {}, False
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                raise NetError(f"'{name}' is not an input of the net; its inputs are: "
+                               f"{', '.join(self.inputs) or 'none'}")
+            blob = self.blobs[name]
+            values[name] = value = self.xp.asarray(value, dtype=self.dtype)
+            if value.shape != blob.shape:
+                if len(value.shape) != len(blob.shape):
+                    raise NetError(f"input '{name}' takes a {len(blob.shape)}-d array "
+                                   f"(like {blob.shape}), got shape {value.shape}")
+                blob.reshape(value.shape)
+                changed = True
+        if changed:
             self.reshape()
             self.check_input_size()
-        blob.data[...] = value
+        for name, value in values.items():
+            self.blobs[name].data[...] = value
 
     def reshape(self):
         """Propagate the input shapes through every layer."""
@@ -336,8 +345,7 @@ class Net:
 
     def forward(self, **inputs):
         """Run forward; return {output blob name: data} (pycaffe's net.forward)."""
-        for name, value in inputs.items():
-            self.set_input(name, value)
+        self.set_inputs(inputs)
         self.forward_layers()
         return OrderedDict((name, self.blobs[name].data) for name in self.outputs)
 

@@ -44,6 +44,11 @@ class Message:
     def has(self, name):
         return name in self._values
 
+    @property
+    def source(self):
+        """The file this message was parsed from, or None for text parsed from a string."""
+        return None if self._where[0] == "<string>" else self._where[0]
+
     def fields(self):
         """The set fields in the order they were set: (name, value) pairs."""
         return list(self._values.items())
