@@ -101,9 +101,9 @@ class Solver:
 
     def _resolve(self, path):
         """A net path as Caffe reads it (from the working directory), else beside the solver."""
-        if Path(path).exists() or self.param.source is None:
+        if Path(path).exists() or self.param.source_file is None:
             return path
-        beside = Path(self.param.source).parent / path
+        beside = Path(self.param.source_file).parent / path
         return str(beside) if beside.exists() else path
 
     def _train_net(self):

@@ -5,6 +5,7 @@ Every error the user can cause is an UnetcoreError; it is printed as one line
 """
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 import numpy as np
@@ -171,3 +172,147 @@ def _progress(solver):
             logging_redirect_tqdm(loggers=[LOGGER]):
         solver.callbacks.append(lambda s: bar.update(s.iter - bar.n))
         yield
+
+
+@main.command()
+@click.option("-o", "--output", "folder", default="data", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the TIFF stacks.")
+@click.option("--train", "n_train", default=8, show_default=True, help="Training slices.")
+@click.option("--test", "n_test", default=2, show_default=True, help="Test slices.")
+@click.option("--size", default=256, show_default=True, help="Slice edge length (px).")
+@click.option("--cell-size", default=40, show_default=True, help="Typical cell diameter (px).")
+@click.option("--seed", default=0, show_default=True)
+def synth(folder, n_train, n_test, size, cell_size, seed):
+    """Write a synthetic ISBI-like EM stack: train/test volume and label TIFFs."""
+    import tifffile
+
+    from .data.synth import synth_stack
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        images, labels = synth_stack(n, size, split_seed, cell_size)
+        tifffile.imwrite(out / f"{split}-volume.tif", images)
+        tifffile.imwrite(out / f"{split}-labels.tif", labels)
+        click.echo(f"wrote {out / f'{split}-volume.tif'} and {split}-labels.tif: "
+                   f"{n} slices of {size}x{size}")
+
+
+@main.command()
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--w0", default=10.0, show_default=True, help="Border weight w0.")
+@click.option("--sigma", default=5.0, show_default=True, help="Border width sigma (px).")
+@click.option("--classes", "num_classes", default=2, show_default=True)
+def weightmap(labels, output, w0, sigma, num_classes):
+    """Write the U-Net loss weight map of a label image or stack (float32 TIFF)."""
+    import tifffile
+
+    from .data.stacks import read_stack
+    from .data.weightmap import weight_stack
+    stack = read_stack(labels, "label")
+    if num_classes > 2 and stack.max() >= num_classes:
+        raise UnetcoreError(f"{labels}: label value {int(stack.max())} is not a class of "
+                            f"0..{num_classes - 1}")
+    weights = weight_stack(stack, w0, sigma, num_classes)
+    tifffile.imwrite(output, weights if len(weights) > 1 else weights[0])
+    click.echo(f"wrote {output}: weights {weights.min():.3g}..{weights.max():.3g}")
+
+
+def _deploy_net(model, weights, tile, gpu):
+    from .net import Net
+    net = Net(model, "TEST", gpu=gpu)
+    if net.image_input is None:
+        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
+    if tile is not None:
+        blob = net.blobs[net.image_input]
+        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (tile, tile))})
+    if weights:
+        net.copy_from(weights)
+    return net
+
+
+def _read_images(path, channels, scale, mean):
+    import tifffile
+
+    from .data.stacks import normalize_grey
+    from .errors import DataError
+    from .tiling import as_channel_images
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such image file")
+    try:
+        stack = tifffile.imread(path)
+    except Exception as err:
+        raise DataError(f"{path}: not a readable TIFF image: {err}") from None
+    return as_channel_images(normalize_grey(stack, scale, mean), channels, path)
+
+
+def _segment_all(net, images, batch_budget_mb):
+    from tqdm import tqdm
+
+    from .tiling import segment, softmax, tile_geometry, tiles_per_batch
+    _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
+    count = sum(-(-im.shape[-2] // step) * -(-im.shape[-1] // step) for im in images)
+    batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
+    with tqdm(total=count, unit="tile", disable=not sys.stderr.isatty()) as bar:
+        return np.stack([softmax(segment(net, im, batch, bar.update)) for im in images])
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Label TIFF: class per pixel (2 classes: 0 and 255, as ISBI masks).")
+@click.option("--model", required=True, type=click.Path(dir_okay=False),
+              help="Deploy prototxt.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False))
+@click.option("--tile", type=int, default=None, help="Input tile edge (default: the model's).")
+@click.option("--probabilities", type=click.Path(dir_okay=False),
+              help="Also write class probabilities (float32 TIFF, slices x classes x H x W).")
+@click.option("--gpu", type=int, default=None)
+@click.option("--memory", "memory_mb", default=1024, show_default=True,
+              help="MiB of activations per forward; several tiles are batched when they fit.")
+@click.option("--scale", default=0.0, help="Grey values: (v - mean) * scale (default: to [0, 1]).")
+@click.option("--mean", default=0.0)
+def segment(image, output, model, weights, tile, probabilities, gpu, memory_mb, scale, mean):
+    """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
+    import tifffile
+    net = _deploy_net(model, weights, tile, gpu)
+    images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean)
+    probs = _segment_all(net, images, memory_mb)
+    labels = probs.argmax(axis=1).astype(np.uint8)
+    if probs.shape[1] == 2:
+        labels *= 255
+    tifffile.imwrite(output, labels if len(labels) > 1 else labels[0])
+    if probabilities:
+        tifffile.imwrite(probabilities, probs.astype(np.float32))
+    click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}")
+
+
+@main.command(name="test")
+@click.argument("images", type=click.Path(dir_okay=False))
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.option("--model", required=True, type=click.Path(dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(dir_okay=False))
+@click.option("--tile", type=int, default=None)
+@click.option("--gpu", type=int, default=None)
+@click.option("--memory", "memory_mb", default=1024, show_default=True)
+def test_command(images, labels, model, weights, tile, gpu, memory_mb):
+    """Segment IMAGES and score them against LABELS with the ISBI 2012 measures."""
+    from .data.stacks import check_same_shape, read_stack, to_classes
+    from .metrics import evaluate, iou
+    net = _deploy_net(model, weights, tile, gpu)
+    stack = _read_images(images, net.blobs[net.image_input].shape[1], 0.0, 0.0)
+    classes = net.blobs[net.outputs[0]].shape[1]
+    truth = to_classes(read_stack(labels, "label"), classes, labels)
+    check_same_shape(stack[:, 0], truth, images, labels, "label")
+    probs = _segment_all(net, stack, memory_mb)
+    ious = iou(probs.argmax(axis=1), truth, classes)
+    click.echo(f"IoU per class (argmax): {', '.join(f'{c}: {v:.4f}' for c, v in enumerate(ious))}")
+    if classes != 2:
+        return
+    rows, best = evaluate(probs[:, 1], truth.astype(bool))
+    click.echo(f"{'threshold':>9} {'pixel error':>12} {'Rand error':>11} {'warping error':>14}")
+    for r in rows:
+        click.echo(f"{r['threshold']:>9.1f} {r['pixel_error']:>12.6f} {r['rand_error']:>11.6f} "
+                   f"{r['warping_error']:>14.6f}")
+    for name, (value, threshold) in best.items():
+        click.echo(f"best {name.replace('_', ' ')}: {value:.6f} (threshold {threshold:.1f})")

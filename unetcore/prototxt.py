@@ -45,7 +45,7 @@ class Message:
         return name in self._values
 
     @property
-    def source(self):
+    def source_file(self):
         """The file this message was parsed from, or None for text parsed from a string."""
         return None if self._where[0] == "<string>" else self._where[0]
 

@@ -97,7 +97,7 @@ message("TiffDataParameter",
         F("image", "string"), F("label", "string"), F("weight", "string"),
         F("batch_size", "int", 1), F("tile_size", "int", 0), F("label_size", "int", 0),
         F("scale", "float", 0.0), F("mean", "float", 0.0), F("num_classes", "int", 2),
-        F("w0", "float", 10.0), F("sigma", "float", 5.0), F("foreground_weight", "bool", True))
+        F("w0", "float", 10.0), F("sigma", "float", 5.0))
 # Augmentation, with the parameters of caffe_unet's CreateDeformation/ApplyDeformation.
 message("CreateDeformationParameter",
         F("batch_size", "int", 1), F("nz", "int", 0), F("ny", "int", 0), F("nx", "int", 0),

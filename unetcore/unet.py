@@ -128,19 +128,49 @@ def train_text(name="unet", depth=4, channels=64, classes=2, size=572, in_channe
     return f'name: "{name}"\n' + data + layers_text(depth, channels, classes) + loss
 
 
-def tiff_data_layer(images, labels, size, out, scale=0.0):
-    """The TiffData layer of the training nets: random tiles, weight maps, deformation."""
+def tiff_data_layer(split, size, out, phase="TRAIN"):
+    """The TiffData layer of the training nets: random tiles of the ISBI-layout stacks
+    data/<split>-volume.tif and -labels.tif, weight maps computed from the labels, and at
+    TRAIN the paper's augmentation (elastic deformation, rotation, mirroring)."""
+    augment = ('  create_deformation_param { deform_std: 10 grid_points: 3 random_mirror: true\n'
+               '    random_rotate_from: 0 random_rotate_to: 360 }\n') if phase == "TRAIN" else ""
     return (f'layer {{\n  name: "data"\n  type: "TiffData"\n  top: "data"\n  top: "label"\n'
-            f'  top: "weights"\n  include {{ phase: TRAIN }}\n  tiff_data_param {{\n'
-            f'    image: "{images}"\n    label: "{labels}"\n    tile_size: {size}\n'
-            f'    label_size: {out}\n    w0: 10\n    sigma: 5\n  }}\n'
-            f'  create_deformation_param {{ deform_std: 10 grid_points: 3 random_mirror: true\n'
-            f'    random_rotate_from: 0 random_rotate_to: 360 }}\n}}\n')
+            f'  top: "weights"\n  include {{ phase: {phase} }}\n  tiff_data_param {{\n'
+            f'    image: "data/{split}-volume.tif"\n    label: "data/{split}-labels.tif"\n'
+            f'    tile_size: {size}\n    label_size: {out}\n    w0: 10\n    sigma: 5\n  }}\n'
+            f'{augment}}}\n')
+
+
+def tiff_train_text(name, depth=4, channels=64, size=572):
+    out = output_size(size, depth)
+    data = tiff_data_layer("train", size, out) + tiff_data_layer("test", size, out, "TEST")
+    return train_text(name, depth, channels, size=size, data_layer=data)
+
+
+def solver_text(net, base_lr, max_iter, snapshot, prefix, display=20, test=""):
+    """The paper's recipe: SGD, momentum 0.99, one tile per batch."""
+    return (f'# SGD with momentum 0.99 and a batch of one large tile (Ronneberger et al. 2015)\n'
+            f'net: "{net}"\n{test}base_lr: {base_lr}\nlr_policy: "fixed"\nmomentum: 0.99\n'
+            f'weight_decay: 0.0005\nmax_iter: {max_iter}\ndisplay: {display}\n'
+            f'average_loss: {display}\nsnapshot: {snapshot}\nsnapshot_prefix: "{prefix}"\n'
+            f'random_seed: 0\ntype: "SGD"\n')
+
+
+DEMO = dict(depth=4, channels=16, size=316)     # the README's CPU demo: the 2015 net, thinner
 
 
 FILES = {
     "unet-deploy.prototxt": lambda: deploy_text("unet"),
     "unet-train-inputs.prototxt": lambda: train_text("unet"),
+    "unet-train.prototxt": lambda: tiff_train_text("unet"),
+    "unet-solver.prototxt": lambda: solver_text("prototxt/unet-train.prototxt", 0.001, 10000,
+                                                1000, "snapshots/unet"),
+    "unet-demo-deploy.prototxt": lambda: deploy_text("unet-demo", DEMO["depth"],
+                                                     DEMO["channels"], size=DEMO["size"]),
+    "unet-demo-train.prototxt": lambda: tiff_train_text("unet-demo", **DEMO),
+    "unet-demo-solver.prototxt": lambda: solver_text(
+        "prototxt/unet-demo-train.prototxt", 0.001, 600, 200, "snapshots/unet-demo",
+        test="test_iter: 10\ntest_interval: 200\ntest_initialization: false\n"),
     "unet-small-deploy.prototxt": lambda: deploy_text("unet-small", depth=2, channels=2, size=44),
     "unet-small-train.prototxt": lambda: train_text("unet-small", depth=2, channels=2, size=44),
 }

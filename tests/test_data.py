@@ -1,0 +1,228 @@
+"""Data: weight maps by hand, deformation, mirrored tiles, the data layers, bad input."""
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unetcore.blob import Blob
+from unetcore.data import deformation as deform
+from unetcore.data.stacks import to_classes
+from unetcore.data.synth import synth_stack
+from unetcore.data.weightmap import nearest_two_distances, weight_map
+from unetcore.errors import DataError, NetError
+
+from helpers import make_layer
+
+
+def two_cells():
+    """5 x 9: cell A in columns 0-2, a 3-px background gap, cell B in columns 6-8."""
+    labels = np.zeros((5, 9), np.uint8)
+    labels[:, :3] = 1
+    labels[:, 6:] = 1
+    return labels
+
+
+def test_weight_map_of_two_cells_by_hand():
+    w = weight_map(two_cells(), w0=10, sigma=5)
+    # 30 cell pixels, 15 background: w_c = 1 for cells, 30/15 = 2 for background.
+    assert np.allclose(w[:, :3], 1) and np.allclose(w[:, 6:], 1)
+    # column 3: d1 = 1 (to A), d2 = 3 (to B); column 4: d1 = d2 = 2; column 5 mirrors 3.
+    border = 10 * np.exp(-16 / 50)
+    np.testing.assert_allclose(w[:, 3], 2 + border, rtol=1e-6)
+    np.testing.assert_allclose(w[:, 4], 2 + border, rtol=1e-6)
+    np.testing.assert_allclose(w[:, 5], 2 + border, rtol=1e-6)
+
+
+def test_weight_map_distances_and_single_cell():
+    d1, d2 = nearest_two_distances(np.array([[1, 0, 0, 0, 2, 0, 3]]))
+    np.testing.assert_array_equal(d1[0], [0, 1, 2, 1, 0, 1, 0])
+    np.testing.assert_array_equal(d2[0], [4, 3, 2, 3, 2, 1, 2])
+    one = np.zeros((4, 4), np.uint8)
+    one[1:3, 1:3] = 255                                   # ISBI mask, one cell: no border term
+    w = weight_map(one)
+    assert set(np.unique(w).tolist()) == {1.0, 3.0}
+
+
+def test_weight_map_separates_instances_of_a_label_image():
+    labels = np.zeros((5, 9), np.int32)
+    labels[:, :3], labels[:, 6:] = 4, 7                   # instance ids, not a mask
+    np.testing.assert_allclose(weight_map(labels), weight_map(two_cells()))
+
+
+def test_zero_deformation_is_the_identity():
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 20))
+    field = deform.elastic_displacements((20, 20), rng, std=0)
+    coords = deform.tile_coordinates(20, (9.5, 9.5), displacements=field)
+    np.testing.assert_allclose(deform.sample(image, coords, 3), image, atol=1e-6)
+
+
+def test_elastic_field_is_smooth_and_has_the_grid_std():
+    rng = np.random.default_rng(1)
+    fields = np.stack([deform.elastic_displacements((64, 64), rng, 3, 10.0) for _ in range(200)])
+    corners = fields[:, :, 0, 0]                           # a grid point: exactly N(0, 10^2)
+    assert 8.5 < corners.std() < 11.5
+    assert np.abs(np.diff(fields, axis=-1)).max() < 3      # no jumps between neighbours
+
+
+def test_deformation_keeps_labels_valid():
+    rng = np.random.default_rng(2)
+    labels = (rng.random((40, 40)) > 0.5).astype(np.uint8)
+    field = deform.elastic_displacements((30, 30), rng, 3, 10.0)
+    coords = deform.tile_coordinates(30, (20, 20), angle=0.7, mirror=True, displacements=field)
+    assert set(np.unique(deform.sample(labels, coords, 0)).tolist()) <= {0, 1}
+
+
+def write_stacks(tmp_path, images, labels):
+    tifffile.imwrite(tmp_path / "im.tif", images)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    return tmp_path / "im.tif", tmp_path / "lab.tif"
+
+
+def tiff_layer(tmp_path, tile, label_size, extra="", seed=0):
+    return make_layer(f'''name: "data" type: "TiffData" top: "data" top: "label" top: "weights"
+        tiff_data_param {{ image: "{tmp_path}/im.tif" label: "{tmp_path}/lab.tif"
+                          tile_size: {tile} label_size: {label_size} }} {extra}''',
+                      dtype=np.float32, seed=seed)
+
+
+def run_layer(layer, tops=3):
+    top = [Blob((), layer.dtype) for _ in range(tops)]
+    layer.check_blob_counts([], top)
+    layer.setup([], top)
+    layer.reshape([], top)
+    layer.forward([], top)
+    return [t.data for t in top]
+
+
+def test_tiles_near_the_border_are_the_mirrored_image(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 13, 17)).astype(np.uint8)
+    labels = (images > 128).astype(np.uint8)
+    write_stacks(tmp_path, images, labels)
+    layer = tiff_layer(tmp_path, 20, 8)
+    data, label, _ = run_layer(layer)
+    # Find the drawn tile by matching it against every position of the mirror-padded stack.
+    padded = np.pad(images / 255.0, ((0, 0), (20, 20), (20, 20)), mode="reflect")
+    found = [(k, y, x) for k in range(2) for y in range(padded.shape[1] - 19)
+             for x in range(padded.shape[2] - 19)
+             if np.allclose(padded[k, y:y + 20, x:x + 20], data[0, 0], atol=1e-5)]
+    assert found
+    k, y, x = found[0]
+    padded_labels = np.pad(labels, ((0, 0), (20, 20), (20, 20)), mode="reflect")
+    np.testing.assert_array_equal(padded_labels[k, y + 6:y + 14, x + 6:x + 14], label[0, 0])
+
+
+@settings(max_examples=15, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), tile=st.integers(2, 48),
+       seed=st.integers(0, 100))
+def test_any_image_size_yields_full_tiles(tmp_path_factory, height, width, tile, seed):
+    folder = tmp_path_factory.mktemp("stack")
+    rng = np.random.default_rng(seed)
+    images = rng.integers(1, 256, (1, height, width)).astype(np.uint8)
+    write_stacks(folder, images, (images > 100).astype(np.uint8))
+    layer = tiff_layer(folder, tile, tile,
+                       "create_deformation_param { deform_std: 10 random_rotate_to: 360 }", seed)
+    data, label, weights = run_layer(layer)
+    assert data.shape == (1, 1, tile, tile) and np.isfinite(data).all()
+    assert set(np.unique(label).tolist()) <= {0, 1}
+    assert weights.min() >= 1
+
+
+def test_tiff_layer_is_deterministic_for_a_seed(tmp_path):
+    images, labels = synth_stack(2, 48, seed=4)
+    write_stacks(tmp_path, images, labels)
+    extra = "create_deformation_param { deform_std: 10 random_mirror: true random_rotate_to: 90 }"
+    first = run_layer(tiff_layer(tmp_path, 36, 20, extra, seed=5))
+    second = run_layer(tiff_layer(tmp_path, 36, 20, extra, seed=5))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tiff_layer_bad_input(tmp_path):
+    images, labels = synth_stack(2, 32, seed=0)
+    with pytest.raises(DataError, match="im.tif: no such image file"):
+        run_layer(tiff_layer(tmp_path, 20, 20))
+    write_stacks(tmp_path, images, labels[:1])
+    with pytest.raises(DataError, match=r"lab.tif: the label stack has shape \(1, 32, 32\).*"
+                                        r"\(2, 32, 32\)"):
+        run_layer(tiff_layer(tmp_path, 20, 20))
+    write_stacks(tmp_path, images, (labels > 0) * 3)
+    with pytest.raises(DataError, match=r"label values \[3\] are outside the classes 0..1"):
+        run_layer(tiff_layer(tmp_path, 20, 20))
+    (tmp_path / "im.tif").write_bytes(b"not a tiff")
+    with pytest.raises(DataError, match="im.tif: not a readable TIFF image stack"):
+        run_layer(tiff_layer(tmp_path, 20, 20))
+
+
+def test_isbi_masks_map_to_classes():
+    np.testing.assert_array_equal(to_classes(np.array([0, 255, 255]), 2), [0, 1, 1])
+    np.testing.assert_array_equal(to_classes(np.array([0, 2, 1]), 3), [0, 2, 1])
+
+
+def test_synth_is_deterministic_and_labelled():
+    a, la = synth_stack(2, 64, seed=9)
+    b, lb = synth_stack(2, 64, seed=9)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert set(np.unique(la).tolist()) == {0, 255}
+    assert 0.05 < (la == 0).mean() < 0.4                   # membranes are a minority
+    assert a[la == 0].mean() + 50 < a[la == 255].mean()     # and dark
+
+
+def hdf5_layer(source, batch=2, shuffle=False):
+    return make_layer(f'''name: "h5" type: "HDF5Data" top: "data" top: "label"
+        hdf5_data_param {{ source: "{source}" batch_size: {batch} shuffle: {str(shuffle).lower()} }}''')
+
+
+def test_hdf5_data_reads_rows_in_order_across_files(tmp_path):
+    for k in range(2):
+        with h5py.File(tmp_path / f"{k}.h5", "w") as f:
+            f["data"] = np.arange(3 * 4, dtype=float).reshape(3, 1, 2, 2) + 100 * k
+            f["label"] = np.arange(3, dtype=float).reshape(3, 1) + 10 * k
+    (tmp_path / "list.txt").write_text("0.h5\n1.h5\n")
+    layer = hdf5_layer(tmp_path / "list.txt")
+    top = [Blob(()), Blob(())]
+    layer.setup([], top)
+    layer.reshape([], top)
+    labels = []
+    for _ in range(4):
+        layer.forward([], top)
+        labels.extend(top[1].data[:, 0].tolist())
+    assert labels == [0, 1, 2, 10, 11, 12, 0, 1]
+    assert top[0].data.shape == (2, 1, 2, 2)
+
+
+def test_hdf5_data_bad_input(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DataError, match="names no HDF5 files"):
+        hdf5_layer(tmp_path / "empty.txt").setup([], [Blob(()), Blob(())])
+    with pytest.raises(DataError, match="missing.txt does not exist"):
+        hdf5_layer(tmp_path / "missing.txt").setup([], [Blob(()), Blob(())])
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["data"] = np.zeros((2, 1))
+    (tmp_path / "list.txt").write_text("a.h5\n")
+    with pytest.raises(DataError, match="has no dataset 'label'"):
+        hdf5_layer(tmp_path / "list.txt").setup([], [Blob(()), Blob(())])
+
+
+def test_create_and_apply_deformation_layers():
+    create = make_layer('''name: "def" type: "CreateDeformation" bottom: "data" top: "def"
+        create_deformation_param { ny: 6 nx: 6 deform_std: 0 }''')
+    apply = make_layer('''name: "ad" type: "ApplyDeformation" bottom: "data" bottom: "def"
+        top: "out" apply_deformation_param { interpolation: "nearest" }''')
+    image = Blob((1, 1, 6, 6))
+    image.data[...] = np.arange(36.0).reshape(1, 1, 6, 6)
+    field, out = Blob(()), Blob(())
+    for layer, bottom, top in ((create, [image], [field]), (apply, [image, field], [out])):
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+    assert field.shape == (1, 6, 6, 2)
+    np.testing.assert_array_equal(out.data, image.data)   # no deformation: the identity
+    bad = make_layer('''name: "ad" type: "ApplyDeformation" bottom: "data" bottom: "def"
+        top: "out" apply_deformation_param { interpolation: "bicubic" }''')
+    with pytest.raises(NetError, match="interpolation 'bicubic' is not one of nearest, linear"):
+        bad.setup([image, field], [out])

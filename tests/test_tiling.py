@@ -1,0 +1,65 @@
+"""Overlap-tile: the stitched result equals one pass over the whole mirrored image."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unetcore.errors import DataError, NetError
+from unetcore.gradcheck import randomize_params
+from unetcore.net import Net
+from unetcore.tiling import as_channel_images, mirror_pad, segment, tile_geometry
+
+SMALL = "prototxt/unet-small-deploy.prototxt"          # depth 2: valid sizes 44, 48, 52, ...
+
+
+def small_net(tile, seed=0):
+    net = Net(SMALL, "TEST")
+    randomize_params(net, np.random.default_rng(seed))
+    net.set_inputs({"data": np.zeros((1, 1, tile, tile))})
+    return net
+
+
+def single_pass(net, image):
+    """The reference: the whole image, mirror-extended to a valid size, in one forward."""
+    tile, out, margin, step = tile_geometry(net, "data", "score")
+    h, w = image.shape[-2:]
+    need = lambda n: tile + step * -(-max(n - out, 0) // step)      # noqa: E731
+    size_h, size_w = need(h), need(w)
+    padded = mirror_pad(image, margin, (size_h - h - margin, size_w - w - margin))
+    whole = Net(SMALL, "TEST")
+    for name, blobs in net.params.items():
+        for a, b in zip(whole.params[name], blobs):
+            a.data[...] = b.data
+    scores = whole.forward(data=padded[None])["score"][0]
+    return scores[:, :h, :w]
+
+
+@settings(max_examples=12, deadline=None)
+@given(height=st.integers(1, 50), width=st.integers(1, 50), k=st.integers(0, 3),
+       batch=st.integers(1, 3))
+def test_stitched_tiles_equal_a_single_pass(height, width, k, batch):
+    net = small_net(44 + 4 * k)                                     # 44, 48, 52, 56
+    image = np.random.default_rng(height * 100 + width).random((1, height, width))
+    stitched = segment(net, image.astype(np.float32), batch)
+    assert stitched.shape == (2, height, width)
+    np.testing.assert_allclose(stitched, single_pass(net, image.astype(np.float32)), atol=1e-5)
+
+
+def test_tile_geometry_of_the_2015_unet():
+    net = Net("prototxt/unet-deploy.prototxt", "TEST")
+    assert tile_geometry(net, "data", "score") == (572, 388, 92, 384)
+
+
+def test_invalid_tile_size_lists_nearest_valid_sizes():
+    with pytest.raises(NetError, match="nearest valid sizes: 44, 48, 52"):
+        small_net(46)
+
+
+def test_mirror_pad_reflects_about_the_border_pixel():
+    row = np.array([[1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(mirror_pad(row, 2, (0, 2))[2], [3, 2, 1, 2, 3, 2, 1])
+
+
+def test_channel_count_mismatch_is_refused():
+    with pytest.raises(DataError, match="takes 3-channel images, but the image has shape"):
+        as_channel_images(np.zeros((5, 7)), 3, "x.tif")

@@ -1,0 +1,1 @@
+"""Training data: TIFF stacks, U-Net weight maps, elastic deformation, synthetic EM-like stacks."""

@@ -1,0 +1,48 @@
+"""Where a training tile samples its source image: shift, rotation, mirroring and the paper's
+elastic deformation (random displacement vectors on a coarse 3x3 grid, std 10 px, bicubic
+interpolation to every pixel). Coordinates outside the image read its mirror image, so a tile
+can sit anywhere and every image size gives full tiles (the overlap-tile border rule).
+"""
+import math
+
+import numpy as np
+from scipy import ndimage
+
+
+def elastic_displacements(shape, rng, grid_points=3, std=10.0):
+    """A smooth (2, h, w) displacement field: N(0, std^2) vectors on a grid_points^2 grid,
+    interpolated bicubically (a cubic spline through the grid values)."""
+    h, w = shape
+    if std == 0:
+        return np.zeros((2, h, w))
+    grid = rng.normal(0.0, std, size=(2, grid_points, grid_points))
+    rows = np.linspace(0, grid_points - 1, h)
+    cols = np.linspace(0, grid_points - 1, w)
+    at = np.stack(np.meshgrid(rows, cols, indexing="ij"))
+    return np.stack([ndimage.map_coordinates(g, at, order=3, mode="nearest") for g in grid])
+
+
+def tile_coordinates(size, center, angle=0.0, mirror=False, displacements=None):
+    """(2, size, size) source coordinates of a size x size tile centred at `center`:
+    x_src = center + R(angle) . M . (x - c_tile) + displacement(x)."""
+    offsets = np.arange(size) - (size - 1) / 2.0
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    if mirror:
+        dx = -dx
+    c, s = math.cos(angle), math.sin(angle)
+    coords = np.stack([center[0] + c * dy - s * dx, center[1] + s * dy + c * dx])
+    if displacements is not None:
+        coords = coords + displacements
+    return coords
+
+
+def sample(image, coords, order):
+    """Read `image` at `coords` (order 3: bicubic for grey values; 0: nearest for labels and
+    weights), reflecting about the border pixels outside the image."""
+    return ndimage.map_coordinates(image, coords, order=order, mode="mirror")
+
+
+def center_crop(coords, size):
+    """The coordinates of the central size x size part of a tile (the label tile)."""
+    start = (coords.shape[1] - size) // 2
+    return coords[:, start:start + size, start:start + size]

@@ -1,0 +1,94 @@
+"""Overlap-tile segmentation (Ronneberger et al. 2015, Fig. 2).
+
+A U-Net's output is smaller than its input by a margin on each side (92 px for the 2015
+net: 572 -> 388). To segment an image of any size, extend it by mirroring, cut input tiles
+whose *outputs* tile the image, run the net on each tile and stitch the outputs.
+
+Tiles start at multiples of `step`, a multiple of the net's total pooling stride (16 for
+depth 4, as 2^depth): then every tile sees the max-pool grid where a single pass over the
+whole mirrored image would, and the stitched result equals that single pass exactly. The
+output size (388) is not such a multiple, so tiles overlap slightly: step = 384.
+"""
+import math
+
+import numpy as np
+
+from .backend import to_numpy
+from .errors import DataError, NetError
+
+
+def pooling_grid(net):
+    """The total stride of the pooling layers on the contracting path (2^depth)."""
+    grid = 1
+    for layer in net.layers:
+        if layer.type == "Pooling":
+            grid *= int(layer.stride[0])
+    return grid
+
+
+def tile_geometry(net, input_name, output_name):
+    """(tile, output, margin, step) of the net at its current input size."""
+    tile = net.blobs[input_name].shape[-1]
+    out = net.blobs[output_name].shape[-1]
+    margin = (tile - out) // 2
+    grid = pooling_grid(net)
+    step = grid * (out // grid)
+    if step == 0:
+        raise NetError(f"a tile of {tile} gives an output of {out} px, less than the pooling "
+                       f"grid of {grid}; use a larger --tile")
+    return tile, out, margin, step
+
+
+def mirror_pad(image, before, after):
+    """Mirror-extend the last two axes (reflection about the border pixels, any width)."""
+    pad = [(0, 0)] * (image.ndim - 2) + [(before, after[0]), (before, after[1])]
+    return np.pad(image, pad, mode="reflect")
+
+
+def tile_origins(height, width, step):
+    return [(y, x) for y in range(0, height, step) for x in range(0, width, step)]
+
+
+def segment(net, image, batch=1, progress=None):
+    """Scores (classes, H, W) of one (channels, H, W) image by overlap-tile."""
+    input_name, output_name = net.image_input, net.outputs[0]
+    tile, out, margin, step = tile_geometry(net, input_name, output_name)
+    height, width = image.shape[-2:]
+    rows, cols = math.ceil(height / step), math.ceil(width / step)
+    needed = ((rows - 1) * step + tile, (cols - 1) * step + tile)
+    padded = mirror_pad(image, margin, (needed[0] - height - margin, needed[1] - width - margin))
+    classes = net.blobs[output_name].shape[1]
+    scores = np.empty((classes, rows * step, cols * step), np.float32)
+    origins = tile_origins(height, width, step)
+    for start in range(0, len(origins), batch):
+        group = origins[start:start + batch]
+        tiles = np.stack([padded[:, y:y + tile, x:x + tile] for y, x in group])
+        output = to_numpy(net.forward(**{input_name: tiles})[output_name])
+        for (y, x), result in zip(group, output):
+            scores[:, y:y + step, x:x + step] = result[:, :step, :step]
+        if progress is not None:
+            progress(len(group))
+    return scores[:, :height, :width]
+
+
+def as_channel_images(stack, channels, path="image"):
+    """(slices, channels, H, W) from a 2-d image, a stack, or channel-first images."""
+    if channels == 1 and stack.ndim in (2, 3):
+        return stack.reshape((-1, 1) + stack.shape[-2:])
+    if channels > 1 and stack.ndim in (3, 4) and stack.shape[-3] == channels:
+        return stack.reshape((-1, channels) + stack.shape[-2:])
+    raise DataError(f"{path}: the net takes {channels}-channel images, but the image has shape "
+                    f"{stack.shape}; give (H, W) or (slices, H, W) for one channel, "
+                    "(C, H, W) or (slices, C, H, W) for C channels")
+
+
+def softmax(scores, axis=0):
+    shifted = np.exp(scores - scores.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def tiles_per_batch(net, input_name, budget_bytes, tiles):
+    """How many tiles fit in `budget_bytes` of blobs (data and diffs are not both needed)."""
+    per_tile = sum(b.count for b in net.blobs.values()) * net.dtype.itemsize / \
+        max(net.blobs[input_name].shape[0], 1)
+    return int(max(1, min(tiles, budget_bytes // max(per_tile, 1))))
