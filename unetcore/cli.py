@@ -316,3 +316,18 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb):
                    f"{r['warping_error']:>14.6f}")
     for name, (value, threshold) in best.items():
         click.echo(f"best {name.replace('_', ' ')}: {value:.6f} (threshold {threshold:.1f})")
+
+
+@main.command(name="plot-log")
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="An .svg file (drawn without extra packages).")
+def plot_log(log, output):
+    """Draw the loss (train and test) and learning-rate curves of a training log."""
+    from .plotlog import parse_log, plot_svg
+    if not output.endswith(".svg"):
+        raise UnetcoreError(f"{output}: plot-log writes SVG; name the output *.svg")
+    series = parse_log(log)
+    plot_svg(series, output)
+    click.echo(f"wrote {output}: {len(series['loss'])} loss points, "
+               f"{sum(len(v) for k, v in series.items() if k.startswith('test'))} test points")

@@ -1,0 +1,84 @@
+"""The README's main job and the tutorial's commands, scaled down, through the real CLI:
+synth -> train (snapshot, resume) -> segment -> test -> plot-log, plus their bad-input errors."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from unetcore.cli import main
+from unetcore.net import Net
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "prototxt", tmp_path / "prototxt")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_synth_train_resume_segment_test_plot(workdir):
+    run("synth", "-o", "data", "--train", 2, "--test", 1, "--size", 96)
+    assert tifffile.imread("data/train-volume.tif").shape == (2, 96, 96)
+    solver = ["prototxt/unet-demo-solver.prototxt", "--max-iter", 4, "--snapshot-every", 2,
+              "--display", 1]
+    run("train", *solver, "--log", "train.log")
+    log = Path("train.log").read_text()
+    assert "Iteration 3, lr = 0.001" in log and "Optimization Done." in log
+    snapshots = sorted(p.name for p in Path("snapshots").iterdir())
+    assert snapshots == [f"unet-demo_iter_{i}.{kind}.h5" for i in (2, 4)
+                         for kind in ("caffemodel", "solverstate")]
+    run("train", *solver[:1], "--max-iter", 6, "--snapshot", "snapshots/unet-demo_iter_4.solverstate.h5")
+    assert Path("snapshots/unet-demo_iter_6.caffemodel.h5").exists()
+    weights = "snapshots/unet-demo_iter_6.caffemodel.h5"
+    out = run("segment", "data/test-volume.tif", "-o", "seg.tif", "--model",
+              "prototxt/unet-demo-deploy.prototxt", "--weights", weights, "--probabilities", "p.tif")
+    assert "wrote seg.tif: 1 slice(s) of 96x96" in out
+    assert set(np.unique(tifffile.imread("seg.tif")).tolist()) <= {0, 255}
+    probabilities = tifffile.imread("p.tif")
+    assert probabilities.shape == (1, 2, 96, 96)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    out = run("test", "data/test-volume.tif", "data/test-labels.tif", "--model",
+              "prototxt/unet-demo-deploy.prototxt", "--weights", weights)
+    assert "best rand error:" in out and "best warping error:" in out and "IoU per class" in out
+    out = run("plot-log", "train.log", "-o", "curve.svg")
+    assert Path("curve.svg").read_text().startswith("<svg")
+    assert "wrote curve.svg: 4 loss points" in out
+
+
+def test_weightmap_command(workdir):
+    labels = np.zeros((5, 9), np.uint8)
+    labels[:, :3] = labels[:, 6:] = 255
+    tifffile.imwrite("labels.tif", labels)
+    run("weightmap", "labels.tif", "-o", "w.tif")
+    np.testing.assert_allclose(tifffile.imread("w.tif")[:, 4], 2 + 10 * np.exp(-16 / 50),
+                               rtol=1e-6)
+
+
+def test_cli_errors_are_one_line(workdir):
+    out = run("train", "prototxt/unet-small-train.prototxt", code=1)
+    assert out.startswith("unetcore: error: net 'unet-small': its data come from Input layers")
+    out = run("segment", "missing.tif", "-o", "x.tif", "--model",
+              "prototxt/unet-demo-deploy.prototxt", "--weights", "w.h5", code=1)
+    assert "unetcore: error:" in out and "Traceback" not in out
+    out = run("segment", "missing.tif", "-o", "x.tif", "--model",
+              "prototxt/unet-demo-deploy.prototxt", "--weights", "w.h5", "--tile", 310, code=1)
+    assert "nearest valid sizes: 284, 300, 316, 332" in out
+    Path("bad.prototxt").write_text("base_lr: 0.1\nmomentum: oops\n")
+    out = run("train", "bad.prototxt", code=1)
+    assert "bad.prototxt:2:11:" in out
+    run("synth", "-o", "data", "--train", 1, "--test", 1, "--size", 64)
+    Net("prototxt/unet-small-deploy.prototxt").save("small.caffemodel.h5")
+    out = run("segment", "data/test-volume.tif", "-o", "x.tif", "--model",
+              "prototxt/unet-demo-deploy.prototxt", "--weights", "small.caffemodel.h5", code=1)
+    assert "layer 'conv_d0a-b' blob 0 has shape (2, 1, 3, 3) in the file but (16, 1, 3, 3)" in out
