@@ -101,6 +101,8 @@ class PoolingLayer(Layer):
 
     def forward_max(self, x, top):
         xp = self.xp
+        if xp is not np:
+            return self.forward_max_gpu(x, top)
         win = self.windows(x, -np.inf)
         arg = win.argmax(axis=-1)
         top[0].data[...] = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
@@ -110,6 +112,14 @@ class PoolingLayer(Layer):
         rows = xp.arange(oh).reshape(-1, 1) * sh - ph + arg // kw
         cols = xp.arange(ow).reshape(1, -1) * sw - pw + arg % kw
         self.argmax = rows * x.shape[3] + cols
+        if len(top) == 2:
+            top[1].data[...] = self.argmax
+
+    def forward_max_gpu(self, x, top):
+        """The same on a GPU, by the kernel of kernels/pooling.cu (one thread per output)."""
+        from unetcore import gpu
+        self.argmax = self.xp.empty(top[0].shape, dtype=self.xp.int32)
+        gpu.max_pool_forward(x, top[0].data, self.argmax, self.kernel, self.stride, self.pad)
         if len(top) == 2:
             top[1].data[...] = self.argmax
 
@@ -134,6 +144,9 @@ class PoolingLayer(Layer):
 
     def backward_max(self, dy, dx):
         xp = self.xp
+        if xp is not np:                     # kernels/pooling.cu: each input gathers its dy
+            from unetcore import gpu
+            return gpu.max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, self.pad)
         n, c, h, w = dx.shape
         plane = xp.arange(n * c).reshape(n, c, 1, 1) * (h * w)
         index = (plane + self.argmax).ravel()

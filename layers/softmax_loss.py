@@ -74,12 +74,24 @@ class SoftmaxWithLossLayer(Layer):
         self.pixel_weights = self.valid.astype(self.dtype)
         if len(bottom) == 3:
             self.pixel_weights *= bottom[2].data.reshape(self.outer, 1, self.inner)
-        p_true = xp.take_along_axis(self.prob, self.labels, axis=1)
-        log_p = xp.log(xp.maximum(p_true, self.dtype.type(FLT_MIN)))
         self.z = self.normalizer(int(self.valid.sum()))
-        top[0].data[...] = -(self.pixel_weights * log_p).sum() / self.z
+        top[0].data[...] = self.weighted_log_loss() / self.z
         if len(top) == 2:
             top[1].data[...] = self.prob.reshape(top[1].shape)
+
+    def weighted_log_loss(self):
+        """sum over pixels of -w * log(p[label]) (weights 0 where the label is ignored)."""
+        xp = self.xp
+        if xp is not np:                              # kernels/softmax_loss.cu
+            from unetcore import gpu
+            loss = xp.empty((self.outer, self.inner), self.dtype)
+            gpu.softmax_loss_forward(xp.ascontiguousarray(self.prob),
+                                     self.labels.astype(self.dtype), self.pixel_weights,
+                                     None, loss, xp.empty_like(loss))
+            return loss.sum()
+        p_true = xp.take_along_axis(self.prob, self.labels, axis=1)
+        log_p = xp.log(xp.maximum(p_true, self.dtype.type(FLT_MIN)))
+        return -(self.pixel_weights * log_p).sum()
 
     def backward(self, top, propagate_down, bottom):
         if len(propagate_down) > 1 and any(propagate_down[1:]):
@@ -88,8 +100,16 @@ class SoftmaxWithLossLayer(Layer):
         if not propagate_down[0]:
             return
         xp = self.xp
-        grad = self.prob.copy()
-        xp.put_along_axis(grad, self.labels,
-                          xp.take_along_axis(grad, self.labels, axis=1) - 1, axis=1)
-        grad *= self.pixel_weights * (top[0].diff.reshape(()) / self.z)
+        if xp is not np:                              # kernels/softmax_loss.cu
+            from unetcore import gpu
+            grad = xp.empty_like(self.prob)
+            gpu.softmax_loss_backward(xp.ascontiguousarray(self.prob),
+                                      self.labels.astype(self.dtype), self.pixel_weights, None,
+                                      grad)
+        else:
+            grad = self.prob.copy()
+            xp.put_along_axis(grad, self.labels,
+                              xp.take_along_axis(grad, self.labels, axis=1) - 1, axis=1)
+            grad *= self.pixel_weights
+        grad *= top[0].diff.reshape(()) / self.z
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)

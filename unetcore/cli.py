@@ -331,3 +331,58 @@ def plot_log(log, output):
     plot_svg(series, output)
     click.echo(f"wrote {output}: {len(series['loss'])} loss points, "
                f"{sum(len(v) for k, v in series.items() if k.startswith('test'))} test points")
+
+
+@main.command(name="time")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--size", type=int, default=None, help="Square input edge (default: the model's).")
+@click.option("--iterations", default=10, show_default=True)
+@click.option("--phase", type=click.Choice(["train", "test"], case_sensitive=False),
+              default="train", show_default=True)
+@click.option("--gpu", type=int, default=None)
+def time_command(model, size, iterations, phase, gpu):
+    """Per-layer forward/backward times, medians over iterations (Caffe's `caffe time`)."""
+    from .net import Net
+    from .timing import layer_macs, time_layers
+    net = Net(model, _phase(phase), gpu=gpu)
+    if size is not None:
+        _require_image_input(net, model)
+        blob = net.blobs[net.image_input]
+        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
+    times = time_layers(net, iterations)
+    click.echo("Average time per layer (median):")
+    for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs):
+        f, b = times[layer.name]
+        macs = layer_macs(layer, bottom, top)
+        rate = f" {2 * macs / f / 1e9:8.1f} GFLOP/s forward" if macs and f > 0 else ""
+        click.echo(f"{layer.name:>24}\tforward: {f * 1e3:9.3f} ms.\tbackward: "
+                   f"{b * 1e3:9.3f} ms.{rate}")
+    total_f = sum(f for f, _ in times.values())
+    total_b = sum(b for _, b in times.values())
+    click.echo(f"Average Forward pass: {total_f * 1e3:.1f} ms.")
+    click.echo(f"Average Backward pass: {total_b * 1e3:.1f} ms.")
+    click.echo(f"Average Forward-Backward: {(total_f + total_b) * 1e3:.1f} ms.")
+
+
+def _require_image_input(net, model):
+    if net.image_input is None:
+        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
+
+
+@main.command()
+@click.option("--gpu", type=int, default=0, show_default=True)
+def device(gpu):
+    """What CuPy sees of a GPU (Caffe's `caffe device_query`)."""
+    from .backend import gpu_module
+    cupy = gpu_module(gpu)
+    props = cupy.cuda.runtime.getDeviceProperties(gpu)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    free, total = cupy.cuda.runtime.memGetInfo()
+    for key, value in (("Device id", gpu), ("Name", name),
+                       ("Compute capability", f"{props['major']}.{props['minor']}"),
+                       ("Multiprocessors", props["multiProcessorCount"]),
+                       ("Total global memory", f"{total / 2 ** 30:.1f} GiB"),
+                       ("Free memory", f"{free / 2 ** 30:.1f} GiB"),
+                       ("CUDA runtime", cupy.cuda.runtime.runtimeGetVersion()),
+                       ("CuPy", cupy.__version__)):
+        click.echo(f"{key + ':':<22}{value}")

@@ -16,6 +16,8 @@ Both work on a band of output rows [row0, row1) so a caller can bound the size o
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import NetError
 
 
@@ -87,8 +89,18 @@ def patch_view(xp, x_padded, geom, out_width, row0, row1):
         strides=(sc, sy * dh, sx * dw, sy * sh, sx * sw))
 
 
+def input_band(x_padded, geom, row0, row1):
+    """The rows of the padded input that output rows [row0, row1) read."""
+    (kh, _), (sh, _), (dh, _) = geom.kernel, geom.stride, geom.dilation
+    return x_padded[:, row0 * sh:(row1 - 1) * sh + (kh - 1) * dh + 1, :]
+
+
 def im2col(xp, x_padded, geom, out_width, row0, row1, out):
     """Write the columns of output rows [row0, row1) into `out` (C*kh*kw, rows*out_width)."""
+    if xp is not np:                                   # kernels/im2col.cu
+        from . import gpu
+        gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_width, out)
+        return out
     view = patch_view(xp, x_padded, geom, out_width, row0, row1)
     out.reshape(view.shape)[...] = view
     return out
@@ -96,6 +108,10 @@ def im2col(xp, x_padded, geom, out_width, row0, row1, out):
 
 def col2im_add(col, dx_padded, geom, out_width, row0, row1):
     """dx_padded += the adjoint of im2col for output rows [row0, row1) (overlaps are summed)."""
+    if not isinstance(dx_padded, np.ndarray):          # kernels/im2col.cu
+        from . import gpu
+        gpu.col2im_add(col, geom, row1 - row0, out_width, input_band(dx_padded, geom, row0, row1))
+        return dx_padded
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     rows = row1 - row0
     col = col.reshape(dx_padded.shape[0], kh, kw, rows, out_width)

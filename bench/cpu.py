@@ -1,0 +1,162 @@
+"""CPU benchmark of the 2015 U-Net: unetcore, and PyTorch in the same run where available.
+
+Prints, for one tile (default 572 -> 388), batch 1, float32, N threads:
+  forward and train step (forward + backward + SGD update) medians, GFLOP/s from the
+  multiply-adds the net does, peak resident memory (each mode in its own child process),
+  the machine's SGEMM rate and the best and median forward rate of the convolution layers
+  as a fraction of it; and with --torch-python (a python with torch, e.g. a separate venv)
+  the same figures for ../shared/bench/torch_unet.py's U-Net and the ratios.
+
+Usage:  python bench/cpu.py [--tile 572] [--threads 2] [--torch-python /tmp/torchvenv/bin/python]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
+
+
+def unet_net(tile):
+    from unetcore.net import Net
+    net = Net(str(REPO / "prototxt" / "unet-train-inputs.prototxt"), "TRAIN", seed=0)
+    out = tile - 184
+    rng = np.random.default_rng(0)
+    net.set_inputs({"data": rng.random((1, 1, tile, tile)),
+                    "label": rng.integers(0, 2, (1, 1, out, out)),
+                    "weights": 1 + 9 * rng.random((1, 1, out, out))})
+    return net
+
+
+def total_macs(net):
+    from unetcore.timing import layer_macs
+    return sum(layer_macs(l, b, t) for l, b, t in zip(net.layers, net.bottom_vecs, net.top_vecs))
+
+
+def measure(mode, tile, repeats, warmup=1):
+    """Run in a child: medians of one mode, its peak RSS, and its FLOP count."""
+    net = unet_net(tile)
+    macs = total_macs(net)
+    if mode == "forward":
+        net.phase = "TEST"
+        for layer in net.layers:
+            layer.phase = "TEST"
+        run, flops = net.forward_layers, 2 * macs
+    elif mode == "train":
+        from unetcore.prototxt import Message
+        from unetcore.solvers import get_solver
+        param = Message("SolverParameter")
+        for field, value in (("base_lr", 1e-4), ("momentum", 0.99), ("random_seed", 0)):
+            param.set(field, value)
+        solver = get_solver(param)
+        solver.net = net
+        solver.history = [[np.zeros(p.shape, np.float32) for p in net.learnable_params]]
+        first = net.layers[1].blobs[0]                 # conv_d0a-b: no gradient of the data
+        run = lambda: solver.step(1)                   # noqa: E731
+        flops = 2 * macs * 3 - 2 * first.count * (tile - 2) ** 2
+    elif mode == "layers":
+        from unetcore.timing import layer_macs, time_layers
+        times = time_layers(net, repeats)
+        rates = [2 * layer_macs(l, b, t) / times[l.name][0] / 1e9 for l, b, t in
+                 zip(net.layers, net.bottom_vecs, net.top_vecs) if l.type == "Convolution"]
+        return {"conv_forward_gflops": rates, "rss_mb": peak_rss_mb()}
+    elif mode == "sgemm":
+        a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+        run, flops = (lambda: a @ a), 2 * 2048 ** 3
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "n": repeats, "gflops": flops / statistics.median(times) / 1e9,
+            "rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_child(mode, tile, repeats, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--tile", str(tile),
+                          "--repeats", str(repeats)], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_figures(python, tile, threads, repeats, train_repeats):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([python, str(TORCH_SCRIPT), "--tiles", str(tile), "--threads",
+                        str(threads), "--repeats", str(repeats), "--train-repeats",
+                        str(train_repeats), "--json", f.name], check=True,
+                       capture_output=True, text=True)
+        results = json.load(open(f.name))["results"]
+    return {r["mode"]: r for r in results}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tile", type=int, default=572)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--torch-python", help="a python that has torch (separate venv)")
+    ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.tile, args.repeats)))
+        return
+    figures = {"environment": {"machine": platform.processor() or platform.machine(),
+                               "cpus": os.cpu_count(), "numpy": np.__version__,
+                               "python": platform.python_version(), "threads": args.threads}}
+    ours = {m: in_child(m, args.tile, r, args.threads) for m, r in
+            (("sgemm", 5), ("forward", args.repeats), ("train", args.train_repeats),
+             ("layers", 3))}
+    figures["unetcore"] = ours
+    sgemm = ours["sgemm"]["gflops"]
+    print(f"machine: {figures['environment']}, SGEMM 2048^3: {sgemm:.1f} GFLOP/s")
+    print(f"U-Net {args.tile} -> {args.tile - 184}, batch 1, float32, {args.threads} threads")
+    print(f"{'':<22}{'median s':>10}{'min s':>9}{'max s':>9}{'GFLOP/s':>9}{'peak MB':>9}")
+    rows = [("unetcore forward", ours["forward"]), ("unetcore train step", ours["train"])]
+    if args.torch_python:
+        theirs = torch_figures(args.torch_python, args.tile, args.threads, args.repeats,
+                               args.train_repeats)
+        figures["torch"] = theirs
+        for mode, key in (("forward", "forward"), ("train step", "train")):
+            t = theirs[key]
+            rows.append((f"torch {mode}", {"median_s": t["median_s"], "min_s": t["min_s"],
+                                           "max_s": t["max_s"],
+                                           "gflops": t["gflops_per_s_median"],
+                                           "rss_mb": t["peak_rss_mib"]}))
+    for name, r in rows:
+        print(f"{name:<22}{r['median_s']:>10.3f}{r['min_s']:>9.3f}{r['max_s']:>9.3f}"
+              f"{r['gflops']:>9.1f}{r['rss_mb']:>9.0f}")
+    rates = ours["layers"]["conv_forward_gflops"]
+    print(f"convolution layers, forward: best {max(rates):.1f} GFLOP/s "
+          f"({max(rates) / sgemm:.0%} of SGEMM), median {statistics.median(rates):.1f} "
+          f"({statistics.median(rates) / sgemm:.0%})")
+    if args.torch_python:
+        for mode, key in (("forward", "forward"), ("train step", "train")):
+            print(f"ratio unetcore/torch {mode}: time "
+                  f"{ours[key]['median_s'] / theirs[key]['median_s']:.2f}x, peak memory "
+                  f"{ours[key]['rss_mb'] / theirs[key]['peak_rss_mib']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

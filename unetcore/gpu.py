@@ -1,0 +1,82 @@
+"""The CUDA kernels of unetcore/kernels/*.cu, compiled by CuPy (NVRTC) and cached.
+
+Each .cu file defines extern "C" kernels named <name>_float and <name>_double. They loop
+with a grid stride, so any launch size covers any n; we use 256 threads per block.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+KERNELS = Path(__file__).parent / "kernels"
+THREADS = 256
+
+
+@lru_cache(maxsize=None)
+def _module(source):
+    import cupy
+    return cupy.RawModule(code=(KERNELS / source).read_text(), options=("-std=c++14",))
+
+
+def kernel(source, name, dtype):
+    suffix = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
+    return _module(source).get_function(f"{name}_{suffix}")
+
+
+def launch(function, n, args):
+    blocks = max(1, min((n + THREADS - 1) // THREADS, 65535))
+    function((blocks,), (THREADS,), args)
+
+
+def i32(*values):
+    return tuple(np.int32(v) for v in values)
+
+
+def im2col(x_band, geom, out_h, out_w, col):
+    """col (C*kh*kw, out_h*out_w) of a padded band x_band (C, rows, W) (a view is fine)."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    c, rows, width = x_band.shape
+    plane = x_band.strides[0] // x_band.itemsize
+    launch(kernel("im2col.cu", "im2col", x_band.dtype), c * out_h * out_w,
+           (x_band, *i32(plane, c, rows, width, kh, kw, 0, 0, sh, sw, dh, dw, out_h, out_w),
+            col))
+
+
+def col2im_add(col, geom, out_h, out_w, dx_band):
+    """dx_band (C, rows, W, a view of a padded gradient) += the adjoint of im2col."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    c, rows, width = dx_band.shape
+    plane = dx_band.strides[0] // dx_band.itemsize
+    launch(kernel("im2col.cu", "col2im", dx_band.dtype), c * rows * width,
+           (col, *i32(plane, c, rows, width, kh, kw, 0, 0, sh, sw, dh, dw, out_h, out_w),
+            dx_band))
+
+
+def max_pool_forward(x, y, argmax, kernel_size, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2:]
+    launch(kernel("pooling.cu", "max_pool_forward", x.dtype), n * c * oh * ow,
+           (x, *i32(n * c, h, w, oh, ow, *kernel_size, *stride, *pad), y, argmax))
+
+
+def max_pool_backward(dy, argmax, dx, kernel_size, stride, pad):
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2:]
+    launch(kernel("pooling.cu", "max_pool_backward", dx.dtype), n * c * h * w,
+           (dy, argmax, *i32(n * c, h, w, oh, ow, *kernel_size, *stride, *pad), dx))
+
+
+def softmax_loss_forward(prob, label, weight, ignore_label, loss, count):
+    outer, classes, inner = prob.shape
+    args = i32(outer, classes, inner, ignore_label is not None, ignore_label or 0,
+               weight is not None)
+    launch(kernel("softmax_loss.cu", "softmax_loss_forward", prob.dtype), outer * inner,
+           (prob, label, weight if weight is not None else label, *args, loss, count))
+
+
+def softmax_loss_backward(prob, label, weight, ignore_label, dscore):
+    outer, classes, inner = prob.shape
+    args = i32(outer, classes, inner, ignore_label is not None, ignore_label or 0,
+               weight is not None)
+    launch(kernel("softmax_loss.cu", "softmax_loss_backward", prob.dtype), outer * inner,
+           (prob, label, weight if weight is not None else label, *args, dscore))
