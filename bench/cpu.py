@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
 
 
-def unet_net(tile):
-    from unetcore.net import Net
-    net = Net(str(REPO / "prototxt" / "unet-train-inputs.prototxt"), "TRAIN", seed=0)
+NET = str(REPO / "prototxt" / "unet-train-inputs.prototxt")
+
+
+def fill_inputs(net, tile):
     out = tile - 184
     rng = np.random.default_rng(0)
     net.set_inputs({"data": rng.random((1, 1, tile, tile)),
@@ -45,7 +46,8 @@ def total_macs(net):
 
 def measure(mode, tile, repeats, warmup=1):
     """Run in a child: medians of one mode, its peak RSS, and its FLOP count."""
-    net = unet_net(tile)
+    from unetcore.net import Net
+    net = fill_inputs(Net(NET, "TRAIN", seed=0), tile)
     macs = total_macs(net)
     if mode == "forward":
         net.phase = "TEST"
@@ -56,11 +58,12 @@ def measure(mode, tile, repeats, warmup=1):
         from unetcore.prototxt import Message
         from unetcore.solvers import get_solver
         param = Message("SolverParameter")
-        for field, value in (("base_lr", 1e-4), ("momentum", 0.99), ("random_seed", 0)):
+        for field, value in (("net", NET), ("base_lr", 1e-4), ("momentum", 0.99),
+                             ("random_seed", 0)):
             param.set(field, value)
+        del net
         solver = get_solver(param)
-        solver.net = net
-        solver.history = [[np.zeros(p.shape, np.float32) for p in net.learnable_params]]
+        net = fill_inputs(solver.net, tile)
         first = net.layers[1].blobs[0]                 # conv_d0a-b: no gradient of the data
         run = lambda: solver.step(1)                   # noqa: E731
         flops = 2 * macs * 3 - 2 * first.count * (tile - 2) ** 2

@@ -87,11 +87,20 @@ class ConvolutionLayer(Layer):
         for b, t in zip(bottom, top):
             self.forward_one(b.data, t.data)
 
+    @property
+    def pointwise(self):
+        """A 1x1 convolution, stride 1, no padding: the im2col matrix is the image itself."""
+        g = self.geom
+        return g.kernel == (1, 1) and g.stride == (1, 1) and g.pad == (0, 0) and self.group == 1
+
     def forward_one(self, x, y):
         xp, w = self.xp, self.weight_matrices(self.blobs[0].data)
         k, c_out = w.shape[2], w.shape[1]
         out_h, out_w = y.shape[2:]
         for n in range(x.shape[0]):
+            if self.pointwise:
+                xp.matmul(w[0], x[n].reshape(k, -1), out=y[n].reshape(c_out, -1))
+                continue
             x_pad = pad_image(xp, x[n], self.geom.pad)
             for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
@@ -115,8 +124,14 @@ class ConvolutionLayer(Layer):
         out_h, out_w = dy.shape[2:]
         (ph, pw), (h, wid) = self.geom.pad, x.shape[2:]
         for n in range(x.shape[0]):
+            if self.pointwise:
+                self.backward_pointwise(x[n], dy[n], w[0], dw, bottom.diff[n] if down else None)
+                continue
             x_pad = pad_image(xp, x[n], self.geom.pad)
-            dx_pad = xp.zeros_like(x_pad) if down else None
+            dx_pad = None
+            if down:     # without padding, accumulate straight into the bottom's gradient
+                dx_pad = bottom.diff[n] if x_pad is x[n] else xp.zeros_like(x_pad)
+                dx_pad[...] = 0
             for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
@@ -129,5 +144,13 @@ class ConvolutionLayer(Layer):
                     for g in range(self.group):   # the column buffer now holds dcol
                         xp.matmul(w[g].T, dy_g[g], out=col[g * k:(g + 1) * k])
                     col2im_add(col, dx_pad, self.geom, out_w, r0, r1)
-            if down:
+            if down and dx_pad is not bottom.diff[n]:
                 bottom.diff[n] = dx_pad[:, ph:ph + h, pw:pw + wid]
+
+    def backward_pointwise(self, x, dy, w, dw, dx):
+        """dW += dY @ X^T and dX = W^T @ dY, with X and dY as (channels, pixels) views."""
+        xp, x, dy = self.xp, x.reshape(x.shape[0], -1), dy.reshape(dy.shape[0], -1)
+        if dw is not None:
+            dw[0] += xp.matmul(dy, x.T)
+        if dx is not None:
+            xp.matmul(w.T, dy, out=dx.reshape(dx.shape[0], -1))

@@ -35,15 +35,33 @@ class DeconvolutionLayer(ConvolutionLayer):
         c_in, k = w.shape[1], w.shape[2]
         (ph, pw), (in_h, in_w), (out_h, out_w) = self.geom.pad, x.shape[2:], y.shape[2:]
         for n in range(x.shape[0]):
-            y_pad = xp.zeros((self.num_output, out_h + 2 * ph, out_w + 2 * pw), self.dtype)
+            y_pad = None if self.tiles_output else \
+                xp.zeros((self.num_output, out_h + 2 * ph, out_w + 2 * pw), self.dtype)
             for r0, r1 in row_bands(in_h, k * self.group * in_w * self.dtype.itemsize):
                 col = self.column_buffer(k * self.group, r1 - r0, in_w)
                 for g in range(self.group):
                     x_g = x[n, g * c_in:(g + 1) * c_in, r0:r1].reshape(c_in, -1)
                     xp.matmul(w[g].T, x_g, out=col[g * k:(g + 1) * k])
-                col2im_add(col, y_pad, self.geom, in_w, r0, r1)
-            y[n] = y_pad[:, ph:ph + out_h, pw:pw + out_w]
+                if self.tiles_output:
+                    self.place_blocks(col, y[n], r0, r1)
+                else:
+                    col2im_add(col, y_pad, self.geom, in_w, r0, r1)
+            if not self.tiles_output:
+                y[n] = y_pad[:, ph:ph + out_h, pw:pw + out_w]
         self.add_bias(y)
+
+    @property
+    def tiles_output(self):
+        """stride == kernel, no padding or dilation (the U-Net's 2x2 stride-2 up-convolution):
+        every input pixel writes its own kh x kw block of the output and no blocks overlap."""
+        g = self.geom
+        return g.stride == g.kernel and g.pad == (0, 0) and g.dilation == (1, 1)
+
+    def place_blocks(self, col, y, r0, r1):
+        """y[c, kh i + p, kw j + q] = col[(c, p, q), (i, j)] for input rows [r0, r1): one copy."""
+        (kh, kw), rows, width = self.geom.kernel, r1 - r0, y.shape[2] // self.geom.kernel[1]
+        blocks = y[:, r0 * kh:r1 * kh].reshape(self.num_output, rows, kh, width, kw)
+        blocks[...] = col.reshape(self.num_output, kh, kw, rows, width).transpose(0, 3, 1, 4, 2)
 
     def backward_one(self, dy, bottom, down):
         xp, x = self.xp, bottom.data

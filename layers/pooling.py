@@ -101,6 +101,9 @@ class PoolingLayer(Layer):
 
     def forward_max(self, x, top):
         xp = self.xp
+        self.tiled = xp is np and self.tiles_exactly()
+        if self.tiled:
+            return self.forward_max_tiled(x, top)
         if xp is not np:
             return self.forward_max_gpu(x, top)
         win = self.windows(x, -np.inf)
@@ -114,6 +117,36 @@ class PoolingLayer(Layer):
         self.argmax = rows * x.shape[3] + cols
         if len(top) == 2:
             top[1].data[...] = self.argmax
+
+    def tiles_exactly(self):
+        """Windows that neither overlap nor leave gaps nor need padding (the U-Net's 2x2/2)."""
+        return self.pad == (0, 0) and tuple(self.stride) == tuple(self.kernel) and all(
+            out * k == size for out, k, size in zip(self.out_size, self.kernel, self.bottom_size))
+
+    def forward_max_tiled(self, x, top):
+        """Then window element (p, q) of every window is the strided grid x[p::kh, q::kw]:
+        compare the kh*kw grids in scan order, keeping the first maximum (Caffe's tie rule),
+        and remember which element won as a small offset instead of a flat index."""
+        (kh, kw), y = self.kernel, top[0].data
+        self.offset = np.zeros(y.shape, np.int8)
+        y[...] = x[:, :, 0::kh, 0::kw]
+        for k in range(1, kh * kw):
+            p, q = divmod(k, kw)
+            grid = x[:, :, p::kh, q::kw]
+            better = grid > y
+            np.copyto(y, grid, where=better)
+            np.copyto(self.offset, k, where=better)
+        if len(top) == 2:
+            oh, ow = self.out_size
+            rows = np.arange(oh).reshape(-1, 1) * kh + self.offset // kw
+            cols = np.arange(ow).reshape(1, -1) * kw + self.offset % kw
+            top[1].data[...] = rows * x.shape[3] + cols
+
+    def backward_max_tiled(self, dy, dx):
+        (kh, kw), zero = self.kernel, self.dtype.type(0)
+        for k in range(kh * kw):
+            p, q = divmod(k, kw)
+            np.copyto(dx[:, :, p::kh, q::kw], np.where(self.offset == k, dy, zero))
 
     def forward_max_gpu(self, x, top):
         """The same on a GPU, by the kernel of kernels/pooling.cu (one thread per output)."""
@@ -144,6 +177,8 @@ class PoolingLayer(Layer):
 
     def backward_max(self, dy, dx):
         xp = self.xp
+        if self.tiled:
+            return self.backward_max_tiled(dy, dx)
         if xp is not np:                     # kernels/pooling.cu: each input gathers its dy
             from unetcore import gpu
             return gpu.max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, self.pad)

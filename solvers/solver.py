@@ -73,6 +73,7 @@ class Solver:
         seed = param.random_seed if param.random_seed >= 0 else None
         self.rng = np.random.default_rng(seed)
         self.net = self._train_net()
+        self.net.release_diffs = True
         self.test_nets = self._test_nets()
         self.dtype = self.net.dtype
         n = len(self.net.learnable_params)
@@ -235,7 +236,8 @@ class Solver:
                     [(f"bottom '{n}'", b) for n, b, need in zip(
                         net.specs[i].bottoms, net.bottom_vecs[i], net.bottom_need_backward[i])
                      if need]
-                bad = [what for what, b in blobs if not self.xp.isfinite(b.diff).all()]
+                bad = [what for what, b in blobs          # (released gradients were finite)
+                       if b.has_diff and not self.xp.isfinite(b.diff).all()]
                 if bad:
                     where = f"backward: gradient of {bad[0]} of layer '{layer.name}' ({layer.type})"
                     break

@@ -95,6 +95,31 @@ def run_forward_with_weights(layer, x):
     return top[0].data
 
 
+@pytest.mark.parametrize("n,group", [(1, 1), (2, 1)])
+def test_pointwise_convolution_fast_path(n, group):
+    layer = make_layer(conv_text(num_output=3, kernel=(1, 1), group=group))
+    x = RNG.standard_normal((n, 4, 5, 6))
+    y = run_forward(layer, x)[0]
+    w, b = layer.blobs[0].data, layer.blobs[1].data
+    np.testing.assert_allclose(y, naive_conv(x, w, b, (1, 1), (0, 0), 1, group), atol=1e-12)
+    assert_gradients(make_layer(conv_text(num_output=3, kernel=(1, 1), group=group)), x)
+
+
+@pytest.mark.parametrize("kernel,group", [((2, 2), 1), ((3, 2), 2)])
+def test_deconvolution_block_fast_path(kernel, group):
+    text = conv_text("Deconvolution", 2 * group, kernel, kernel, group=group)
+    x = RNG.standard_normal((2, 2 * group, 3, 4))
+    y = run_forward(make_layer(text), x)[0]
+    general = make_layer(text)                  # same seed, same weights
+
+    class GeneralDeconvolution(type(general)):
+        tiles_output = False                    # force the col2im path
+    general.__class__ = GeneralDeconvolution
+    y_general = run_forward(general, x)[0]
+    np.testing.assert_allclose(y, y_general, atol=1e-12)
+    assert_gradients(make_layer(text), x)
+
+
 def test_upconvolution_2x2_stride_2_hand_case():
     layer = make_layer('name: "up" type: "Deconvolution" convolution_param { num_output: 1 '
                        'kernel_size: 2 stride: 2 bias_term: false }')
@@ -147,6 +172,24 @@ def test_max_pooling_hand_case_with_mask():
     y, mask = run_forward(make_layer(pool_text()), x, tops=2)
     np.testing.assert_array_equal(y[0, 0], [[4, 5], [7, 9]])
     np.testing.assert_array_equal(mask[0, 0], [[5, 2], [12, 11]])
+
+
+def test_max_pooling_fast_path_equals_the_general_one_with_ties():
+    x = RNG.integers(0, 3, (2, 3, 6, 8)).astype(float)         # many ties: first max wins
+    dy = RNG.normal(size=(2, 3, 3, 4))
+    results = []
+    for tiled in (True, False):
+        layer = make_layer(pool_text())
+        layer.tiles_exactly = lambda tiled=tiled: tiled
+        bottom, top = blobs_of(x), blobs_of(np.zeros((1,)), np.zeros((1,)))
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        results.append((top[0].data.copy(), top[1].data.copy(), bottom[0].diff.copy()))
+    for fast, general in zip(*results):
+        np.testing.assert_array_equal(fast, general)
 
 
 def test_max_pooling_odd_size_ceil_window():

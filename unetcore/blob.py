@@ -61,6 +61,10 @@ class Blob:
     def diff(self, value):
         self.diff[...] = value
 
+    def release_diff(self):
+        """Free the gradient array (it is re-made, zeroed, on next use)."""
+        self._diff = None
+
     @property
     def has_diff(self):
         return self._diff is not None
