@@ -105,10 +105,9 @@ class ConvolutionLayer(Layer):
             for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
-                for g in range(self.group):
-                    y_g = y[n, g * c_out:(g + 1) * c_out, r0:r1]
-                    product = xp.matmul(w[g], col[g * k:(g + 1) * k])
-                    y_g[...] = product.reshape(y_g.shape)
+                for g in range(self.group):      # rows r0:r1 of each channel: a strided view
+                    y_g = y[n, g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
+                    xp.matmul(w[g], col[g * k:(g + 1) * k], out=y_g)
         self.add_bias(y)
 
     def backward(self, top, propagate_down, bottom):
@@ -135,8 +134,8 @@ class ConvolutionLayer(Layer):
             for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
-                dy_g = [xp.ascontiguousarray(dy[n, g * c_out:(g + 1) * c_out, r0:r1])
-                        .reshape(c_out, -1) for g in range(self.group)]
+                dy_g = [dy[n, g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
+                        for g in range(self.group)]
                 for g in range(self.group):
                     if dw is not None:
                         dw[g] += xp.matmul(dy_g[g], col[g * k:(g + 1) * k].T)

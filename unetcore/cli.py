@@ -386,3 +386,23 @@ def device(gpu):
                        ("CUDA runtime", cupy.cuda.runtime.runtimeGetVersion()),
                        ("CuPy", cupy.__version__)):
         click.echo(f"{key + ':':<22}{value}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help=".svg, .png (with Graphviz) or .dot")
+@click.option("--size", type=int, default=None, help="Input edge for the shapes shown.")
+@click.option("--phase", type=click.Choice(["train", "test"], case_sensitive=False),
+              default="test", show_default=True)
+def draw(model, output, size, phase):
+    """Draw a net from its prototxt (Graphviz when installed, a built-in U layout otherwise)."""
+    from .draw import render
+    from .net import Net
+    net = Net(model, _phase(phase))
+    if size is not None:
+        _require_image_input(net, model)
+        blob = net.blobs[net.image_input]
+        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
+    how = render(net, output)
+    click.echo(f"wrote {output} ({how})")

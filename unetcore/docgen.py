@@ -1,0 +1,189 @@
+"""Generates the numbers and pictures of docs/ with the project's own code.
+
+Markdown files carry blocks ``<!-- begin generated: NAME -->`` ... ``<!-- end generated -->``;
+``python -m unetcore.docgen`` rewrites them and the figures, ``--check`` fails when any is
+stale (a test runs it), so the docs' numbers are computed, never typed.
+"""
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+BLOCK = re.compile(r"(<!-- begin generated: (\S+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+
+
+def _net(name, size=None):
+    from .net import Net
+    net = Net(str(REPO / "prototxt" / name), "TEST")
+    if size is not None:
+        net.set_inputs({"data": np.zeros((1, 1, size, size))})
+    return net
+
+
+def shapes_572():
+    net = _net("unet-deploy.prototxt")
+    rows = ["| layer | type | top | shape (N x C x H x W) |", "| --- | --- | --- | --- |"]
+    for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
+        if layer.type == "Split":
+            continue
+        for name, blob in zip(spec.tops, top):
+            rows.append(f"| {layer.name} | {layer.type} | {name} | "
+                        f"{' x '.join(map(str, blob.shape))} |")
+    params = sum(b.count for b in net.learnable_params)
+    return "\n".join(rows) + f"\n\n{len(net.layers)} layers, {params:,} learnable parameters.\n"
+
+
+def valid_sizes():
+    from .sizes import valid_sizes as sizes
+    net = _net("unet-deploy.prototxt")
+    found = sizes(net, "data", 150, 700)
+    outputs = []
+    for s in found:
+        net.set_inputs({"data": np.zeros((1, 1, s, s))})
+        outputs.append(net.blobs["score"].shape[-1])
+    pairs = ", ".join(f"{s} -> {o}" for s, o in zip(found, outputs))
+    return (f"Valid input sizes from 150 to 700 (input -> output): {pairs}.\n\n"
+            f"Every one is 16k + 60 and loses {found[0] - outputs[0]} pixels: the receptive "
+            f"field of an output pixel is {found[0] - outputs[0] + 1} x "
+            f"{found[0] - outputs[0] + 1} input pixels.\n")
+
+
+def _matrix(a):
+    return "\n".join("    " + " ".join(f"{v:6g}" for v in row) for row in np.atleast_2d(a))
+
+
+def im2col_example():
+    from .im2col import ConvGeometry, im2col
+    x = np.arange(1, 19, dtype=float).reshape(2, 3, 3)
+    geom = ConvGeometry((2, 2), (1, 1), (0, 0), (1, 1))
+    col = im2col(np, x, geom, 2, 0, 2, np.empty((8, 4)))
+    w = np.array([[1, 0, 0, -1, 0.5, 0.5, 0, 0]])
+    y = (w @ col).reshape(2, 2)
+    return ("x, 2 channels of 3 x 3:\n\n" + _matrix(x[0]) + "\n\n" + _matrix(x[1])
+            + "\n\ncol = im2col(x) for a 2 x 2 kernel, one column per output pixel, rows "
+            "(c, p, q):\n\n" + _matrix(col) + "\n\nW (1 output channel, as a 1 x 8 row):\n\n"
+            + _matrix(w) + "\n\ny = W @ col, reshaped to 2 x 2:\n\n" + _matrix(y) + "\n")
+
+
+def layer_sources():
+    from . import layer as layer_module
+    import unetcore.layers  # noqa: F401 (registers them)
+    rows = ["| type | forward | backward |", "| --- | --- | --- |"]
+    for name, cls in sorted(layer_module.LAYER_TYPES.items()):
+        links = []
+        for method in ("forward", "backward"):
+            fn = getattr(cls, f"{method}_one", None) or getattr(cls, method)   # the real work
+            path = Path(inspect.getsourcefile(fn)).resolve().relative_to(REPO)
+            lines, start = inspect.getsourcelines(fn)
+            links.append(f"[{path}:{start}-{start + len(lines) - 1}](../{path}#L{start}-L"
+                         f"{start + len(lines) - 1})")
+        rows.append(f"| {name} | {links[0]} | {links[1]} |")
+    return "\n".join(rows) + "\n"
+
+
+def overlap_tile_numbers():
+    from .tiling import tile_geometry
+    net = _net("unet-deploy.prototxt")
+    tile, out, margin, step = tile_geometry(net, "data", "score")
+    rows = -(-512 // step)
+    padded = (rows - 1) * step + tile
+    return (f"For the 2015 net: tile {tile}, output {out}, margin {margin} on each side, "
+            f"pooling grid 16, so tiles step by {step} (the largest multiple of 16 <= {out}).\n"
+            f"A 512 x 512 image takes {rows} x {rows} tiles over a mirrored canvas of "
+            f"{padded} x {padded}: {margin} mirrored pixels before the image and "
+            f"{padded - 512 - margin} after it.\n")
+
+
+BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
+          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers}
+
+
+def figures():
+    """{file name: bytes} of the pictures, drawn by the project's own code."""
+    import io
+    import tempfile
+
+    from .data import deformation as deform
+    from .data.synth import synth_stack
+    from .data.weightmap import weight_map
+    from .draw import svg_text
+    from .pictures import heat, to_grey, write_png
+    images, labels = synth_stack(1, 192, seed=3)
+    image, label = images[0], labels[0]
+    rng = np.random.default_rng(5)
+    field = deform.elastic_displacements((192, 192), rng, 3, 10.0)
+    coords = deform.tile_coordinates(192, (95.5, 95.5), displacements=field)
+    grid = image.copy()
+    grid[::16, :] = 255
+    grid[:, ::16] = 255
+    pictures = {
+        "synth-image.png": image, "synth-labels.png": label,
+        "weightmap.png": heat(weight_map(label, 10, 5)),
+        "deformed-grid.png": to_grey(deform.sample(grid.astype(float), coords, 3), 0, 255),
+        "deformed-labels.png": deform.sample(label, coords, 0)}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, array in pictures.items():
+            write_png(Path(tmp) / name, array)
+            out[name] = (Path(tmp) / name).read_bytes()
+    out["unet.svg"] = svg_text(_net("unet-deploy.prototxt")).encode()
+    out["overlap-tile.svg"] = overlap_tile_svg().encode()
+    del io
+    return out
+
+
+def overlap_tile_svg(scale=0.5):
+    """The 512 x 512 image, the mirrored canvas, one input tile and the outputs' grid."""
+    from .tiling import tile_geometry
+    net = _net("unet-deploy.prototxt")
+    tile, out, margin, step = tile_geometry(net, "data", "score")
+    rows = -(-512 // step)
+    canvas = (rows - 1) * step + tile
+    s = lambda v: f"{v * scale:.0f}"                                 # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{s(canvas + 20)}" '
+             f'height="{s(canvas + 20)}" font-family="sans-serif" font-size="11">',
+             f'<rect x="{s(10)}" y="{s(10)}" width="{s(canvas)}" height="{s(canvas)}" '
+             'fill="#eee" stroke="#999"/>',
+             f'<rect x="{s(10 + margin)}" y="{s(10 + margin)}" width="{s(512)}" '
+             f'height="{s(512)}" fill="#cde" stroke="#357"/>']
+    for i in range(rows):
+        for j in range(rows):
+            parts.append(f'<rect x="{s(10 + margin + j * step)}" y="{s(10 + margin + i * step)}" '
+                         f'width="{s(step)}" height="{s(step)}" fill="none" stroke="#c33" '
+                         'stroke-dasharray="4 3"/>')
+    parts.append(f'<rect x="{s(10)}" y="{s(10)}" width="{s(tile)}" height="{s(tile)}" '
+                 'fill="none" stroke="#2a2" stroke-width="2"/>')
+    parts.append(f'<text x="{s(16)}" y="{s(30)}">mirrored canvas {canvas} px; green: the first '
+                 f'{tile} px input tile; blue: the image; red: outputs, step {step}</text>')
+    return "\n".join(parts + ["</svg>"]) + "\n"
+
+
+def regenerate(check=False):
+    """Rewrite (or with check, compare) every generated block and figure; return stale names."""
+    stale = []
+    for md in sorted(DOCS.glob("*.md")):
+        text = md.read_text()
+        new = BLOCK.sub(lambda m: m[1] + BLOCKS[m[2]]() + m[4], text)
+        if new != text:
+            stale.append(md.name)
+            if not check:
+                md.write_text(new)
+    (DOCS / "figures").mkdir(exist_ok=True)
+    for name, data in figures().items():
+        path = DOCS / "figures" / name
+        if not path.exists() or path.read_bytes() != data:
+            stale.append(f"figures/{name}")
+            if not check:
+                path.write_bytes(data)
+    return stale
+
+
+if __name__ == "__main__":
+    check = "--check" in sys.argv
+    stale = regenerate(check)
+    print(("stale: " if check else "regenerated: ") + (", ".join(stale) or "nothing"))
+    sys.exit(1 if check and stale else 0)
