@@ -66,17 +66,19 @@ def max_pool_backward(dy, argmax, dx, kernel_size, stride, pad):
            (dy, argmax, *i32(n * c, h, w, oh, ow, *kernel_size, *stride, *pad), dx))
 
 
-def softmax_loss_forward(prob, label, weight, ignore_label, loss, count):
+def _softmax_loss(name, prob, label, weight, ignore_label, outputs):
     outer, classes, inner = prob.shape
     args = i32(outer, classes, inner, ignore_label is not None, ignore_label or 0,
                weight is not None)
-    launch(kernel("softmax_loss.cu", "softmax_loss_forward", prob.dtype), outer * inner,
-           (prob, label, weight if weight is not None else label, *args, loss, count))
+    launch(kernel("softmax_loss.cu", name, prob.dtype), outer * inner,
+           (prob, label, weight if weight is not None else label, *args, *outputs))
+
+
+def softmax_loss_forward(prob, label, weight, ignore_label, loss, count):
+    """Per-pixel weighted loss and valid count of (outer, classes, inner) probabilities."""
+    _softmax_loss("softmax_loss_forward", prob, label, weight, ignore_label, (loss, count))
 
 
 def softmax_loss_backward(prob, label, weight, ignore_label, dscore):
-    outer, classes, inner = prob.shape
-    args = i32(outer, classes, inner, ignore_label is not None, ignore_label or 0,
-               weight is not None)
-    launch(kernel("softmax_loss.cu", "softmax_loss_backward", prob.dtype), outer * inner,
-           (prob, label, weight if weight is not None else label, *args, dscore))
+    """dscore = w (prob - onehot(label)), zero where the label is ignored."""
+    _softmax_loss("softmax_loss_backward", prob, label, weight, ignore_label, (dscore,))
