@@ -10,6 +10,8 @@ Backward (chain rule on that product):
 The im2col matrix is built in bands of output rows inside one workspace shared by
 all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
 """
+import numpy as np
+
 from unetcore import backend
 from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
 from unetcore.layer import Layer, register
@@ -116,35 +118,72 @@ class ConvolutionLayer(Layer):
             self.bias_backward(t.diff)
 
     def backward_one(self, dy, bottom, down):
-        xp, x = self.xp, bottom.data
+        x = bottom.data
         w = self.weight_matrices(self.blobs[0].data)
         dw = self.weight_matrices(self.blobs[0].diff) if self.param_propagate_down[0] else None
-        k, c_out = w.shape[2], w.shape[1]
-        out_h, out_w = dy.shape[2:]
-        (ph, pw), (h, wid) = self.geom.pad, x.shape[2:]
         for n in range(x.shape[0]):
+            dx = bottom.diff[n] if down else None
             if self.pointwise:
-                self.backward_pointwise(x[n], dy[n], w[0], dw, bottom.diff[n] if down else None)
-                continue
-            x_pad = pad_image(xp, x[n], self.geom.pad)
-            dx_pad = None
-            if down:     # without padding, accumulate straight into the bottom's gradient
-                dx_pad = bottom.diff[n] if x_pad is x[n] else xp.zeros_like(x_pad)
-                dx_pad[...] = 0
-            for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
-                col = im2col(xp, x_pad, self.geom, out_w,
-                             r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
-                dy_g = [dy[n, g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
-                        for g in range(self.group)]
-                for g in range(self.group):
-                    if dw is not None:
-                        dw[g] += xp.matmul(dy_g[g], col[g * k:(g + 1) * k].T)
-                if down:
-                    for g in range(self.group):   # the column buffer now holds dcol
-                        xp.matmul(w[g].T, dy_g[g], out=col[g * k:(g + 1) * k])
-                    col2im_add(col, dx_pad, self.geom, out_w, r0, r1)
-            if down and dx_pad is not bottom.diff[n]:
-                bottom.diff[n] = dx_pad[:, ph:ph + h, pw:pw + wid]
+                self.backward_pointwise(x[n], dy[n], w[0], dw, dx)
+            elif down and self.correlates_back:
+                self.data_gradient_by_correlation(dy[n], dx)
+                self.backward_bands(x[n], dy[n], w, dw, None)
+            else:
+                self.backward_bands(x[n], dy[n], w, dw, dx)
+
+    def backward_bands(self, x, dy, w, dw, dx):
+        """dW by im2col + GEMM band by band, and dx (unless None) by GEMM + col2im."""
+        xp, k, c_out, down = self.xp, w.shape[2], w.shape[1], dx is not None
+        (ph, pw), (h, wid), (out_h, out_w) = self.geom.pad, x.shape[1:], dy.shape[1:]
+        x_pad = pad_image(xp, x, self.geom.pad)
+        dx_pad = None
+        if down:         # without padding, accumulate straight into the bottom's gradient
+            dx_pad = dx if x_pad is x else xp.zeros_like(x_pad)
+            dx_pad[...] = 0
+        if dw is None and not down:
+            return
+        for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
+            col = im2col(xp, x_pad, self.geom, out_w,
+                         r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
+            dy_g = [dy[g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
+                    for g in range(self.group)]
+            for g in range(self.group):
+                if dw is not None:
+                    dw[g] += xp.matmul(dy_g[g], col[g * k:(g + 1) * k].T)
+            if down:
+                for g in range(self.group):   # the column buffer now holds dcol
+                    xp.matmul(w[g].T, dy_g[g], out=col[g * k:(g + 1) * k])
+                col2im_add(col, dx_pad, self.geom, out_w, r0, r1)
+        if down and dx_pad is not dx:
+            dx[...] = dx_pad[:, ph:ph + h, pw:pw + wid]
+
+    @property
+    def correlates_back(self):
+        """Whether to take dx by correlation: stride 1, no padding, dilation or groups, on the
+        CPU, and more input than output channels (the U-Net's conv_u*b-c after a concat).
+        Its im2col matrix then has C_out * kh * kw rows instead of col2im's C_in * kh * kw;
+        with C_in <= C_out, col2im is as fast and needs no padded copy of dy."""
+        g = self.geom
+        return (self.xp is np and g.stride == (1, 1) and g.pad == (0, 0)
+                and g.dilation == (1, 1) and self.group == 1 and not self.pointwise
+                and self.channels > self.num_output)
+
+    def data_gradient_by_correlation(self, dy, dx):
+        """The gradient of the data as a convolution, without col2im (a "full" correlation):
+
+            dx[c, y, x] = sum_{o,p,q} W[o, c, p, q] dy[o, y - p, x - q]
+
+        is a valid convolution of dy, zero-padded by k - 1 on each side, with the kernel
+        turned by 180 degrees and its in/out channels swapped: W_rot[c, o, p, q] =
+        W[o, c, kh-1-p, kw-1-q]. im2col + GEMM then write dx band by band."""
+        xp, (kh, kw) = self.xp, self.geom.kernel
+        w_rot = self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(
+            self.channels, -1)
+        dy_pad = xp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+        k, (h, wid) = w_rot.shape[1], dx.shape[1:]
+        for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize):
+            col = im2col(xp, dy_pad, self.geom, wid, r0, r1, self.column_buffer(k, r1 - r0, wid))
+            xp.matmul(w_rot, col, out=dx[:, r0:r1].reshape(self.channels, -1))
 
     def backward_pointwise(self, x, dy, w, dw, dx):
         """dW += dY @ X^T and dX = W^T @ dY, with X and dY as (channels, pixels) views."""

@@ -105,6 +105,30 @@ def test_pointwise_convolution_fast_path(n, group):
     assert_gradients(make_layer(conv_text(num_output=3, kernel=(1, 1), group=group)), x)
 
 
+def test_data_gradient_by_correlation_equals_col2im():
+    x = RNG.standard_normal((2, 4, 7, 6))          # 4 input channels > 2 outputs: correlation
+    dy = RNG.standard_normal((2, 2, 5, 5))
+    grads = []
+    for correlate in (True, False):
+        layer = make_layer(conv_text(num_output=2, kernel=(3, 2)))
+
+        class Chosen(type(layer)):
+            correlates_back = correlate
+        layer.__class__ = Chosen
+        bottom, top = blobs_of(x), blobs_of(np.zeros(1))
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        grads.append((bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
+    for by_correlation, by_col2im in zip(*grads):
+        np.testing.assert_allclose(by_correlation, by_col2im, atol=1e-12)
+    layer = make_layer(conv_text(num_output=2, kernel=(3, 2)))
+    assert_gradients(layer, x)
+    assert layer.correlates_back
+
+
 @pytest.mark.parametrize("kernel,group", [((2, 2), 1), ((3, 2), 2)])
 def test_deconvolution_block_fast_path(kernel, group):
     text = conv_text("Deconvolution", 2 * group, kernel, kernel, group=group)
