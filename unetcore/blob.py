@@ -12,7 +12,8 @@ class Blob:
     def __init__(self, shape=(), dtype=np.float32, xp=np):
         self.xp = xp
         self.dtype = np.dtype(dtype)
-        self._shape = None
+        self._shape = self._diff = None
+        self.arena = None        # a GradientArena that lends this blob its diff, if any
         self.reshape(shape)
 
     def reshape(self, shape):
@@ -21,13 +22,14 @@ class Blob:
         if any(s < 0 for s in shape):
             raise ValueError(f"negative blob shape {shape}")
         if shape != self._shape:
+            self.release_diff()
             self._shape = shape
-            self._data = self._diff = self._source = None
+            self._data = self._source = None
 
     def share_data(self, other):
         """Make this blob's data the very array of `other` (Caffe's ShareData)."""
         if self._diff is not None and self._diff.shape != other.shape:
-            self._diff = None
+            self.release_diff()
         self._shape = other.shape
         self._source, self._data = other, None
 
@@ -54,7 +56,8 @@ class Blob:
     @property
     def diff(self):
         if self._diff is None:
-            self._diff = self.xp.zeros(self._shape, dtype=self.dtype)
+            self._diff = self.xp.zeros(self._shape, dtype=self.dtype) if self.arena is None \
+                else self.arena.take(self._shape)
         return self._diff
 
     @diff.setter
@@ -63,6 +66,8 @@ class Blob:
 
     def release_diff(self):
         """Free the gradient array (it is re-made, zeroed, on next use)."""
+        if self._diff is not None and self.arena is not None:
+            self.arena.give(self._diff)
         self._diff = None
 
     @property

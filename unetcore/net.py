@@ -150,10 +150,6 @@ class Net:
         self.gpu = gpu
         self.xp = backend.xp_for(gpu)
         self.rng = np.random.default_rng(seed)
-        # Free each intermediate gradient as soon as backward has consumed it (the solver turns
-        # this on: it cuts training memory by about the size of the activations). Off by
-        # default so that, as in pycaffe, net.blobs[name].diff can be read after backward().
-        self.release_diffs = False
         if self.param.layers:
             raise NetError(f"{self.param.location()}: this net uses Caffe's old V1 'layers' "
                            "format; convert it with Caffe's upgrade_net_proto_text")
@@ -162,6 +158,7 @@ class Net:
         if first is not None:
             layer_params.insert(0, first)
         layer_params = filter_layers(layer_params, phase, level, stages)
+        self._arena = None
         self._build(insert_splits(layer_params, phase))
         self.check_input_size()
         if weights is not None:
@@ -378,8 +375,27 @@ class Net:
                                         self.bottom_vecs[i])
             if self.release_diffs:
                 self._release_top_diffs(i)
+        if self.release_diffs:
+            self._arena.end_backward()
         return OrderedDict((name, self.blobs[name].diff) for name in self.inputs
                            if self.blobs[name].has_diff)
+
+    @property
+    def release_diffs(self):
+        """Whether backward frees each intermediate gradient once it is consumed.
+
+        The solver turns this on: it cuts training memory by about the size of the
+        activations, and a planned arena serves the gradients (unetcore.arena). Off by
+        default so that, as in pycaffe, net.blobs[name].diff can be read after backward()."""
+        return self._arena is not None
+
+    @release_diffs.setter
+    def release_diffs(self, on):
+        from .arena import GradientArena
+        self._arena = GradientArena(self.xp, self.dtype) if on else None
+        for blob in self.blobs.values():
+            blob.release_diff()
+            blob.arena = self._arena
 
     def _release_top_diffs(self, i):
         """After layer i's backward nobody reads its tops' gradients again (in-place tops are
