@@ -36,7 +36,7 @@ class TiffDataLayer(Layer):
         self.label_size = p.label_size or p.tile_size
         if self.label_size > self.tile:
             raise self.error(f"label_size {self.label_size} exceeds tile_size {self.tile}")
-        self.images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean)
+        self.images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean, p.image)
         self.labels = self.weights = None
         if len(top) > 1:
             self.labels = self._read_labels(p)

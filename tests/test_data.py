@@ -226,3 +226,14 @@ def test_create_and_apply_deformation_layers():
         top: "out" apply_deformation_param { interpolation: "bicubic" }''')
     with pytest.raises(NetError, match="interpolation 'bicubic' is not one of nearest, linear"):
         bad.setup([image, field], [out])
+
+
+def test_rgb_images_and_nan_grey_values_are_refused(tmp_path):
+    from unetcore.data.stacks import normalize_grey, read_stack
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((32, 40, 3), np.uint8))
+    with pytest.raises(DataError, match=r"rgb.tif: shape \(32, 40, 3\) looks like one RGB"):
+        read_stack(tmp_path / "rgb.tif")
+    grey = np.ones((2, 8, 8), np.float32)
+    grey[1, 3, 3] = np.nan
+    with pytest.raises(DataError, match="x.tif: holds 1 NaN or infinite grey values"):
+        normalize_grey(grey, path="x.tif")

@@ -63,3 +63,8 @@ def test_mirror_pad_reflects_about_the_border_pixel():
 def test_channel_count_mismatch_is_refused():
     with pytest.raises(DataError, match="takes 3-channel images, but the image has shape"):
         as_channel_images(np.zeros((5, 7)), 3, "x.tif")
+
+
+def test_rgb_image_for_a_grey_net_is_refused():
+    with pytest.raises(DataError, match=r"looks like an RGB\(A\) image \(H, W, 3\)"):
+        as_channel_images(np.zeros((64, 48, 3)), 1, "photo.tif")

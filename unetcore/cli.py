@@ -243,7 +243,7 @@ def _read_images(path, channels, scale, mean):
         stack = tifffile.imread(path)
     except Exception as err:
         raise DataError(f"{path}: not a readable TIFF image: {err}") from None
-    return as_channel_images(normalize_grey(stack, scale, mean), channels, path)
+    return as_channel_images(normalize_grey(stack, scale, mean, path), channels, path)
 
 
 def _segment_all(net, images, batch_budget_mb):

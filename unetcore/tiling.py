@@ -73,6 +73,11 @@ def segment(net, image, batch=1, progress=None):
 
 def as_channel_images(stack, channels, path="image"):
     """(slices, channels, H, W) from a 2-d image, a stack, or channel-first images."""
+    if stack.ndim == 3 and stack.shape[-1] in (3, 4) and channels != stack.shape[-1] \
+            and min(stack.shape[:2]) > 4:
+        raise DataError(f"{path}: shape {stack.shape} looks like an RGB(A) image (H, W, "
+                        f"{stack.shape[-1]}), but the net takes {channels}-channel images; "
+                        "convert it to grey, or give channels first")
     if channels == 1 and stack.ndim in (2, 3):
         return stack.reshape((-1, 1) + stack.shape[-2:])
     if channels > 1 and stack.ndim in (3, 4) and stack.shape[-3] == channels:

@@ -16,6 +16,9 @@ def read_stack(path, what="image"):
         stack = tifffile.imread(path)
     except Exception as err:                      # tifffile raises many kinds on corrupt files
         raise DataError(f"{path}: not a readable TIFF {what} stack: {err}") from None
+    if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
+        raise DataError(f"{path}: shape {stack.shape} looks like one RGB(A) image, not a stack "
+                        f"of grey {what} slices; convert it to grey first")
     if stack.ndim == 2:
         stack = stack[None]
     if stack.ndim != 3:
@@ -24,11 +27,14 @@ def read_stack(path, what="image"):
     return stack
 
 
-def normalize_grey(stack, scale=0.0, mean=0.0):
+def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack"):
     """(v - mean) * scale when scale is given; otherwise integer types map [0, max] to [0, 1]
     and float stacks are min-max normalised."""
     if scale:
         return ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
+    if np.issubdtype(stack.dtype, np.floating) and not np.isfinite(stack).all():
+        raise DataError(f"{path}: holds {int((~np.isfinite(stack)).sum())} NaN or "
+                        "infinite grey values; fix or mask them before training or segmenting")
     if np.issubdtype(stack.dtype, np.integer):
         return stack.astype(np.float32) / np.iinfo(stack.dtype).max
     low, high = float(stack.min()), float(stack.max())
