@@ -53,6 +53,7 @@ def measure(mode, tile, repeats, warmup=1):
         net.phase = "TEST"
         for layer in net.layers:
             layer.phase = "TEST"
+        net.release_activations = True           # forward only, as unetcore segment runs
         run, flops = net.forward_layers, 2 * macs
     elif mode == "train":
         from unetcore.prototxt import Message

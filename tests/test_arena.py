@@ -2,7 +2,7 @@
 same numbers with it as without it."""
 import numpy as np
 
-from unetcore.arena import GradientArena
+from unetcore.arena import Arena
 from unetcore.blob import Blob
 
 from test_solvers import small_unet_solver, weights_of
@@ -19,7 +19,7 @@ def run_sequence(arena, events):
             views[event[1]] = alive[event[1]] = view
         else:
             arena.give(alive.pop(event[1]))
-    arena.end_backward()
+    arena.end_pass()
     return views, overlaps
 
 
@@ -29,7 +29,7 @@ EVENTS = [("take", "a", 100), ("take", "b", 40), ("give", "a"), ("take", "c", 60
 
 
 def test_plan_never_overlaps_live_gradients_and_reuses_memory():
-    arena = GradientArena(np, np.float32)
+    arena = Arena(np, np.float32)
     run_sequence(arena, EVENTS)                        # records, then plans
     assert arena.plan is not None
     views, overlaps = run_sequence(arena, EVENTS)      # served from the arena
@@ -41,7 +41,7 @@ def test_plan_never_overlaps_live_gradients_and_reuses_memory():
 
 
 def test_a_changed_sequence_is_planned_again():
-    arena = GradientArena(np, np.float32)
+    arena = Arena(np, np.float32)
     run_sequence(arena, EVENTS)
     changed = [("take", "a", 120)] + EVENTS[1:]
     views, overlaps = run_sequence(arena, changed)
@@ -50,9 +50,9 @@ def test_a_changed_sequence_is_planned_again():
 
 
 def test_blob_diffs_come_from_the_arena_and_go_back():
-    arena = GradientArena(np, np.float64)
+    arena = Arena(np, np.float64)
     blob = Blob((2, 3), np.float64)
-    blob.arena = arena
+    blob.diff_arena = arena
     blob.diff[...] = 5
     blob.release_diff()
     assert not blob.has_diff and (blob.diff == 0).all()
@@ -63,6 +63,29 @@ def test_training_with_the_arena_gives_the_same_weights(tmp_path):
     plain.net.release_diffs = False
     planned.step(6)
     plain.step(6)
-    assert planned.net._arena.plan is not None
+    assert planned.net._diff_arena.plan is not None
     for a, b in zip(weights_of(planned), weights_of(plain)):
         assert np.array_equal(a, b)
+
+
+def test_forward_only_nets_free_activations_and_give_the_same_outputs():
+    import pytest
+
+    from unetcore.errors import NetError
+    from unetcore.gradcheck import randomize_params
+    from unetcore.net import Net
+    image = np.random.default_rng(2).random((1, 1, 60, 60))
+    outputs = []
+    for release in (False, True):
+        net = Net("prototxt/unet-small-deploy.prototxt", "TEST")
+        randomize_params(net, np.random.default_rng(0))
+        net.release_activations = release
+        for _ in range(3):                               # record, plan, then serve
+            outputs.append(net.forward(data=image)["score"].copy())
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])
+    total = sum(b.count for name, b in net.blobs.items() if b._source is None) * 4
+    assert net._data_arena.nbytes < 0.6 * total
+    np.testing.assert_array_equal(net.blobs["data"].data, image.astype(np.float32))  # kept
+    with pytest.raises(NetError, match="frees its activations during forward"):
+        net.backward()

@@ -16,6 +16,7 @@ def small_net(tile, seed=0):
     net = Net(SMALL, "TEST")
     randomize_params(net, np.random.default_rng(seed))
     net.set_inputs({"data": np.zeros((1, 1, tile, tile))})
+    net.release_activations = True            # as unetcore segment runs it
     return net
 
 

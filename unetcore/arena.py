@@ -1,22 +1,24 @@
-"""A memory plan for the gradients that live only during part of backward.
+"""A memory plan for arrays that live only during part of a pass.
 
 While training, each intermediate gradient is needed from the moment backward first writes
-it until its producer's backward has read it; then it can go (Net.release_diffs). Freeing
-it and allocating again every iteration costs page faults (about 0.3 s per U-Net step).
-Backward runs the same sequence every iteration, so we plan it once instead:
+it until its producer's backward has read it; then it can go (Net.release_diffs). In a
+forward-only net, each activation is needed until its last reader has run
+(Net.release_activations). Freeing such arrays and allocating them again every pass costs
+page faults (about 0.3 s per U-Net training step). A pass runs the same sequence every time,
+so we plan it once instead:
 
-1. The first backward allocates normally and records, for every gradient, its size and
-   the interval (first take, give back) in which it is alive.
-2. The plan gives each gradient an offset in one arena, so that gradients alive at the same
-   time never overlap: greedy by size, largest first, each at the lowest offset free over
-   its interval (the offset calculation of TensorFlow Lite's memory planner).
-3. Later backwards hand out zeroed views of the arena at the planned offsets. If the sequence
+1. The first pass allocates normally and records, for every array, its size and the
+   interval (first take, give back) in which it is alive.
+2. The plan gives each array an offset in one arena, so that arrays alive at the same time
+   never overlap: greedy by size, largest first, each at the lowest offset free over its
+   interval (the offset calculation of TensorFlow Lite's memory planner).
+3. Later passes hand out zeroed views of the arena at the planned offsets. If the sequence
    ever changes (a new input size), they fall back to step 1 and plan again.
 """
 import numpy as np
 
 
-class GradientArena:
+class Arena:
     def __init__(self, xp, dtype):
         self.xp, self.dtype = xp, np.dtype(dtype)
         self.plan = None           # [(size, offset)] per take, in order, once planned
@@ -29,7 +31,7 @@ class GradientArena:
         self.lent = {}                        # id(view) -> take index
 
     def take(self, shape):
-        """A zeroed gradient array of `shape`."""
+        """A zeroed array of `shape`."""
         size = int(np.prod(shape, dtype=np.int64))
         index = len(self.takes)
         planned = self.plan is not None and index < len(self.plan) and self.plan[index][0] == size
@@ -53,8 +55,8 @@ class GradientArena:
             self.lives[index][1] = self.clock
             self.clock += 1
 
-    def end_backward(self):
-        """Call when backward is done: plan from what was recorded, if not planned yet."""
+    def end_pass(self):
+        """Call when the pass is done: plan from what was recorded, if not planned yet."""
         if self.plan is None or len(self.plan) != len(self.takes):
             self._make_plan()
         self._start()

@@ -12,8 +12,9 @@ class Blob:
     def __init__(self, shape=(), dtype=np.float32, xp=np):
         self.xp = xp
         self.dtype = np.dtype(dtype)
-        self._shape = self._diff = None
-        self.arena = None        # a GradientArena that lends this blob its diff, if any
+        self._shape = self._diff = self._data = None
+        self.diff_arena = None   # an Arena that lends this blob its diff, if any
+        self.data_arena = None   # an Arena that lends this blob its data, if any
         self.reshape(shape)
 
     def reshape(self, shape):
@@ -23,8 +24,9 @@ class Blob:
             raise ValueError(f"negative blob shape {shape}")
         if shape != self._shape:
             self.release_diff()
+            self.release_data()
             self._shape = shape
-            self._data = self._source = None
+            self._source = None
 
     def share_data(self, other):
         """Make this blob's data the very array of `other` (Caffe's ShareData)."""
@@ -46,7 +48,8 @@ class Blob:
         if self._source is not None:
             return self._source.data
         if self._data is None:
-            self._data = self.xp.zeros(self._shape, dtype=self.dtype)
+            self._data = self.xp.zeros(self._shape, dtype=self.dtype) \
+                if self.data_arena is None else self.data_arena.take(self._shape)
         return self._data
 
     @data.setter
@@ -56,8 +59,8 @@ class Blob:
     @property
     def diff(self):
         if self._diff is None:
-            self._diff = self.xp.zeros(self._shape, dtype=self.dtype) if self.arena is None \
-                else self.arena.take(self._shape)
+            self._diff = self.xp.zeros(self._shape, dtype=self.dtype) \
+                if self.diff_arena is None else self.diff_arena.take(self._shape)
         return self._diff
 
     @diff.setter
@@ -66,9 +69,15 @@ class Blob:
 
     def release_diff(self):
         """Free the gradient array (it is re-made, zeroed, on next use)."""
-        if self._diff is not None and self.arena is not None:
-            self.arena.give(self._diff)
+        if self._diff is not None and self.diff_arena is not None:
+            self.diff_arena.give(self._diff)
         self._diff = None
+
+    def release_data(self):
+        """Free the data array (it is re-made, zeroed, on next use)."""
+        if self._data is not None and self.data_arena is not None:
+            self.data_arena.give(self._data)
+        self._data = None
 
     @property
     def has_diff(self):

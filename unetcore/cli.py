@@ -228,6 +228,7 @@ def _deploy_net(model, weights, tile, gpu):
         net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (tile, tile))})
     if weights:
         net.copy_from(weights)
+    net.release_activations = True          # forward only: keep just what later layers read
     return net
 
 

@@ -158,7 +158,7 @@ class Net:
         if first is not None:
             layer_params.insert(0, first)
         layer_params = filter_layers(layer_params, phase, level, stages)
-        self._arena = None
+        self._diff_arena = self._data_arena = None
         self._build(insert_splits(layer_params, phase))
         self.check_input_size()
         if weights is not None:
@@ -360,11 +360,19 @@ class Net:
             for blob, weight in zip(top, self.specs[i].loss_weights):
                 if weight:
                     loss += weight * float(blob.data.sum())
+            if self.release_activations:
+                for blob in self._last_reads[i]:
+                    blob.release_data()
+        if self.release_activations:
+            self._data_arena.end_pass()
         self.loss = loss
         return loss
 
     def backward(self):
         """Backpropagate from the losses; parameter diffs accumulate (clear_param_diffs resets)."""
+        if self.release_activations:
+            raise NetError(f"net '{self.name}' frees its activations during forward "
+                           "(release_activations); set it to False to run backward")
         for top, spec in zip(self.top_vecs, self.specs):
             for blob, weight in zip(top, spec.loss_weights):
                 if weight:
@@ -376,7 +384,7 @@ class Net:
             if self.release_diffs:
                 self._release_top_diffs(i)
         if self.release_diffs:
-            self._arena.end_backward()
+            self._diff_arena.end_pass()
         return OrderedDict((name, self.blobs[name].diff) for name in self.inputs
                            if self.blobs[name].has_diff)
 
@@ -387,15 +395,53 @@ class Net:
         The solver turns this on: it cuts training memory by about the size of the
         activations, and a planned arena serves the gradients (unetcore.arena). Off by
         default so that, as in pycaffe, net.blobs[name].diff can be read after backward()."""
-        return self._arena is not None
+        return self._diff_arena is not None
 
     @release_diffs.setter
     def release_diffs(self, on):
-        from .arena import GradientArena
-        self._arena = GradientArena(self.xp, self.dtype) if on else None
+        from .arena import Arena
+        self._diff_arena = Arena(self.xp, self.dtype) if on else None
         for blob in self.blobs.values():
             blob.release_diff()
-            blob.arena = self._arena
+            blob.diff_arena = self._diff_arena
+
+    @property
+    def release_activations(self):
+        """Whether forward frees each activation after its last reader (forward-only use:
+        segmentation). Inputs and outputs are kept; backward is then refused."""
+        return self._data_arena is not None
+
+    @release_activations.setter
+    def release_activations(self, on):
+        from .arena import Arena
+        self._data_arena = Arena(self.xp, self.dtype) if on else None
+        self._last_reads = self._plan_activation_release() if on else None
+        for blob in {id(b): b for step in self._last_reads or [] for b in step}.values():
+            blob.release_data()
+            blob.data_arena = self._data_arena
+        if not on:
+            for blob in self.blobs.values():
+                blob.data_arena = None
+
+    def _plan_activation_release(self):
+        """For each layer, the activations it is the last to read (Split tops and in-place
+        layers share their bottom's array, so the array's owner is what is planned)."""
+        def owner(blob):
+            while blob._source is not None:
+                blob = blob._source
+            return blob
+        keep = {id(owner(self.blobs[name])) for name in self.outputs + self.inputs}
+        keep |= {id(owner(t)) for spec, top in zip(self.specs, self.top_vecs)
+                 if not spec.bottoms for t in top}
+        last = {}
+        for i, bottom in enumerate(self.bottom_vecs):
+            for blob in map(owner, bottom):
+                last[id(blob)] = (i, blob)
+        plan = [[] for _ in self.layers]
+        for key, (i, blob) in last.items():
+            if key not in keep:
+                plan[i].append(blob)
+        return plan
 
     def _release_top_diffs(self, i):
         """After layer i's backward nobody reads its tops' gradients again (in-place tops are
