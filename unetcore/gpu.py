@@ -32,24 +32,24 @@ def i32(*values):
     return tuple(np.int32(v) for v in values)
 
 
-def im2col(x_band, geom, out_h, out_w, col):
-    """col (C*kh*kw, out_h*out_w) of a padded band x_band (C, rows, W) (a view is fine)."""
+def _band_args(band, geom, out_h, out_w):
+    """The kernels' int arguments for a (C, rows, W) band of a padded image (a view)."""
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
-    c, rows, width = x_band.shape
-    plane = x_band.strides[0] // x_band.itemsize
-    launch(kernel("im2col.cu", "im2col", x_band.dtype), c * out_h * out_w,
-           (x_band, *i32(plane, c, rows, width, kh, kw, 0, 0, sh, sw, dh, dw, out_h, out_w),
-            col))
+    channels, rows, width = band.shape
+    return i32(band.strides[0] // band.itemsize, channels, rows, width, kh, kw, 0, 0,
+               sh, sw, dh, dw, out_h, out_w)
+
+
+def im2col(x_band, geom, out_h, out_w, col):
+    """col (C*kh*kw, out_h*out_w) of a padded band x_band (C, rows, W)."""
+    launch(kernel("im2col.cu", "im2col", x_band.dtype), x_band.shape[0] * out_h * out_w,
+           (x_band, *_band_args(x_band, geom, out_h, out_w), col))
 
 
 def col2im_add(col, geom, out_h, out_w, dx_band):
-    """dx_band (C, rows, W, a view of a padded gradient) += the adjoint of im2col."""
-    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
-    c, rows, width = dx_band.shape
-    plane = dx_band.strides[0] // dx_band.itemsize
-    launch(kernel("im2col.cu", "col2im", dx_band.dtype), c * rows * width,
-           (col, *i32(plane, c, rows, width, kh, kw, 0, 0, sh, sw, dh, dw, out_h, out_w),
-            dx_band))
+    """dx_band (C, rows, W), a band of a padded gradient, += the adjoint of im2col."""
+    launch(kernel("im2col.cu", "col2im", dx_band.dtype), dx_band.size,
+           (col, *_band_args(dx_band, geom, out_h, out_w), dx_band))
 
 
 def max_pool_forward(x, y, argmax, kernel_size, stride, pad):
