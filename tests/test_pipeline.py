@@ -82,3 +82,23 @@ def test_cli_errors_are_one_line(workdir):
     out = run("segment", "data/test-volume.tif", "-o", "x.tif", "--model",
               "prototxt/unet-demo-deploy.prototxt", "--weights", "small.caffemodel.h5", code=1)
     assert "layer 'conv_d0a-b' blob 0 has shape (2, 1, 3, 3) in the file but (16, 1, 3, 3)" in out
+
+
+def test_parse_log_script_writes_caffes_tables(tmp_path):
+    import csv
+    import subprocess
+    import sys
+    log = tmp_path / "train.log"
+    log.write_text(
+        "I1125 06:00:00.000001  1 solver.py:1] Iteration 0 (0 iter/s, 0.1s/2 iters), loss = 0.7\n"
+        "I1125 06:00:00.000002  1 solver.py:2] Iteration 0, lr = 0.01\n"
+        "I1125 06:00:01.000000  1 solver.py:3] Iteration 2, Testing net (#0)\n"
+        "I1125 06:00:01.000001  1 solver.py:4]     Test net output #0: loss = 0.5 (* 1 = 0.5 loss)\n"
+        "I1125 06:00:02.000000  1 solver.py:1] Iteration 2 (2 iter/s, 1s/2 iters), loss = 0.6\n")
+    result = subprocess.run([sys.executable, str(REPO / "bin" / "parse_log.py"), str(log),
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    train = list(csv.reader(open(tmp_path / "train.log.train.csv")))
+    assert train == [["NumIters", "LearningRate", "loss"], ["0", "0.01", "0.7"], ["2", "", "0.6"]]
+    test = list(csv.reader(open(tmp_path / "train.log.test.csv")))
+    assert test == [["NumIters", "loss"], ["2", "0.5"]]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .errors import DataError
 
-ITERATION = re.compile(r"Iteration (\d+)")
 LOSS = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+\d.eE]+|nan|inf)")
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
 TESTING = re.compile(r"Iteration (\d+), Testing net")
