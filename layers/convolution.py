@@ -109,7 +109,7 @@ class ConvolutionLayer(Layer):
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
                 for g in range(self.group):      # rows r0:r1 of each channel: a strided view
                     y_g = y[n, g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
-                    xp.matmul(w[g], col[g * k:(g + 1) * k], out=y_g)
+                    backend.matmul_into(xp, w[g], col[g * k:(g + 1) * k], y_g)
         self.add_bias(y)
 
     def backward(self, top, propagate_down, bottom):

@@ -53,6 +53,15 @@ def to_numpy(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
+def matmul_into(xp, a, b, out):
+    """out[...] = a @ b. NumPy's BLAS writes a strided `out` (a band of rows) directly;
+    CuPy gets the product and copies it, whatever out's layout."""
+    if xp is np:
+        np.matmul(a, b, out=out)
+    else:
+        out[...] = xp.matmul(a, b)
+
+
 def workspace(xp, dtype, count):
     """A flat scratch array of at least `count` elements, shared by all layers."""
     key = (xp.__name__, np.dtype(dtype).str)
