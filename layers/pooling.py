@@ -128,25 +128,42 @@ class PoolingLayer(Layer):
         compare the kh*kw grids in scan order, keeping the first maximum (Caffe's tie rule),
         and remember which element won as a small offset instead of a flat index."""
         (kh, kw), y = self.kernel, top[0].data
-        self.offset = np.zeros(y.shape, np.int8)
-        y[...] = x[:, :, 0::kh, 0::kw]
-        for k in range(1, kh * kw):
-            p, q = divmod(k, kw)
-            grid = x[:, :, p::kh, q::kw]
-            better = grid > y
-            np.copyto(y, grid, where=better)
-            np.copyto(self.offset, k, where=better)
+        if (kh, kw) == (2, 2):
+            self.offset = self.max_2x2_tournament(x, y)
+        else:
+            self.offset = np.zeros(y.shape, np.int8)
+            y[...] = x[:, :, 0::kh, 0::kw]
+            for k in range(1, kh * kw):
+                p, q = divmod(k, kw)
+                grid = x[:, :, p::kh, q::kw]
+                better = grid > y
+                np.copyto(y, grid, where=better)
+                np.copyto(self.offset, k, where=better)
         if len(top) == 2:
             oh, ow = self.out_size
             rows = np.arange(oh).reshape(-1, 1) * kh + self.offset // kw
             cols = np.arange(ow).reshape(1, -1) * kw + self.offset % kw
             top[1].data[...] = rows * x.shape[3] + cols
 
+    @staticmethod
+    def max_2x2_tournament(x, y):
+        """The U-Net's 2x2 windows, as a tournament: left against right in each row, then
+        top row against bottom row. A tie keeps the earlier one in scan order, as Caffe.
+        Returns the winner's offset p * 2 + q in its window."""
+        a, b = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
+        c, d = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+        top_right, bottom_right = b > a, d > c
+        top, bottom = np.maximum(a, b), np.maximum(c, d)
+        lower = bottom > top
+        np.maximum(top, bottom, out=y)
+        return np.where(lower, 2 + bottom_right, top_right).astype(np.int8)
+
     def backward_max_tiled(self, dy, dx):
-        (kh, kw), zero = self.kernel, self.dtype.type(0)
+        """Window element (p, q) of every window gets dy where it won, else 0."""
+        kh, kw = self.kernel
         for k in range(kh * kw):
             p, q = divmod(k, kw)
-            np.copyto(dx[:, :, p::kh, q::kw], np.where(self.offset == k, dy, zero))
+            np.multiply(dy, self.offset == k, out=dx[:, :, p::kh, q::kw])
 
     def forward_max_gpu(self, x, top):
         """The same on a GPU, by the kernel of kernels/pooling.cu (one thread per output)."""

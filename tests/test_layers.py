@@ -198,12 +198,13 @@ def test_max_pooling_hand_case_with_mask():
     np.testing.assert_array_equal(mask[0, 0], [[5, 2], [12, 11]])
 
 
-def test_max_pooling_fast_path_equals_the_general_one_with_ties():
-    x = RNG.integers(0, 3, (2, 3, 6, 8)).astype(float)         # many ties: first max wins
-    dy = RNG.normal(size=(2, 3, 3, 4))
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_max_pooling_fast_path_equals_the_general_one_with_ties(kernel):
+    x = RNG.integers(0, 3, (2, 3, 6, 12)).astype(float)        # many ties: first max wins
+    dy = RNG.normal(size=(2, 3, 6 // kernel, 12 // kernel))
     results = []
     for tiled in (True, False):
-        layer = make_layer(pool_text())
+        layer = make_layer(pool_text("MAX", kernel, kernel))
         layer.tiles_exactly = lambda tiled=tiled: tiled
         bottom, top = blobs_of(x), blobs_of(np.zeros((1,)), np.zeros((1,)))
         layer.setup(bottom, top)
