@@ -152,11 +152,12 @@ class PoolingLayer(Layer):
         Returns the winner's offset p * 2 + q in its window."""
         a, b = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
         c, d = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-        top_right, bottom_right = b > a, d > c
+        offset = (b > a).view(np.int8)                   # 0 or 1: the top row's winner
+        bottom_offset = (d > c).view(np.int8) + np.int8(2)  # 2 or 3
         top, bottom = np.maximum(a, b), np.maximum(c, d)
-        lower = bottom > top
+        np.copyto(offset, bottom_offset, where=bottom > top)
         np.maximum(top, bottom, out=y)
-        return np.where(lower, 2 + bottom_right, top_right).astype(np.int8)
+        return offset
 
     def backward_max_tiled(self, dy, dx):
         """Window element (p, q) of every window gets dy where it won, else 0."""
