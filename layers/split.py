@@ -23,6 +23,9 @@ class SplitLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dx = bottom[0].diff
-            dx[...] = top[0].diff
-            for t in top[1:]:
+            if len(top) == 1:
+                dx[...] = top[0].diff
+                return
+            self.xp.add(top[0].diff, top[1].diff, out=dx)     # one pass for the usual two
+            for t in top[2:]:
                 dx += t.diff
