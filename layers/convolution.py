@@ -125,7 +125,7 @@ class ConvolutionLayer(Layer):
             dx = bottom.diff[n] if down else None
             if self.pointwise:
                 self.backward_pointwise(x[n], dy[n], w[0], dw, dx)
-            elif down and self.correlates_back(dy.shape[2:]):
+            elif down and self.correlates_back:
                 self.data_gradient_by_correlation(dy[n], dx)
                 self.backward_bands(x[n], dy[n], w, dw, None)
             else:
@@ -157,17 +157,16 @@ class ConvolutionLayer(Layer):
         if down and dx_pad is not dx:
             dx[...] = dx_pad[:, ph:ph + h, pw:pw + wid]
 
-    def correlates_back(self, out_size):
-        """Whether to take dx by correlation (no col2im): stride 1, no padding, dilation or
-        groups, on the CPU, where it measured faster. Its im2col matrix has C_out * kh * kw
-        rows instead of col2im's C_in * kh * kw: with C_in > C_out it wins always (128 -> 64
-        at 392 px: 390 against 510 ms); with C_in = C_out from about 100 px up (64 -> 64 at
-        570 px: 489 against 538 ms; 512 -> 512 at 64 px: 213 against 201 ms)."""
+    @property
+    def correlates_back(self):
+        """Whether to take dx by correlation: stride 1, no padding, dilation or groups, on the
+        CPU, and more input than output channels (the U-Net's conv_u*b-c after a concat).
+        Its im2col matrix then has C_out * kh * kw rows instead of col2im's C_in * kh * kw;
+        with C_in <= C_out, col2im is as fast and needs no padded copy of dy."""
         g = self.geom
-        simple = (self.xp is np and g.stride == (1, 1) and g.pad == (0, 0)
-                  and g.dilation == (1, 1) and self.group == 1 and not self.pointwise)
-        return simple and (self.channels > self.num_output or (
-            self.channels == self.num_output and min(out_size) >= 100))
+        return (self.xp is np and g.stride == (1, 1) and g.pad == (0, 0)
+                and g.dilation == (1, 1) and self.group == 1 and not self.pointwise
+                and self.channels > self.num_output)
 
     def data_gradient_by_correlation(self, dy, dx):
         """The gradient of the data as a convolution, without col2im (a "full" correlation):
