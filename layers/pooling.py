@@ -110,7 +110,7 @@ class PoolingLayer(Layer):
         arg = win.argmax(axis=-1)
         top[0].data[...] = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
         # flat index h * W + w of each maximum in the unpadded bottom
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        kw, (sh, sw), (ph, pw) = self.kernel[1], self.stride, self.pad
         oh, ow = self.out_size
         rows = xp.arange(oh).reshape(-1, 1) * sh - ph + arg // kw
         cols = xp.arange(ow).reshape(1, -1) * sw - pw + arg % kw

@@ -92,7 +92,7 @@ def _solver_or_net(path):
         return parse_file(path, "SolverParameter")
     except PrototxtError as solver_error:
         try:
-            net = parse_file(path, "NetParameter")
+            parse_file(path, "NetParameter")          # a net, if it parses as one
         except PrototxtError as net_error:
             raise max(solver_error, net_error, key=lambda e: (e.line, e.col)) from None
     solver = Message("SolverParameter")

@@ -104,7 +104,6 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
 
 def figures():
     """{file name: bytes} of the pictures, drawn by the project's own code."""
-    import io
     import tempfile
 
     from .data import deformation as deform
@@ -132,7 +131,6 @@ def figures():
             out[name] = (Path(tmp) / name).read_bytes()
     out["unet.svg"] = svg_text(_net("unet-deploy.prototxt")).encode()
     out["overlap-tile.svg"] = overlap_tile_svg().encode()
-    del io
     return out
 
 
