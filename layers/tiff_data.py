@@ -33,6 +33,7 @@ class TiffDataLayer(Layer):
         if p.tile_size <= 0:
             raise self.error("tiff_data_param needs tile_size > 0: the net's input edge length")
         self.tile, self.batch = p.tile_size, p.batch_size
+        self.check_augmentation()
         self.label_size = p.label_size or p.tile_size
         if self.label_size > self.tile:
             raise self.error(f"label_size {self.label_size} exceeds tile_size {self.tile}")
@@ -88,6 +89,19 @@ class TiffDataLayer(Layer):
             return None
         return deform.elastic_displacements((self.tile, self.tile), self.rng, p.grid_points,
                                             p.deform_std)
+
+    def check_augmentation(self):
+        """Refuse the caffe_unet fields this layer does not implement, rather than ignore them."""
+        unsupported = [f"value_augmentation_param.{name}"
+                       for name in ("slope_min", "slope_max", "lut_size")
+                       if self.param.value_augmentation_param.has(name)]
+        unsupported += [f"create_deformation_param.{name}" for name in (
+            "nz", "random_elastic_grid_spacing", "random_elastic_deform_magnitude",
+            "grid_spacing") if self.param.create_deformation_param.has(name)]
+        if unsupported:
+            raise self.error(f"{', '.join(unsupported)}: not supported by TiffData, which "
+                             "deforms on a grid_points x grid_points grid with deform_std and "
+                             "shifts grey values linearly (black_from/to, white_from/to)")
 
     def augment_values(self, grey):
         """Caffe_unet's value augmentation, as a linear ramp: v -> black + (white - black) v."""

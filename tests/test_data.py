@@ -237,3 +237,21 @@ def test_rgb_images_and_nan_grey_values_are_refused(tmp_path):
     grey[1, 3, 3] = np.nan
     with pytest.raises(DataError, match="x.tif: holds 1 NaN or infinite grey values"):
         normalize_grey(grey, path="x.tif")
+
+
+def test_tiff_layer_refuses_augmentation_fields_it_does_not_implement(tmp_path):
+    images, labels = synth_stack(1, 32, seed=0)
+    write_stacks(tmp_path, images, labels)
+    layer = tiff_layer(tmp_path, 20, 20, "value_augmentation_param { slope_min: 0.5 }")
+    with pytest.raises(NetError, match="value_augmentation_param.slope_min: not supported"):
+        run_layer(layer)
+
+
+def test_grey_value_augmentation_is_a_linear_ramp(tmp_path):
+    images = np.full((1, 16, 16), 255, np.uint8)
+    images[0, :, :8] = 0
+    write_stacks(tmp_path, images, (images > 0).astype(np.uint8))
+    ramp = ("value_augmentation_param { black_from: 0.2 black_to: 0.2 "
+            "white_from: 0.6 white_to: 0.6 }")
+    data, _, _ = run_layer(tiff_layer(tmp_path, 8, 8, ramp))
+    assert set(np.round(np.unique(data), 5).tolist()) <= {0.2, 0.6}
