@@ -8,7 +8,7 @@ Backward (chain rule on that product):
     dW_g += dY_g @ col(x)_g^T        dx = col2im(W_g^T @ dY_g)        db += sum over n, h, w of dY
 
 The im2col matrix is built in bands of output rows inside one workspace shared by
-all layers, so its size stays under backend.workspace_limit(xp) whatever the image.
+all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
 """
 import numpy as np
 
@@ -17,9 +17,9 @@ from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
 from unetcore.layer import Layer, register
 
 
-def row_bands(rows, bytes_per_row, xp):
+def row_bands(rows, bytes_per_row):
     """Split `rows` output rows into bands whose im2col matrix fits the workspace limit."""
-    per_band = max(1, backend.workspace_limit(xp) // max(1, bytes_per_row))
+    per_band = max(1, backend.WORKSPACE_LIMIT_BYTES // max(1, bytes_per_row))
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
 
 
@@ -104,7 +104,7 @@ class ConvolutionLayer(Layer):
                 xp.matmul(w[0], x[n].reshape(k, -1), out=y[n].reshape(c_out, -1))
                 continue
             x_pad = pad_image(xp, x[n], self.geom.pad)
-            for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize, xp):
+            for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
                 for g in range(self.group):      # rows r0:r1 of each channel: a strided view
@@ -142,7 +142,7 @@ class ConvolutionLayer(Layer):
             dx_pad[...] = 0
         if dw is None and not down:
             return
-        for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize, xp):
+        for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
             col = im2col(xp, x_pad, self.geom, out_w,
                          r0, r1, self.column_buffer(k * self.group, r1 - r0, out_w))
             dy_g = [dy[g * c_out:(g + 1) * c_out, r0:r1].reshape(c_out, -1)
@@ -181,7 +181,7 @@ class ConvolutionLayer(Layer):
             self.channels, -1)
         dy_pad = xp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
         k, (h, wid) = w_rot.shape[1], dx.shape[1:]
-        for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize, xp):
+        for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize):
             col = im2col(xp, dy_pad, self.geom, wid, r0, r1, self.column_buffer(k, r1 - r0, wid))
             xp.matmul(w_rot, col, out=dx[:, r0:r1].reshape(self.channels, -1))
 

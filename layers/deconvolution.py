@@ -37,7 +37,7 @@ class DeconvolutionLayer(ConvolutionLayer):
         for n in range(x.shape[0]):
             y_pad = None if self.tiles_output else \
                 xp.zeros((self.num_output, out_h + 2 * ph, out_w + 2 * pw), self.dtype)
-            for r0, r1 in row_bands(in_h, k * self.group * in_w * self.dtype.itemsize, xp):
+            for r0, r1 in row_bands(in_h, k * self.group * in_w * self.dtype.itemsize):
                 col = self.column_buffer(k * self.group, r1 - r0, in_w)
                 for g in range(self.group):
                     x_g = x[n, g * c_in:(g + 1) * c_in, r0:r1].reshape(c_in, -1)
@@ -71,7 +71,7 @@ class DeconvolutionLayer(ConvolutionLayer):
         in_h, in_w = x.shape[2:]
         for n in range(x.shape[0]):
             dy_pad = pad_image(xp, dy[n], self.geom.pad)
-            for r0, r1 in row_bands(in_h, k * self.group * in_w * self.dtype.itemsize, xp):
+            for r0, r1 in row_bands(in_h, k * self.group * in_w * self.dtype.itemsize):
                 col = im2col(xp, dy_pad, self.geom, in_w,
                              r0, r1, self.column_buffer(k * self.group, r1 - r0, in_w))
                 for g in range(self.group):

@@ -159,7 +159,7 @@ def test_convolution_bands_give_the_same_result(monkeypatch):
     x = RNG.standard_normal((1, 3, 12, 9))
     full = make_layer(conv_text(num_output=4, pad=(1, 1)))
     y_full = run_forward(full, x)[0]
-    monkeypatch.setitem(backend.WORKSPACE_LIMIT_BYTES, "numpy", 27 * 9 * 8 * 2)  # two rows a band
+    monkeypatch.setattr(backend, "WORKSPACE_LIMIT_BYTES", 27 * 9 * 8 * 2)   # two rows a band
     banded = make_layer(conv_text(num_output=4, pad=(1, 1)))
     np.testing.assert_allclose(run_forward(banded, x)[0], y_full, atol=1e-12)
     assert_gradients(make_layer(conv_text(num_output=4, pad=(1, 1))), x)

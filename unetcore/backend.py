@@ -10,11 +10,8 @@ import numpy as np
 
 from .errors import BackendError
 
-# Bytes one im2col band may take; Convolution splits its output rows into bands to stay
-# under it. On a CPU, a band that stays in the last-level cache is faster, because the GEMM
-# reads the columns im2col has just written (U-Net 572 train step: 7.1-7.3 s with 128 MiB
-# bands, 6.4-6.7 s with 8 MiB), and it costs less memory. A GPU wants large GEMMs.
-WORKSPACE_LIMIT_BYTES = {"numpy": 8 * 2 ** 20, "cupy": 128 * 2 ** 20}
+# Bytes one im2col band may take; Convolution splits its output rows into bands to stay under it.
+WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20
 
 _workspaces = {}
 
@@ -63,10 +60,6 @@ def matmul_into(xp, a, b, out):
         np.matmul(a, b, out=out)
     else:
         out[...] = xp.matmul(a, b)
-
-
-def workspace_limit(xp):
-    return WORKSPACE_LIMIT_BYTES[xp.__name__]
 
 
 def workspace(xp, dtype, count):
