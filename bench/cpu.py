@@ -47,14 +47,10 @@ def total_macs(net):
 def measure(mode, tile, repeats, warmup=1):
     """Run in a child: medians of one mode, its peak RSS, and its FLOP count."""
     from unetcore.net import Net
-    net = fill_inputs(Net(NET, "TRAIN", seed=0), tile)
-    macs = total_macs(net)
     if mode == "forward":
-        net.phase = "TEST"
-        for layer in net.layers:
-            layer.phase = "TEST"
+        net = fill_inputs(Net(NET, "TEST", seed=0), tile)
         net.release_activations = True           # forward only, as unetcore segment runs
-        run, flops = net.forward_layers, 2 * macs
+        run, flops = net.forward_layers, 2 * total_macs(net)
     elif mode == "train":
         from unetcore.prototxt import Message
         from unetcore.solvers import get_solver
@@ -62,14 +58,14 @@ def measure(mode, tile, repeats, warmup=1):
         for field, value in (("net", NET), ("base_lr", 1e-4), ("momentum", 0.99),
                              ("random_seed", 0)):
             param.set(field, value)
-        del net
         solver = get_solver(param)
         net = fill_inputs(solver.net, tile)
         first = net.layers[1].blobs[0]                 # conv_d0a-b: no gradient of the data
         run = lambda: solver.step(1)                   # noqa: E731
-        flops = 2 * macs * 3 - 2 * first.count * (tile - 2) ** 2
+        flops = 2 * total_macs(net) * 3 - 2 * first.count * (tile - 2) ** 2
     elif mode == "layers":
         from unetcore.timing import layer_macs, time_layers
+        net = fill_inputs(Net(NET, "TRAIN", seed=0), tile)
         times = time_layers(net, repeats)
         rates = [2 * layer_macs(l, b, t) / times[l.name][0] / 1e9 for l, b, t in
                  zip(net.layers, net.bottom_vecs, net.top_vecs) if l.type == "Convolution"]

@@ -6,8 +6,6 @@ of the tile centre (random_offset_range_from..to, px) and the paper's elastic de
 (grid_points x grid_points grid, deform_std px, bicubic). An optional bottom (the image to
 deform) centres the maps on it. Feed the top to ApplyDeformation.
 """
-import math
-
 import numpy as np
 
 from unetcore.data import deformation as deform
@@ -43,9 +41,5 @@ class CreateDeformationLayer(Layer):
             offset = [self.rng.uniform(p.random_offset_range_from, p.random_offset_range_to)
                       * self.rng.choice((-1, 1)) for _ in range(2)]
             center = [(s - 1) / 2.0 + o for s, o in zip(source, offset)]
-            angle = math.radians(self.rng.uniform(p.random_rotate_from, p.random_rotate_to))
-            mirror = bool(p.random_mirror and self.rng.random() < 0.5)
-            shift = deform.elastic_displacements((size, size), self.rng, p.grid_points,
-                                                 p.deform_std)
-            coords = deform.tile_coordinates(size, center, angle, mirror, shift)
+            coords = deform.random_tile_coordinates(self.rng, p, size, center)
             top[0].data[n] = self.xp.asarray(np.moveaxis(coords, 0, -1))

@@ -9,8 +9,6 @@ interpolated bicubically, labels and weights by nearest neighbour, from one shar
 map, so they stay aligned. Weight maps come from the `weight` stack, or are computed from the
 labels at setup (unetcore.data.weightmap, w0 and sigma).
 """
-import math
-
 import numpy as np
 
 from unetcore.data import deformation as deform
@@ -74,21 +72,14 @@ class TiffDataLayer(Layer):
                 t.data[n, 0] = self.xp.asarray(deform.sample(stack[index], label_coords, 0))
 
     def tile_coordinates(self, image_shape):
-        """A random tile position (its centre anywhere in the image) and augmentation."""
-        p = self.param.create_deformation_param
+        """A random tile position (its centre anywhere in the image) and augmentation; without
+        a create_deformation_param there is no elastic deformation (its deform_std defaults
+        to 10)."""
         corner = [self.rng.integers(-(self.tile // 2), s - self.tile // 2 + 1) for s in image_shape]
         center = [c + (self.tile - 1) / 2.0 for c in corner]
-        angle = math.radians(self.rng.uniform(p.random_rotate_from, p.random_rotate_to)) \
-            if p.random_rotate_to != p.random_rotate_from else 0.0
-        mirror = bool(p.random_mirror and self.rng.random() < 0.5)
-        shift = self.elastic_field(p)
-        return deform.tile_coordinates(self.tile, center, angle, mirror, shift)
-
-    def elastic_field(self, p):
-        if not self.param.has("create_deformation_param") or p.deform_std == 0:
-            return None
-        return deform.elastic_displacements((self.tile, self.tile), self.rng, p.grid_points,
-                                            p.deform_std)
+        return deform.random_tile_coordinates(self.rng, self.param.create_deformation_param,
+                                              self.tile, center,
+                                              self.param.has("create_deformation_param"))
 
     def check_augmentation(self):
         """Refuse the caffe_unet fields this layer does not implement, rather than ignore them."""

@@ -76,10 +76,8 @@ class Solver:
         self.net.release_diffs = True
         self.test_nets = self._test_nets()
         self.dtype = self.net.dtype
-        n = len(self.net.learnable_params)
         self.history = [[self.xp.zeros(p.shape, p.dtype) for p in self.net.learnable_params]
                         for _ in range(self.history_sets)]
-        assert all(len(h) == n for h in self.history)
         self.iter = 0
         self.requested_action = None     # set by a signal handler: "snapshot" or "stop"
         self.stopped_early = False
@@ -358,11 +356,13 @@ class Solver:
     def _rng_states(self):
         """Every random generator that shapes the run, so a resumed run is bit-identical."""
         states = {"solver": self.rng.bit_generator.state}
-        for tag, net in [("train", self.net)] + [(f"test{k}", n) for k, n in
-                                                  enumerate(self.test_nets)]:
-            for layer in net.layers:
-                states[f"{tag}/{layer.name}"] = layer.rng.bit_generator.state
+        states.update((key, layer.rng.bit_generator.state) for key, layer in self._layers())
         return states
+
+    def _layers(self):
+        """("train/<layer>" or "test<k>/<layer>", layer) for every layer of every net."""
+        nets = [("train", self.net)] + [(f"test{k}", n) for k, n in enumerate(self.test_nets)]
+        return [(f"{tag}/{layer.name}", layer) for tag, net in nets for layer in net.layers]
 
     def restore(self, path):
         """Resume from a .solverstate.h5: iteration, history, weights and random state."""
@@ -398,12 +398,9 @@ class Solver:
     def _restore_rngs(self, states):
         if "solver" in states:
             self.rng.bit_generator.state = states["solver"]
-        for tag, net in [("train", self.net)] + [(f"test{k}", n) for k, n in
-                                                  enumerate(self.test_nets)]:
-            for layer in net.layers:
-                key = f"{tag}/{layer.name}"
-                if key in states:
-                    layer.rng.bit_generator.state = states[key]
+        for key, layer in self._layers():
+            if key in states:
+                layer.rng.bit_generator.state = states[key]
 
 
 @contextmanager

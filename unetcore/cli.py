@@ -41,14 +41,7 @@ def shapes(model, size, phase):
     """Print every layer's output blob shapes (a shape walk-through of the net)."""
     from .net import Net
     net = Net(model, _phase(phase))
-    if size is not None:
-        name = net.image_input
-        if name is None:
-            raise UnetcoreError(f"{model}: --size needs a net with a 4-d input blob")
-        blob = net.blobs[name]
-        blob.reshape(blob.shape[:-2] + (size, size))
-        net.reshape()
-        net.check_input_size()
+    _square_input(net, model, size)
     click.echo(f"{'layer':<24}{'type':<18}{'top':<14}shape")
     for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
         for name, blob in zip(spec.tops, top):
@@ -221,11 +214,8 @@ def weightmap(labels, output, w0, sigma, num_classes):
 def _deploy_net(model, weights, tile, gpu):
     from .net import Net
     net = Net(model, "TEST", gpu=gpu)
-    if net.image_input is None:
-        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
-    if tile is not None:
-        blob = net.blobs[net.image_input]
-        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (tile, tile))})
+    _require_image_input(net, model)
+    _square_input(net, model, tile)
     if weights:
         net.copy_from(weights)
     net.release_activations = True          # forward only: keep just what later layers read
@@ -233,26 +223,18 @@ def _deploy_net(model, weights, tile, gpu):
 
 
 def _read_images(path, channels, scale, mean):
-    import tifffile
-
-    from .data.stacks import normalize_grey
-    from .errors import DataError
+    from .data.stacks import normalize_grey, read_tiff
     from .tiling import as_channel_images
-    if not Path(path).exists():
-        raise DataError(f"{path}: no such image file")
-    try:
-        stack = tifffile.imread(path)
-    except Exception as err:
-        raise DataError(f"{path}: not a readable TIFF image: {err}") from None
+    stack = read_tiff(path, "image")
     return as_channel_images(normalize_grey(stack, scale, mean, path), channels, path)
 
 
 def _segment_all(net, images, batch_budget_mb):
     from tqdm import tqdm
 
-    from .tiling import segment, softmax, tile_geometry, tiles_per_batch
+    from .tiling import segment, softmax, tile_geometry, tile_origins, tiles_per_batch
     _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
-    count = sum(-(-im.shape[-2] // step) * -(-im.shape[-1] // step) for im in images)
+    count = sum(len(tile_origins(*im.shape[-2:], step)) for im in images)
     batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
     with tqdm(total=count, unit="tile", disable=not sys.stderr.isatty()) as bar:
         return np.stack([softmax(segment(net, im, batch, bar.update)) for im in images])
@@ -346,10 +328,7 @@ def time_command(model, size, iterations, phase, gpu):
     from .net import Net
     from .timing import layer_macs, time_layers
     net = Net(model, _phase(phase), gpu=gpu)
-    if size is not None:
-        _require_image_input(net, model)
-        blob = net.blobs[net.image_input]
-        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
+    _square_input(net, model, size)
     times = time_layers(net, iterations)
     click.echo("Average time per layer (median):")
     for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs):
@@ -368,6 +347,15 @@ def time_command(model, size, iterations, phase, gpu):
 def _require_image_input(net, model):
     if net.image_input is None:
         raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
+
+
+def _square_input(net, model, size):
+    """Reshape the net to a size x size image input (refused if it misaligns a pool)."""
+    if size is None:
+        return
+    _require_image_input(net, model)
+    blob = net.blobs[net.image_input]
+    net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
 
 
 @main.command()
@@ -401,9 +389,6 @@ def draw(model, output, size, phase):
     from .draw import render
     from .net import Net
     net = Net(model, _phase(phase))
-    if size is not None:
-        _require_image_input(net, model)
-        blob = net.blobs[net.image_input]
-        net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
+    _square_input(net, model, size)
     how = render(net, output)
     click.echo(f"wrote {output} ({how})")

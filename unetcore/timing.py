@@ -26,7 +26,7 @@ def _synchronize(xp):
 
 
 def time_layers(net, iterations=10, seed=0):
-    """{layer name: (forward seconds, backward seconds)} medians, and whole-pass medians."""
+    """{layer name: (forward seconds, backward seconds)}, medians over the iterations."""
     rng = np.random.default_rng(seed)
     for name in net.inputs:
         blob = net.blobs[name]

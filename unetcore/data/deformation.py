@@ -36,6 +36,18 @@ def tile_coordinates(size, center, angle=0.0, mirror=False, displacements=None):
     return coords
 
 
+def random_tile_coordinates(rng, p, size, center, elastic=True):
+    """(2, size, size) source coordinates of a tile centred at `center`, with the random
+    rotation (only when random_rotate_from..to is a range), mirroring and, if `elastic`,
+    the elastic deformation that `p`, a CreateDeformationParameter, asks for."""
+    angle = math.radians(rng.uniform(p.random_rotate_from, p.random_rotate_to)) \
+        if p.random_rotate_to != p.random_rotate_from else 0.0
+    mirror = bool(p.random_mirror and rng.random() < 0.5)
+    shift = elastic_displacements((size, size), rng, p.grid_points, p.deform_std) \
+        if elastic else None
+    return tile_coordinates(size, center, angle, mirror, shift)
+
+
 def sample(image, coords, order):
     """Read `image` at `coords` (order 3: bicubic for grey values; 0: nearest for labels and
     weights), reflecting about the border pixels outside the image."""

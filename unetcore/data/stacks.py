@@ -7,15 +7,20 @@ import tifffile
 from unetcore.errors import DataError
 
 
-def read_stack(path, what="image"):
-    """A TIFF as a (slices, height, width) array; a 2-d image becomes one slice."""
+def read_tiff(path, what="image"):
+    """A TIFF file's array, with one clear error when it is missing or unreadable."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such {what} file")
     try:
-        stack = tifffile.imread(path)
+        return tifffile.imread(path)
     except Exception as err:                      # tifffile raises many kinds on corrupt files
         raise DataError(f"{path}: not a readable TIFF {what} stack: {err}") from None
+
+
+def read_stack(path, what="image"):
+    """A TIFF as a (slices, height, width) array; a 2-d image becomes one slice."""
+    stack = read_tiff(path, what)
     if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
         raise DataError(f"{path}: shape {stack.shape} looks like one RGB(A) image, not a stack "
                         f"of grey {what} slices; convert it to grey first")
