@@ -7,7 +7,12 @@ Prints, for one tile (default 572 -> 388), batch 1, float32, N threads:
   as a fraction of it; and with --torch-python (a python with torch, e.g. a separate venv)
   the same figures for ../shared/bench/torch_unet.py's U-Net and the ratios.
 
-Usage:  python bench/cpu.py [--tile 572] [--threads 2] [--torch-python /tmp/torchvenv/bin/python]
+On a shared machine the speed of both frameworks drifts over minutes. With --rounds R
+the two take turns, R times, mode by mode: each ratio is the median over the rounds of
+the ratio of two medians measured back to back, and the medians pool every round's runs.
+
+Usage:  python bench/cpu.py [--tile 572] [--threads 2] [--rounds 3]
+                            [--torch-python /tmp/torchvenv/bin/python]
 """
 import argparse
 import json
@@ -80,7 +85,7 @@ def measure(mode, tile, repeats, warmup=1):
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "n": repeats, "gflops": flops / statistics.median(times) / 1e9,
+            "n": repeats, "times_s": times, "gflops": flops / statistics.median(times) / 1e9,
             "rss_mb": peak_rss_mb()}
 
 
@@ -97,14 +102,39 @@ def in_child(mode, tile, repeats, threads):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def torch_figures(python, tile, threads, repeats, train_repeats):
+def torch_figures(python, mode, tile, threads, repeats):
+    """One mode of ../shared/bench/torch_unet.py, in the same format as `measure`."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([python, str(TORCH_SCRIPT), "--tiles", str(tile), "--threads",
-                        str(threads), "--repeats", str(repeats), "--train-repeats",
-                        str(train_repeats), "--json", f.name], check=True,
+                        str(threads), "--modes", mode, "--repeats", str(repeats),
+                        "--train-repeats", str(repeats), "--json", f.name], check=True,
                        capture_output=True, text=True)
-        results = json.load(open(f.name))["results"]
-    return {r["mode"]: r for r in results}
+        r = json.load(open(f.name))["results"][0]
+    return {"median_s": r["median_s"], "min_s": r["min_s"], "max_s": r["max_s"],
+            "times_s": r["times_s"], "gflops": r["gflops_per_s_median"],
+            "rss_mb": r["peak_rss_mib"]}
+
+
+def pooled(runs):
+    """One row of figures from the runs of several rounds: medians over all their times."""
+    times = [t for run in runs for t in run["times_s"]]
+    median = statistics.median(times)
+    flops = runs[0]["gflops"] * runs[0]["median_s"]
+    return {"median_s": median, "min_s": min(times), "max_s": max(times),
+            "gflops": flops / median, "rss_mb": max(run["rss_mb"] for run in runs),
+            "rounds": runs}
+
+
+def take_turns(args):
+    """Each mode, round after round: unetcore, then PyTorch right after (if given)."""
+    runs = {(who, mode): [] for who in ("unetcore", "torch") for mode in ("forward", "train")}
+    for _ in range(args.rounds):
+        for mode, repeats in (("forward", args.repeats), ("train", args.train_repeats)):
+            runs["unetcore", mode].append(in_child(mode, args.tile, repeats, args.threads))
+            if args.torch_python:
+                runs["torch", mode].append(torch_figures(args.torch_python, mode, args.tile,
+                                                         args.threads, repeats))
+    return {key: pooled(value) for key, value in runs.items() if value}
 
 
 def main():
@@ -113,6 +143,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--torch-python", help="a python that has torch (separate venv)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -123,9 +154,10 @@ def main():
     figures = {"environment": {"machine": platform.processor() or platform.machine(),
                                "cpus": os.cpu_count(), "numpy": np.__version__,
                                "python": platform.python_version(), "threads": args.threads}}
-    ours = {m: in_child(m, args.tile, r, args.threads) for m, r in
-            (("sgemm", 5), ("forward", args.repeats), ("train", args.train_repeats),
-             ("layers", 3))}
+    ours = {m: in_child(m, args.tile, r, args.threads) for m, r in (("sgemm", 5), ("layers", 3))}
+    turns = take_turns(args)
+    for mode in ("forward", "train"):
+        ours[mode] = turns["unetcore", mode]
     figures["unetcore"] = ours
     sgemm = ours["sgemm"]["gflops"]
     print(f"machine: {figures['environment']}, SGEMM 2048^3: {sgemm:.1f} GFLOP/s")
@@ -133,15 +165,8 @@ def main():
     print(f"{'':<22}{'median s':>10}{'min s':>9}{'max s':>9}{'GFLOP/s':>9}{'peak MB':>9}")
     rows = [("unetcore forward", ours["forward"]), ("unetcore train step", ours["train"])]
     if args.torch_python:
-        theirs = torch_figures(args.torch_python, args.tile, args.threads, args.repeats,
-                               args.train_repeats)
-        figures["torch"] = theirs
-        for mode, key in (("forward", "forward"), ("train step", "train")):
-            t = theirs[key]
-            rows.append((f"torch {mode}", {"median_s": t["median_s"], "min_s": t["min_s"],
-                                           "max_s": t["max_s"],
-                                           "gflops": t["gflops_per_s_median"],
-                                           "rss_mb": t["peak_rss_mib"]}))
+        theirs = figures["torch"] = {mode: turns["torch", mode] for mode in ("forward", "train")}
+        rows += [("torch forward", theirs["forward"]), ("torch train step", theirs["train"])]
     for name, r in rows:
         print(f"{name:<22}{r['median_s']:>10.3f}{r['min_s']:>9.3f}{r['max_s']:>9.3f}"
               f"{r['gflops']:>9.1f}{r['rss_mb']:>9.0f}")
@@ -151,9 +176,11 @@ def main():
           f"({statistics.median(rates) / sgemm:.0%})")
     if args.torch_python:
         for mode, key in (("forward", "forward"), ("train step", "train")):
-            print(f"ratio unetcore/torch {mode}: time "
-                  f"{ours[key]['median_s'] / theirs[key]['median_s']:.2f}x, peak memory "
-                  f"{ours[key]['rss_mb'] / theirs[key]['peak_rss_mib']:.2f}x")
+            ratios = [a["median_s"] / b["median_s"] for a, b in
+                      zip(ours[key]["rounds"], theirs[key]["rounds"])]
+            spread = f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+            print(f"ratio unetcore/torch {mode}: time {statistics.median(ratios):.2f}x{spread}, "
+                  f"peak memory {ours[key]['rss_mb'] / theirs[key]['rss_mb']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 

@@ -9,17 +9,27 @@ Backward (chain rule on that product):
 
 The im2col matrix is built in bands of output rows inside one workspace shared by
 all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
+Stride-1 convolutions with few channels use the flat im2col on the CPU instead (see
+unetcore/im2col.py and `flat` below): cache-sized bands, one slice copy per im2col row.
 """
 import numpy as np
 
 from unetcore import backend
-from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
+from unetcore.im2col import (col2im_add, geometry_from_param, im2col, im2col_flat, pad_image,
+                             tap_offsets)
 from unetcore.layer import Layer, register
 
+# The flat path pays where the GEMMs are thin: up to this many input and output channels.
+FLAT_MAX_CHANNELS = 128
+# ... and from this many input channels: below, im2col is small and the band copies cost more.
+FLAT_MIN_CHANNELS = 16
 
-def row_bands(rows, bytes_per_row):
-    """Split `rows` output rows into bands whose im2col matrix fits the workspace limit."""
-    per_band = max(1, backend.WORKSPACE_LIMIT_BYTES // max(1, bytes_per_row))
+
+def row_bands(rows, bytes_per_row, limit=None):
+    """Split `rows` output rows into bands whose im2col matrix fits `limit` bytes
+    (by default the workspace limit)."""
+    limit = backend.WORKSPACE_LIMIT_BYTES if limit is None else limit
+    per_band = max(1, limit // max(1, bytes_per_row))
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
 
 
@@ -103,6 +113,9 @@ class ConvolutionLayer(Layer):
             if self.pointwise:
                 xp.matmul(w[0], x[n].reshape(k, -1), out=y[n].reshape(c_out, -1))
                 continue
+            if self.flat:
+                self.forward_flat(x[n], w[0], y[n])
+                continue
             x_pad = pad_image(xp, x[n], self.geom.pad)
             for r0, r1 in row_bands(out_h, k * self.group * out_w * self.dtype.itemsize):
                 col = im2col(xp, x_pad, self.geom, out_w,
@@ -125,6 +138,8 @@ class ConvolutionLayer(Layer):
             dx = bottom.diff[n] if down else None
             if self.pointwise:
                 self.backward_pointwise(x[n], dy[n], w[0], dw, dx)
+            elif self.flat:
+                self.backward_flat(x[n], dy[n], dw, dx)
             elif down and self.correlates_back:
                 self.data_gradient_by_correlation(dy[n], dx)
                 self.backward_bands(x[n], dy[n], w, dw, None)
@@ -184,6 +199,95 @@ class ConvolutionLayer(Layer):
         for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize):
             col = im2col(xp, dy_pad, self.geom, wid, r0, r1, self.column_buffer(k, r1 - r0, wid))
             xp.matmul(w_rot, col, out=dx[:, r0:r1].reshape(self.channels, -1))
+
+    # ---- the flat path (unetcore/im2col.py): output pixel (i, j) at column i*W + j
+    @property
+    def flat(self):
+        """Whether to use the flat im2col: a stride-1, unpadded, undilated, ungrouped
+        convolution on the CPU with 16 to 128 channels in and at most 128 out. There the
+        GEMMs are thin (M = C_out, K = 9 C_in), and im2col through main memory costs as much
+        as the GEMM; with more channels the GEMM dominates and large bands suit BLAS better
+        (docs/benchmarks.md has the measurements behind both limits)."""
+        g = self.geom
+        return (self.xp is np and g.stride == (1, 1) and g.pad == (0, 0)
+                and g.dilation == (1, 1) and self.group == 1 and not self.pointwise
+                and FLAT_MIN_CHANNELS <= self.channels <= FLAT_MAX_CHANNELS
+                and self.num_output <= FLAT_MAX_CHANNELS)
+
+    def flat_bands(self, rows, k_rows, width):
+        """Bands of rows whose flat im2col matrix (k_rows x rows*width) fits a cache band."""
+        return row_bands(rows, k_rows * width * self.dtype.itemsize, backend.CACHE_BAND_BYTES)
+
+    def band_buffer(self, channels, count, slot):
+        return backend.workspace(np, self.dtype, channels * count, slot).reshape(channels, count)
+
+    def forward_flat(self, x, w, y):
+        """y = W @ col band by band. A band of rows r0:r1 has (r1 - r0) * W columns, less
+        the kw - 1 that would read past the end of the image in the last band (they are
+        wrapped-around columns, thrown away like the others)."""
+        (c_in, h, wid), (c_out, out_h, out_w) = x.shape, y.shape
+        k, kw = w.shape[1], self.geom.kernel[1]
+        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
+        for r0, r1 in self.flat_bands(out_h, k, wid):
+            count = (r1 - r0) * wid - (kw - 1) * (r1 == out_h)
+            col = im2col_flat(x_flat, offsets, r0 * wid, count,
+                              self.column_buffer(k, r1 - r0, wid))
+            band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
+            np.matmul(w, col, out=band[:, :count])
+            y[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
+
+    def backward_flat(self, x, dy, dw, dx):
+        """dW += dY_flat @ col^T over bands of output rows, then dx over bands of input rows
+        as the full correlation of dy with the turned kernel (data_gradient_by_correlation),
+        both on the flat grid of width W."""
+        if dw is not None:
+            self.weight_gradient_flat(x, dy, dw[0])
+        if dx is not None:
+            self.data_gradient_flat(dy, dx, x.shape[2])
+
+    def weight_gradient_flat(self, x, dy, dw):
+        (c_in, h, wid), (c_out, out_h, _) = x.shape, dy.shape
+        k, kw = dw.shape[1], self.geom.kernel[1]
+        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
+        product = self.band_buffer(c_out, k, "product")
+        for r0, r1 in self.flat_bands(out_h, k, wid):
+            count = (r1 - r0) * wid - (kw - 1) * (r1 == out_h)
+            col = im2col_flat(x_flat, offsets, r0 * wid, count,
+                              self.column_buffer(k, r1 - r0, wid))
+            dy_flat = self.shifted_rows(dy, r0, r1, wid)     # zeros in the wrapped columns
+            np.matmul(dy_flat[:, kw - 1:kw - 1 + count], col.T, out=product)
+            dw += product
+
+    def data_gradient_flat(self, dy, dx, wid):
+        """dx[c, i*W + j] = sum over o, p, q of W_rot[c, o, p, q] dyP[o, i*W + j + p*W + q]:
+        a valid correlation of dyP, the rows of dy shifted down by kh - 1 and right by kw - 1,
+        with zeros around. On the flat grid the kw - 1 zero columns at the start of one row
+        pad the end of the row above, so each dx band is written directly, without waste."""
+        (kh, kw), c_in, c_out, h = self.geom.kernel, dx.shape[0], dy.shape[0], dx.shape[1]
+        w_rot = self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_in, -1)
+        offsets, k = tap_offsets(self.geom.kernel, wid), w_rot.shape[1]
+        dx_flat = dx.reshape(c_in, -1)
+        for r0, r1 in self.flat_bands(h, k, wid):
+            dy_pad = self.shifted_rows(dy, r0 - (kh - 1), r1, wid)
+            col = im2col_flat(dy_pad, offsets, 0, (r1 - r0) * wid,
+                              self.column_buffer(k, r1 - r0, wid))
+            np.matmul(w_rot, col, out=dx_flat[:, r0 * wid:r1 * wid])
+
+    def shifted_rows(self, dy, row0, row1, wid):
+        """Rows row0:row1 of dy (zeros outside dy) on a flat grid of width `wid`, each row
+        shifted right by kw - 1 = wid - W_out, with kw - 1 zeros of slack at the end:
+        out[o, (a - row0) * wid + kw - 1 + b] = dy[o, a, b]."""
+        (c_out, out_h, out_w), pad = dy.shape, wid - dy.shape[2]
+        rows = row1 - row0
+        band = self.band_buffer(c_out, rows * wid + pad, "band")
+        grid = band[:, :rows * wid].reshape(c_out, rows, wid)
+        lo, hi = max(row0, 0), min(row1, out_h)
+        grid[:, :lo - row0] = 0
+        grid[:, hi - row0:] = 0
+        grid[:, lo - row0:hi - row0, :pad] = 0
+        grid[:, lo - row0:hi - row0, pad:] = dy[:, lo:hi]
+        band[:, rows * wid:] = 0
+        return band
 
     def backward_pointwise(self, x, dy, w, dw, dx):
         """dW += dY @ X^T and dX = W^T @ dY, with X and dY as (channels, pixels) views."""

@@ -153,10 +153,12 @@ class PoolingLayer(Layer):
         a, b = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
         c, d = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
         offset = (b > a).view(np.int8)                   # 0 or 1: the top row's winner
-        bottom_offset = (d > c).view(np.int8) + np.int8(2)  # 2 or 3
-        top, bottom = np.maximum(a, b), np.maximum(c, d)
-        np.copyto(offset, bottom_offset, where=bottom > top)
-        np.maximum(top, bottom, out=y)
+        bottom_offset = (d > c).view(np.int8)
+        bottom_offset += 2                               # 2 or 3
+        np.maximum(a, b, out=y)                          # the top row's maximum, for now
+        bottom = np.maximum(c, d)
+        np.copyto(offset, bottom_offset, where=bottom > y)
+        np.maximum(y, bottom, out=y)
         return offset
 
     def backward_max_tiled(self, dy, dx):

@@ -165,6 +165,48 @@ def test_convolution_bands_give_the_same_result(monkeypatch):
     assert_gradients(make_layer(conv_text(num_output=4, pad=(1, 1))), x)
 
 
+flat_params = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "cin": st.integers(1, 3), "cout": st.integers(1, 3),
+    "kh": st.integers(1, 3), "kw": st.integers(1, 3), "h": st.integers(3, 8),
+    "w": st.integers(3, 8), "bias": st.booleans(), "band_rows": st.integers(1, 8)})
+
+
+@given(flat_params)
+def test_flat_im2col_path_matches_direct_sum_and_gradients(p):
+    """The flat path (stride 1, no padding), forced for any channel count, with bands of
+    1 to 8 rows: the same forward as the direct sum, and gradients that check."""
+    from unetcore import backend
+    from unetcore.layers import convolution
+    assume((p["kh"], p["kw"]) != (1, 1))
+    text = conv_text(num_output=p["cout"], kernel=(p["kh"], p["kw"]), bias=p["bias"])
+    x = RNG.standard_normal((p["n"], p["cin"], p["h"], p["w"]))
+    k_rows = max(p["cin"], p["cout"]) * p["kh"] * p["kw"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(convolution, "FLAT_MIN_CHANNELS", 1)
+        patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * p["w"] * 8 * p["band_rows"])
+        layer = make_layer(text)
+        y = run_forward(layer, x)[0]
+        assert layer.flat
+        bias = layer.blobs[1].data if p["bias"] else None
+        expected = naive_conv(x, layer.blobs[0].data, bias, (1, 1), (0, 0), 1, 1)
+        np.testing.assert_allclose(y, expected, atol=1e-12)
+        assert_gradients(make_layer(text), x)
+
+
+def test_flat_path_is_chosen_for_thin_layers_only():
+    """The U-Net's 64- and 128-channel layers take the flat path; the first layer (1 input
+    channel), the 256-channel ones, strided and padded ones take the banded im2col."""
+    def layer_for(c_in, c_out, extra=""):
+        layer = make_layer(f'name: "c" type: "Convolution" convolution_param {{ '
+                           f'num_output: {c_out} kernel_size: 3 {extra} }}')
+        run_forward(layer, np.zeros((1, c_in, 5, 5)))
+        return layer
+    assert layer_for(64, 64).flat and layer_for(128, 64).flat and layer_for(64, 128).flat
+    assert not layer_for(1, 64).flat
+    assert not layer_for(256, 128).flat and not layer_for(128, 256).flat
+    assert not layer_for(64, 64, "stride: 2").flat and not layer_for(64, 64, "pad: 1").flat
+
+
 def test_convolution_errors():
     with pytest.raises(NetError, match="input channels \\(3\\) must be divisible by group \\(2\\)"):
         run_forward(make_layer(conv_text(group=2)), np.zeros((1, 3, 5, 5)))

@@ -12,6 +12,9 @@ from .errors import BackendError
 
 # Bytes one im2col band may take; Convolution splits its output rows into bands to stay under it.
 WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20
+# Bytes of one flat im2col band (stride-1 convolutions with few channels on the CPU): small
+# enough that the band is still in the cache when the GEMM reads it (docs/benchmarks.md).
+CACHE_BAND_BYTES = 8 * 2 ** 20
 
 _workspaces = {}
 
@@ -62,9 +65,10 @@ def matmul_into(xp, a, b, out):
         out[...] = xp.matmul(a, b)
 
 
-def workspace(xp, dtype, count):
-    """A flat scratch array of at least `count` elements, shared by all layers."""
-    key = (xp.__name__, np.dtype(dtype).str)
+def workspace(xp, dtype, count, slot="columns"):
+    """A flat scratch array of at least `count` elements, shared by all layers.
+    Each `slot` is a separate buffer, for a layer that needs two scratch arrays at once."""
+    key = (xp.__name__, np.dtype(dtype).str, slot)
     buf = _workspaces.get(key)
     if buf is None or buf.size < count:
         buf = xp.empty(count, dtype=dtype)

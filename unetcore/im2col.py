@@ -13,6 +13,14 @@ Deconvolution forward).
 
 Both work on a band of output rows [row0, row1) so a caller can bound the size of
 ``col``; both use strided views and a single copy, and run unchanged on CuPy.
+
+For a stride-1 convolution on the CPU there is a cheaper layout, the *flat* im2col. Index
+the output on the input's grid, pixel (i, j) at i*W + j of the flattened image, with W the
+input width. Then the patch element (c, p, q) of output pixel i*W + j is the input element
+c at i*W + j + (p*W + q): every row of ``col`` is one contiguous slice of the flattened
+image, shifted by the tap's offset p*W + q. The columns j >= W_out of each output row
+wrap around into the next image row; they are computed and thrown away, (kw - 1) of every
+W columns. Built for a few output rows at a time, such a band stays in the CPU's cache.
 """
 from dataclasses import dataclass
 
@@ -104,6 +112,23 @@ def im2col(xp, x_padded, geom, out_width, row0, row1, out):
     view = patch_view(xp, x_padded, geom, out_width, row0, row1)
     out.reshape(view.shape)[...] = view
     return out
+
+
+def tap_offsets(kernel, width):
+    """The flat offsets p*width + q of the taps (p, q) of a kernel, in im2col's row order."""
+    kh, kw = kernel
+    return [p * width + q for p in range(kh) for q in range(kw)]
+
+
+def im2col_flat(x_flat, offsets, start, count, out):
+    """Flat im2col: out[(c, t), j] = x_flat[c, start + offsets[t] + j] for j < count.
+
+    x_flat is (C, H*W); `out` has C * len(offsets) rows. Each (c, t) row is one slice copy."""
+    channels, taps = x_flat.shape[0], len(offsets)
+    col = out.reshape(channels, taps, -1)
+    for t, offset in enumerate(offsets):
+        col[:, t, :count] = x_flat[:, start + offset:start + offset + count]
+    return out[:, :count]
 
 
 def col2im_add(col, dx_padded, geom, out_width, row0, row1):
