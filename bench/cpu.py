@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import unetcore  # noqa: F401  (before NumPy, as in the unetcore command: OpenBLAS threads sleep)
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent

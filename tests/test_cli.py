@@ -1,4 +1,7 @@
 """The command line: every user error is one line on stderr and exit status 1."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -51,3 +54,16 @@ def test_gradcheck_command_exits_nonzero_on_failure(tmp_path, monkeypatch):
     result = run("gradcheck", PROTOTXT / "unet-small-train.prototxt", "--max-checks", 5)
     assert result.exit_code == 1
     assert "FAILED" in result.output
+
+
+def test_openblas_threads_sleep_between_gemms_unless_the_user_chose():
+    """Importing unetcore before NumPy (as the unetcore command does) sets OpenBLAS's thread
+    timeout to 4, so its idle threads sleep instead of spinning; a user's value stays."""
+    code = "import os, unetcore; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def timeout_seen(env):
+        return subprocess.run([sys.executable, "-c", code], env=env, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    assert timeout_seen(env) == "4"
+    assert timeout_seen(dict(env, OPENBLAS_THREAD_TIMEOUT="20")) == "20"
