@@ -179,7 +179,8 @@ def main():
         for mode, key in (("forward", "forward"), ("train step", "train")):
             ratios = [a["median_s"] / b["median_s"] for a, b in
                       zip(ours[key]["rounds"], theirs[key]["rounds"])]
-            spread = f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+            rounds = ", ".join(f"{r:.2f}" for r in ratios)
+            spread = f" (rounds: {rounds})" if len(ratios) > 1 else ""
             print(f"ratio unetcore/torch {mode}: time {statistics.median(ratios):.2f}x{spread}, "
                   f"peak memory {ours[key]['rss_mb'] / theirs[key]['rss_mb']:.2f}x")
     if args.json:
