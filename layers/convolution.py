@@ -183,6 +183,12 @@ class ConvolutionLayer(Layer):
                 and g.dilation == (1, 1) and self.group == 1 and not self.pointwise
                 and self.channels > self.num_output)
 
+    def turned_weights(self):
+        """W_rot[c, (o, p, q)] = W[o, c, kh-1-p, kw-1-q]: the kernel turned by 180 degrees,
+        input and output channels swapped, as a (C_in, C_out * kh * kw) matrix."""
+        return self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(
+            self.channels, -1)
+
     def data_gradient_by_correlation(self, dy, dx):
         """The gradient of the data as a convolution, without col2im (a "full" correlation):
 
@@ -191,9 +197,7 @@ class ConvolutionLayer(Layer):
         is a valid convolution of dy, zero-padded by k - 1 on each side, with the kernel
         turned by 180 degrees and its in/out channels swapped: W_rot[c, o, p, q] =
         W[o, c, kh-1-p, kw-1-q]. im2col + GEMM then write dx band by band."""
-        xp, (kh, kw) = self.xp, self.geom.kernel
-        w_rot = self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(
-            self.channels, -1)
+        xp, (kh, kw), w_rot = self.xp, self.geom.kernel, self.turned_weights()
         dy_pad = xp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
         k, (h, wid) = w_rot.shape[1], dx.shape[1:]
         for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize):
@@ -222,16 +226,10 @@ class ConvolutionLayer(Layer):
         return backend.workspace(np, self.dtype, channels * count, slot).reshape(channels, count)
 
     def forward_flat(self, x, w, y):
-        """y = W @ col band by band. A band of rows r0:r1 has (r1 - r0) * W columns, less
-        the kw - 1 that would read past the end of the image in the last band (they are
-        wrapped-around columns, thrown away like the others)."""
-        (c_in, h, wid), (c_out, out_h, out_w) = x.shape, y.shape
-        k, kw = w.shape[1], self.geom.kernel[1]
-        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
-        for r0, r1 in self.flat_bands(out_h, k, wid):
-            count = (r1 - r0) * wid - (kw - 1) * (r1 == out_h)
-            col = im2col_flat(x_flat, offsets, r0 * wid, count,
-                              self.column_buffer(k, r1 - r0, wid))
+        """y = W @ col band by band, keeping the first W_out of every W columns."""
+        (c_out, out_h, out_w), wid = y.shape, x.shape[2]
+        for r0, r1, col in self.flat_columns(x, out_h):
+            count = col.shape[1]
             band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
             np.matmul(w, col, out=band[:, :count])
             y[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
@@ -246,25 +244,33 @@ class ConvolutionLayer(Layer):
             self.data_gradient_flat(dy, dx, x.shape[2])
 
     def weight_gradient_flat(self, x, dy, dw):
-        (c_in, h, wid), (c_out, out_h, _) = x.shape, dy.shape
-        k, kw = dw.shape[1], self.geom.kernel[1]
-        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
-        product = self.band_buffer(c_out, k, "product")
-        for r0, r1 in self.flat_bands(out_h, k, wid):
-            count = (r1 - r0) * wid - (kw - 1) * (r1 == out_h)
-            col = im2col_flat(x_flat, offsets, r0 * wid, count,
-                              self.column_buffer(k, r1 - r0, wid))
+        (c_out, out_h, out_w), wid = dy.shape, x.shape[2]
+        shift = wid - out_w                                   # kw - 1
+        product = self.band_buffer(c_out, dw.shape[1], "product")
+        for r0, r1, col in self.flat_columns(x, out_h):
             dy_flat = self.shifted_rows(dy, r0, r1, wid)     # zeros in the wrapped columns
-            np.matmul(dy_flat[:, kw - 1:kw - 1 + count], col.T, out=product)
+            np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
             dw += product
+
+    def flat_columns(self, x, out_h):
+        """(r0, r1, col) for each band of output rows: the flat im2col of x, with
+        (r1 - r0) * W columns less the last kw - 1. Those are wrapped-around columns of the
+        band's last row, thrown away like the others; in the last band they would read past
+        the end of the image."""
+        (c_in, _, wid), kw = x.shape, self.geom.kernel[1]
+        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
+        k = c_in * len(offsets)
+        for r0, r1 in self.flat_bands(out_h, k, wid):
+            count = (r1 - r0) * wid - (kw - 1)
+            yield r0, r1, im2col_flat(x_flat, offsets, r0 * wid, count,
+                                      self.column_buffer(k, r1 - r0, wid))
 
     def data_gradient_flat(self, dy, dx, wid):
         """dx[c, i*W + j] = sum over o, p, q of W_rot[c, o, p, q] dyP[o, i*W + j + p*W + q]:
         a valid correlation of dyP, the rows of dy shifted down by kh - 1 and right by kw - 1,
         with zeros around. On the flat grid the kw - 1 zero columns at the start of one row
         pad the end of the row above, so each dx band is written directly, without waste."""
-        (kh, kw), c_in, c_out, h = self.geom.kernel, dx.shape[0], dy.shape[0], dx.shape[1]
-        w_rot = self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_in, -1)
+        kh, (c_in, h, _), w_rot = self.geom.kernel[0], dx.shape, self.turned_weights()
         offsets, k = tap_offsets(self.geom.kernel, wid), w_rot.shape[1]
         dx_flat = dx.reshape(c_in, -1)
         for r0, r1 in self.flat_bands(h, k, wid):
