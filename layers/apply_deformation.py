@@ -6,10 +6,7 @@ weights); extrapolation: "mirror" or "zero". With output_shape_from naming a thi
 the top has that blob's spatial size, read from the centre of the map (a label tile is the
 centre of its image tile).
 """
-import numpy as np
-from scipy import ndimage
-
-from unetcore.backend import to_numpy
+from unetcore.backend import ndimage_for
 from unetcore.data.deformation import center_crop
 from unetcore.layer import Layer, register
 
@@ -47,14 +44,13 @@ class ApplyDeformationLayer(Layer):
 
     def forward(self, bottom, top):
         size = top[0].shape[-1]
-        data = to_numpy(bottom[0].data)
-        field = to_numpy(bottom[1].data)
+        data, field = bottom[0].data, bottom[1].data
+        interpolate = ndimage_for(self.xp).map_coordinates
         for n in range(data.shape[0]):
-            coords = center_crop(np.moveaxis(field[n], -1, 0), size)
+            coords = center_crop(self.xp.moveaxis(field[n], -1, 0), size)
             for c in range(data.shape[1]):
-                out = ndimage.map_coordinates(data[n, c], coords, order=self.order,
-                                              mode=self.mode)
-                top[0].data[n, c] = self.xp.asarray(out)
+                top[0].data[n, c] = interpolate(data[n, c], coords, order=self.order,
+                                                mode=self.mode)
 
     def allow_force_backward(self, bottom_index):
         return False

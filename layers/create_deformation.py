@@ -6,8 +6,6 @@ of the tile centre (random_offset_range_from..to, px) and the paper's elastic de
 (grid_points x grid_points grid, deform_std px, bicubic). An optional bottom (the image to
 deform) centres the maps on it. Feed the top to ApplyDeformation.
 """
-import numpy as np
-
 from unetcore.data import deformation as deform
 from unetcore.layer import Layer, register
 
@@ -41,5 +39,5 @@ class CreateDeformationLayer(Layer):
             offset = [self.rng.uniform(p.random_offset_range_from, p.random_offset_range_to)
                       * self.rng.choice((-1, 1)) for _ in range(2)]
             center = [(s - 1) / 2.0 + o for s, o in zip(source, offset)]
-            coords = deform.random_tile_coordinates(self.rng, p, size, center)
-            top[0].data[n] = self.xp.asarray(np.moveaxis(coords, 0, -1))
+            coords = deform.random_tile_coordinates(self.rng, p, size, center, xp=self.xp)
+            top[0].data[n] = self.xp.moveaxis(coords, 0, -1)

@@ -67,14 +67,15 @@ class SoftmaxWithLossLayer(Layer):
         self.valid = (labels != self.ignore_label) if self.ignore_label is not None \
             else xp.ones(labels.shape, dtype=bool)
         bad = self.valid & ((labels < 0) | (labels >= classes))
-        if bool(bad.any()):
+        bad_count, valid_count = xp.stack([bad.sum(), self.valid.sum()]).tolist()  # one read
+        if bad_count:
             raise self.error(f"label {int(labels[bad][0])} in '{self.bottom_name(1)}' is outside "
                              f"0..{classes - 1} (the scores have {classes} classes)")
         self.labels = xp.where(self.valid, labels, 0)
         self.pixel_weights = self.valid.astype(self.dtype)
         if len(bottom) == 3:
             self.pixel_weights *= bottom[2].data.reshape(self.outer, 1, self.inner)
-        self.z = self.normalizer(int(self.valid.sum()))
+        self.z = self.normalizer(valid_count)
         top[0].data[...] = self.weighted_log_loss() / self.z
         if len(top) == 2:
             top[1].data[...] = self.prob.reshape(top[1].shape)

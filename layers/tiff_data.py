@@ -7,7 +7,8 @@ beyond its border), then the augmentation of create_deformation_param (rotation,
 elastic deformation) and value_augmentation_param (grey-value shift and scale). Image tiles are
 interpolated bicubically, labels and weights by nearest neighbour, from one shared coordinate
 map, so they stay aligned. Weight maps come from the `weight` stack, or are computed from the
-labels at setup (unetcore.data.weightmap, w0 and sigma).
+labels at setup (unetcore.data.weightmap, w0 and sigma). On a GPU the stacks are copied to the
+device once, at setup, and the tiles are sampled there (cupyx.scipy.ndimage).
 """
 import numpy as np
 
@@ -35,25 +36,26 @@ class TiffDataLayer(Layer):
         self.label_size = p.label_size or p.tile_size
         if self.label_size > self.tile:
             raise self.error(f"label_size {self.label_size} exceeds tile_size {self.tile}")
-        self.images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean, p.image)
-        self.labels = self.weights = None
-        if len(top) > 1:
-            self.labels = self._read_labels(p)
-        if len(top) > 2:
-            self.weights = self._read_weights(p)
+        images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean, p.image)
+        labels = self._read_labels(p, images) if len(top) > 1 else None
+        weights = self._read_weights(p, images, labels) if len(top) > 2 else None
+        # The stacks move to the net's device once; each forward then samples them there.
+        self.images, self.labels, self.weights = (
+            None if stack is None else self.xp.asarray(stack)
+            for stack in (images, labels, weights))
 
-    def _read_labels(self, p):
+    def _read_labels(self, p, images):
         if not p.label:
             raise self.error("tiff_data_param needs label: a TIFF stack for the 'label' top")
         labels = read_stack(p.label, "label")
-        check_same_shape(self.images, labels, p.image, p.label, "label")
+        check_same_shape(images, labels, p.image, p.label, "label")
         return to_classes(labels, p.num_classes, p.label)
 
-    def _read_weights(self, p):
+    def _read_weights(self, p, images, labels):
         if not p.weight:
-            return weight_stack(self.labels, p.w0, p.sigma, p.num_classes)
+            return weight_stack(labels, p.w0, p.sigma, p.num_classes)
         weights = read_stack(p.weight, "weight").astype(np.float32)
-        check_same_shape(self.images, weights, p.image, p.weight, "weight")
+        check_same_shape(images, weights, p.image, p.weight, "weight")
         return weights
 
     def reshape(self, bottom, top):
@@ -66,10 +68,9 @@ class TiffDataLayer(Layer):
             index = int(self.rng.integers(len(self.images)))
             coords = self.tile_coordinates(self.images.shape[1:])
             label_coords = deform.center_crop(coords, self.label_size)
-            grey = self.augment_values(deform.sample(self.images[index], coords, order=3))
-            top[0].data[n, 0] = self.xp.asarray(grey)
+            top[0].data[n, 0] = self.augment_values(deform.sample(self.images[index], coords, 3))
             for t, stack in zip(top[1:], (self.labels, self.weights)):
-                t.data[n, 0] = self.xp.asarray(deform.sample(stack[index], label_coords, 0))
+                t.data[n, 0] = deform.sample(stack[index], label_coords, 0)
 
     def tile_coordinates(self, image_shape):
         """A random tile position (its centre anywhere in the image) and augmentation; without
@@ -79,7 +80,7 @@ class TiffDataLayer(Layer):
         center = [c + (self.tile - 1) / 2.0 for c in corner]
         return deform.random_tile_coordinates(self.rng, self.param.create_deformation_param,
                                               self.tile, center,
-                                              self.param.has("create_deformation_param"))
+                                              self.param.has("create_deformation_param"), self.xp)
 
     def check_augmentation(self):
         """Refuse the caffe_unet fields this layer does not implement, rather than ignore them."""

@@ -48,8 +48,9 @@ def load_solver_param(solver):
     return parse_file(solver, "SolverParameter")
 
 
-def get_solver(solver, gpu=None, **overrides):
-    """A Solver from a solver prototxt (path or parsed), of the type it names."""
+def get_solver(solver, gpu=None, dtype=np.float32, **overrides):
+    """A Solver from a solver prototxt (path or parsed), of the type it names; its nets
+    compute in `dtype` (float32, as Caffe; float64 for gradient and parity checks)."""
     param = load_solver_param(solver)
     for field, value in overrides.items():
         if value is not None:
@@ -59,23 +60,23 @@ def get_solver(solver, gpu=None, **overrides):
     if name.lower() not in by_lower:
         raise SolverError(f"{param.location()}: unknown solver type '{name}'; known: "
                           f"{', '.join(SOLVERS)}")
-    return by_lower[name.lower()](param, gpu=gpu)
+    return by_lower[name.lower()](param, gpu=gpu, dtype=dtype)
 
 
 class Solver:
     type = None
     history_sets = 1                      # Adam and AdaDelta keep two buffers per parameter
 
-    def __init__(self, param, gpu=None):
+    def __init__(self, param, gpu=None, dtype=np.float32):
         self.param = param
         self.xp = backend.xp_for(gpu)
         self.gpu = gpu
+        self.dtype = np.dtype(dtype)
         seed = param.random_seed if param.random_seed >= 0 else None
         self.rng = np.random.default_rng(seed)
         self.net = self._train_net()
         self.net.release_diffs = True
         self.test_nets = self._test_nets()
-        self.dtype = self.net.dtype
         self.history = [[self.xp.zeros(p.shape, p.dtype) for p in self.net.learnable_params]
                         for _ in range(self.history_sets)]
         self.iter = 0
@@ -96,7 +97,8 @@ class Solver:
         if state is not None:
             kwargs = dict(level=state.level, stages=tuple(state.stage))
             phase = state.phase if state.has("phase") else phase
-        return Net(source, phase, gpu=self.gpu, seed=self._net_seed(), **kwargs)
+        return Net(source, phase, dtype=self.dtype, gpu=self.gpu, seed=self._net_seed(),
+                   **kwargs)
 
     def _resolve(self, path):
         """A net path as Caffe reads it (from the working directory), else beside the solver."""
@@ -216,8 +218,10 @@ class Solver:
 
     # ------------------------------------------------------------------ NaN / Inf
     def _gradients_finite(self):
-        """A sum is NaN or Inf when any term is: one fast reduction per blob, no temporaries."""
-        return all(math.isfinite(float(b.diff.sum())) for b in self.net.learnable_params)
+        """A sum is NaN or Inf when any term is: one reduction per blob, summed in float64
+        where the arrays live, and one scalar read (on a GPU, one wait for the device)."""
+        total = sum(b.diff.sum(dtype=np.float64) for b in self.net.learnable_params)
+        return math.isfinite(float(total))
 
     def _non_finite_report(self, loss):
         """Name the first layer whose output (forward) or gradient (backward) is not finite."""
@@ -253,6 +257,11 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             log(f"Iteration {self.iter}, lr = {rate:g}")
         self.clip_gradients()
+        self.update_params(rate)
+
+    def update_params(self, rate):
+        """Caffe's Normalize, Regularize and ComputeUpdateValue for every blob, then
+        Net::Update: W <- W - diff."""
         params = self.net.learnable_params
         for i, blob in enumerate(params):
             self.normalize(blob)

@@ -1,5 +1,6 @@
 """Shared test helpers: build one layer from prototxt text, run the gradient checker on it."""
 import numpy as np
+import pytest
 
 from unetcore.blob import Blob
 from unetcore.gradcheck import check_layer
@@ -39,3 +40,15 @@ def assert_gradients(layer, *arrays, tops=1, check_bottoms=None, max_checks=None
     assert not failed, "\n".join(failed)
     assert results, "nothing was checked"
     return results
+
+
+def cupy_with_device():
+    """CuPy, where it is installed and sees a CUDA device; else None."""
+    try:
+        import cupy
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:
+        return None
+
+
+needs_gpu = pytest.mark.skipif(cupy_with_device() is None, reason="no CUDA device visible to CuPy")

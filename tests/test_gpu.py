@@ -7,21 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import cupy_with_device, needs_gpu
 from unetcore.gradcheck import randomize_params
 
 KERNELS = sorted((Path(__file__).resolve().parent.parent / "unetcore" / "kernels").glob("*.cu"))
 
 
-def _cupy_with_device():
-    try:
-        import cupy
-        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:
-        return None
-
-
-cupy = _cupy_with_device()
-needs_gpu = pytest.mark.skipif(cupy is None, reason="no CUDA device visible to CuPy")
+cupy = cupy_with_device()
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
@@ -33,7 +25,7 @@ def test_kernel_compiles_for_sm90(source, tmp_path):
 
 
 def test_every_kernel_source_is_found():
-    assert {p.name for p in KERNELS} == {"im2col.cu", "pooling.cu", "softmax_loss.cu"}
+    assert {p.name for p in KERNELS} == {"im2col.cu", "pooling.cu", "sgd_update.cu", "softmax_loss.cu"}
 
 
 def _pair(model, dtype, seed=0):
@@ -70,27 +62,72 @@ def test_small_unet_cpu_gpu_parity(dtype, rtol):
                                        err_msg=name)
 
 
-@needs_gpu
-def test_no_array_copies_between_host_and_device(monkeypatch):
-    """Forward and backward of the small U-Net copy no arrays between host and device
-    (scalar reads of the loss aside): every such copy goes through one of these functions."""
+def count_host_copies(monkeypatch):
+    """A list that records (function, bytes) for every array copy between host and device
+    from now on: every such copy in unetcore goes through one of these functions."""
     import unetcore.backend
-    _, gpu = _pair("prototxt/unet-small-train.prototxt", np.float32)
-    rng = np.random.default_rng(0)
-    gpu.set_inputs({"data": rng.random((1, 1, 60, 60)), "label": rng.integers(0, 2, (1, 1, 20, 20)),
-                    "weights": np.ones((1, 1, 20, 20))})
     copies = []
 
     def counting(name, function, from_host):
         def wrapper(value, *args, **kwargs):
-            if not from_host or isinstance(value, np.ndarray):
-                copies.append(name)
+            if isinstance(value, np.ndarray) == from_host:
+                copies.append((name, int(value.nbytes)))
             return function(value, *args, **kwargs)
         return wrapper
     for name, from_host in (("asarray", True), ("array", True), ("asnumpy", False)):
         monkeypatch.setattr(cupy, name, counting(name, getattr(cupy, name), from_host))
     monkeypatch.setattr(unetcore.backend, "to_numpy",
                         counting("to_numpy", unetcore.backend.to_numpy, False))
+    return copies
+
+
+@needs_gpu
+def test_no_array_copies_between_host_and_device(monkeypatch):
+    """Forward and backward of the small U-Net copy no arrays between host and device
+    (scalar reads of the loss aside)."""
+    _, gpu = _pair("prototxt/unet-small-train.prototxt", np.float32)
+    rng = np.random.default_rng(0)
+    gpu.set_inputs({"data": rng.random((1, 1, 60, 60)), "label": rng.integers(0, 2, (1, 1, 20, 20)),
+                    "weights": np.ones((1, 1, 20, 20))})
+    copies = count_host_copies(monkeypatch)
     gpu.forward_layers()
     gpu.backward()
     assert copies == []
+
+
+def small_unet_on_tiff_data(folder):
+    """unet-small-train.prototxt with a TiffData layer (elastic deformation) for its inputs."""
+    text = Path("prototxt/unet-small-train.prototxt").read_text()
+    return 'name: "unet-small" layer { name: "data" type: "TiffData" top: "data" top: "label" ' \
+        f'top: "weights" tiff_data_param {{ image: "{folder}/volume.tif" label: ' \
+        f'"{folder}/labels.tif" tile_size: 60 label_size: 20 w0: 10 sigma: 5 }} ' \
+        'create_deformation_param { deform_std: 10 grid_points: 3 random_mirror: true ' \
+        'random_rotate_from: 0 random_rotate_to: 360 } } ' + \
+        text[text.index('layer {\n  name: "conv_d0a-b"'):]
+
+
+@needs_gpu
+def test_a_training_step_sends_only_the_random_draws_and_reads_only_scalars(tmp_path,
+                                                                            monkeypatch):
+    """A GPU training step on TiffData: the stacks went to the device at setup, and tiles are
+    cut, deformed and weighted there. Per step the host sends only the random elastic grid
+    (2 x 3 x 3 float64: 144 bytes) and reads back only scalars (the loss, the label check,
+    the finiteness check), never an array."""
+    import tifffile
+
+    from unetcore.data.synth import synth_stack
+    from unetcore.prototxt import Message, parse
+    from unetcore.solvers import get_solver
+    images, labels = synth_stack(2, 64, seed=0, cell_size=16)
+    tifffile.imwrite(tmp_path / "volume.tif", images)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    param = Message("SolverParameter")
+    param.set("net_param", parse(small_unet_on_tiff_data(tmp_path), "NetParameter"))
+    for field, value in (("base_lr", 0.001), ("momentum", 0.99), ("random_seed", 0)):
+        param.set(field, value)
+    solver = get_solver(param, gpu=0)
+    solver.step(1)                             # compiles the kernels
+    copies = count_host_copies(monkeypatch)
+    solver.step(3)
+    assert [c for c in copies if c[0] in ("asnumpy", "to_numpy")] == []
+    assert copies == [("asarray", 144)] * 3

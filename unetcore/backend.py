@@ -51,6 +51,15 @@ def array_module(array):
     return cupy.get_array_module(array)
 
 
+def ndimage_for(xp):
+    """scipy.ndimage for NumPy, cupyx.scipy.ndimage (the same functions, on the GPU) for CuPy."""
+    if xp is np:
+        from scipy import ndimage
+        return ndimage
+    import cupyx.scipy.ndimage
+    return cupyx.scipy.ndimage
+
+
 def to_numpy(array):
     """A NumPy copy (or view) of a NumPy or CuPy array."""
     return array if isinstance(array, np.ndarray) else array.get()

@@ -82,3 +82,11 @@ def softmax_loss_forward(prob, label, weight, ignore_label, loss, count):
 def softmax_loss_backward(prob, label, weight, ignore_label, dscore):
     """dscore = w (prob - onehot(label)), zero where the label is ignored."""
     _softmax_loss("softmax_loss_backward", prob, label, weight, ignore_label, (dscore,))
+
+
+def sgd_update(weight, grad, history, momentum, rate, decay):
+    """kernels/sgd_update.cu: weight decay, momentum and the weight step in one pass."""
+    scalar = weight.dtype.type
+    launch(kernel("sgd_update.cu", "sgd_update", weight.dtype), weight.size,
+           (np.int32(weight.size), weight, grad, history, scalar(momentum), scalar(rate),
+            scalar(decay)))
