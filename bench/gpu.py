@@ -172,12 +172,14 @@ def kernel_rates(cupy, repeats):
 
 
 # ---------------------------------------------------------------- PyTorch
-def torch_figures(repeats):
+def torch_figures(repeats, autotune):
+    """PyTorch's figures; `autotune` sets torch.backends.cudnn.benchmark (cuDNN then times
+    its algorithms and may take the ones with large workspaces)."""
     import torch
     from torch_unet import UNet, make_batch, weighted_cross_entropy
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = autotune
     model = UNet().cuda()
     x, labels, weights = (t.cuda() for t in make_batch(572))
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.99, weight_decay=0.0005)
@@ -205,7 +207,7 @@ def torch_figures(repeats):
         ms = timed(run)
         figures[name] = {"ms": ms, "allocated_mib": torch.cuda.max_memory_allocated() / MIB,
                          "reserved_mib": torch.cuda.max_memory_reserved() / MIB}
-        print(f"torch {name}: {ms:.2f} ms, allocated {figures[name]['allocated_mib']:.0f} "
+        print(f"torch (cudnn.benchmark={autotune}) {name}: {ms:.2f} ms, allocated {figures[name]['allocated_mib']:.0f} "
               f"MiB, reserved {figures[name]['reserved_mib']:.0f} MiB", flush=True)
 
     figures = {}
@@ -256,7 +258,8 @@ def main():
                          ("kernels", lambda: kernel_rates(cupy, args.repeats)),
                          ("gemms", lambda: gemm_rates(cupy, args.repeats)),
                          ("unetcore", lambda: unetcore_figures(cupy, args.gpu, args.repeats)),
-                         ("torch", lambda: torch_figures(args.repeats))):
+                         ("torch", lambda: torch_figures(args.repeats, False)),
+                         ("torch_autotuned", lambda: torch_figures(args.repeats, True))):
         try:
             figures[key] = measure()
         except Exception as err:       # one failed part must not cost the others' figures
@@ -269,8 +272,22 @@ def main():
 
 
 def report(figures):
-    ours, theirs = figures["unetcore"] or {}, figures["torch"] or {}
     print(f"\ndevice: {figures['device']}, CuPy {figures['cupy']}; U-Net 572 -> 388, float32")
+    for key, what in (("torch", "PyTorch, cuDNN defaults"),
+                      ("torch_autotuned", "PyTorch, cudnn.benchmark = True")):
+        print(f"\nagainst {what}:")
+        comparison(figures["unetcore"] or {}, figures[key] or {})
+    copy = figures["copy_gb_s"]
+    if not copy:
+        return
+    print(f"\ndevice-to-device copy: {copy:.0f} GB/s (read + write)")
+    for name, (ms, rate) in (figures["kernels"] or {}).items():
+        print(f"{name:<18} {ms:8.3f} ms {rate:8.0f} GB/s  {rate / copy:6.1%} of the copy")
+    for name, (ms, rate) in (figures["gemms"] or {}).items():
+        print(f"{name:<18} {ms:8.3f} ms {rate:8.1f} TFLOP/s (conv_d0b-c, 572)")
+
+
+def comparison(ours, theirs):
     print(f"{'mode':<24} {'unetcore ms':>11} {'pool MiB':>9} {'torch ms':>9} "
           f"{'alloc/reserved MiB':>19} {'time ratio':>10}")
     for mode, mine in ours.items():
@@ -281,14 +298,6 @@ def report(figures):
                   f"{mine['ms'] / other['ms']:>9.2f}x")
         else:
             print(f"{mode:<24} {mine['ms']:>11.2f} {mine['pool_mib']:>9.0f}")
-    copy = figures["copy_gb_s"]
-    if not copy:
-        return
-    print(f"\ndevice-to-device copy: {copy:.0f} GB/s (read + write)")
-    for name, (ms, rate) in (figures["kernels"] or {}).items():
-        print(f"{name:<18} {ms:8.3f} ms {rate:8.0f} GB/s  {rate / copy:6.1%} of the copy")
-    for name, (ms, rate) in (figures["gemms"] or {}).items():
-        print(f"{name:<18} {ms:8.3f} ms {rate:8.1f} TFLOP/s (conv_d0b-c, 572)")
 
 
 if __name__ == "__main__":

@@ -174,14 +174,19 @@ class ConvolutionLayer(Layer):
 
     @property
     def correlates_back(self):
-        """Whether to take dx by correlation: stride 1, no padding, dilation or groups, on the
-        CPU, and more input than output channels (the U-Net's conv_u*b-c after a concat).
-        Its im2col matrix then has C_out * kh * kw rows instead of col2im's C_in * kh * kw;
-        with C_in <= C_out, col2im is as fast and needs no padded copy of dy."""
+        """Whether to take dx by correlation: stride 1, no padding, dilation or groups, and
+        more input than output channels (the U-Net's conv_u*b-c after a concat). Its im2col
+        matrix then has C_out * kh * kw rows instead of col2im's C_in * kh * kw; on the CPU,
+        with C_in <= C_out, col2im is as fast and needs no padded copy of dy. On a GPU also
+        with equal channel counts: there the col2im kernel, a gather with integer divisions,
+        moves bytes at a third of a copy's rate and im2col at 80% (docs/benchmarks.md)."""
         g = self.geom
-        return (self.xp is np and g.stride == (1, 1) and g.pad == (0, 0)
-                and g.dilation == (1, 1) and self.group == 1 and not self.pointwise
-                and self.channels > self.num_output)
+        if not (g.stride == (1, 1) and g.pad == (0, 0) and g.dilation == (1, 1)
+                and self.group == 1 and not self.pointwise):
+            return False
+        if self.xp is np:
+            return self.channels > self.num_output
+        return self.channels >= self.num_output
 
     def turned_weights(self):
         """W_rot[c, (o, p, q)] = W[o, c, kh-1-p, kw-1-q]: the kernel turned by 180 degrees,
@@ -202,7 +207,7 @@ class ConvolutionLayer(Layer):
         k, (h, wid) = w_rot.shape[1], dx.shape[1:]
         for r0, r1 in row_bands(h, k * wid * self.dtype.itemsize):
             col = im2col(xp, dy_pad, self.geom, wid, r0, r1, self.column_buffer(k, r1 - r0, wid))
-            xp.matmul(w_rot, col, out=dx[:, r0:r1].reshape(self.channels, -1))
+            backend.matmul_into(xp, w_rot, col, dx[:, r0:r1].reshape(self.channels, -1))
 
     # ---- the flat path (unetcore/im2col.py): output pixel (i, j) at column i*W + j
     @property

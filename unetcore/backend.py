@@ -67,9 +67,9 @@ def to_numpy(array):
 
 def matmul_into(xp, a, b, out):
     """out[...] = a @ b. NumPy's BLAS writes a strided `out` (a band of rows) directly;
-    CuPy gets the product and copies it, whatever out's layout."""
-    if xp is np:
-        np.matmul(a, b, out=out)
+    cuBLAS (through CuPy) writes a contiguous `out` directly, and a strided one by a copy."""
+    if xp is np or out.flags.c_contiguous:
+        xp.matmul(a, b, out=out)
     else:
         out[...] = xp.matmul(a, b)
 
