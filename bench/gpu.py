@@ -18,7 +18,9 @@ PyTorch's model is ../shared/bench/torch_unet.py (or a folder on PYTHONPATH hold
 """
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -243,12 +245,28 @@ def gemm_rates(cupy, repeats):
     return rates
 
 
+def torch_in_child(args, autotune):
+    """PyTorch's figures from a child process of its own: a fresh cuDNN state for each
+    setting, and none of CuPy's memory beside it."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, __file__, "--torch-only", "--gpu", str(args.gpu),
+                   "--repeats", str(args.repeats), "--json", out.name]
+        subprocess.run(command + (["--autotune"] if autotune else []), check=True,
+                       env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(args.gpu)))
+        return json.loads(Path(out.name).read_text())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json")
+    ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--autotune", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.torch_only:
+        Path(args.json).write_text(json.dumps(torch_figures(args.repeats, args.autotune)))
+        return
     from unetcore.backend import gpu_module
     cupy = gpu_module(args.gpu)
     props = cupy.cuda.runtime.getDeviceProperties(args.gpu)
@@ -258,8 +276,8 @@ def main():
                          ("kernels", lambda: kernel_rates(cupy, args.repeats)),
                          ("gemms", lambda: gemm_rates(cupy, args.repeats)),
                          ("unetcore", lambda: unetcore_figures(cupy, args.gpu, args.repeats)),
-                         ("torch", lambda: torch_figures(args.repeats, False)),
-                         ("torch_autotuned", lambda: torch_figures(args.repeats, True))):
+                         ("torch", lambda: torch_in_child(args, False)),
+                         ("torch_autotuned", lambda: torch_in_child(args, True))):
         try:
             figures[key] = measure()
         except Exception as err:       # one failed part must not cost the others' figures
