@@ -83,8 +83,8 @@ def unetcore_train_on_tiff_data(cupy, gpu, repeats, folder):
 
     from unetcore.data.synth import synth_stack
     images, labels = synth_stack(4, 512, seed=0)
-    tifffile.imwrite(folder / "train-volume.tif", images)
-    tifffile.imwrite(folder / "train-labels.tif", labels)
+    tifffile.imwrite(folder / "train-volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(folder / "train-labels.tif", labels, photometric="minisblack")
     text = (REPO / "prototxt" / "unet-train.prototxt").read_text()
     net = folder / "net.prototxt"
     net.write_text(text.replace('"data/', f'"{folder}/').replace("test-", "train-"))

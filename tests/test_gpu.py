@@ -119,8 +119,8 @@ def test_a_training_step_sends_only_the_random_draws_and_reads_only_scalars(tmp_
     from unetcore.prototxt import Message, parse
     from unetcore.solvers import get_solver
     images, labels = synth_stack(2, 64, seed=0, cell_size=16)
-    tifffile.imwrite(tmp_path / "volume.tif", images)
-    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    tifffile.imwrite(tmp_path / "volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
     param = Message("SolverParameter")
     param.set("net_param", parse(small_unet_on_tiff_data(tmp_path), "NetParameter"))
     for field, value in (("base_lr", 0.001), ("momentum", 0.99), ("random_seed", 0)):

@@ -220,8 +220,8 @@ def stack_folder(tmp_path_factory):
     from unetcore.data.synth import synth_stack
     folder = tmp_path_factory.mktemp("stack")
     images, labels = synth_stack(3, 64, seed=0, cell_size=16)
-    tifffile.imwrite(folder / "volume.tif", images)
-    tifffile.imwrite(folder / "labels.tif", labels)
+    tifffile.imwrite(folder / "volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(folder / "labels.tif", labels, photometric="minisblack")
     return folder
 
 

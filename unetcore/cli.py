@@ -184,8 +184,8 @@ def synth(folder, n_train, n_test, size, cell_size, seed):
     out.mkdir(parents=True, exist_ok=True)
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         images, labels = synth_stack(n, size, split_seed, cell_size)
-        tifffile.imwrite(out / f"{split}-volume.tif", images)
-        tifffile.imwrite(out / f"{split}-labels.tif", labels)
+        tifffile.imwrite(out / f"{split}-volume.tif", images, photometric="minisblack")
+        tifffile.imwrite(out / f"{split}-labels.tif", labels, photometric="minisblack")
         click.echo(f"wrote {out / f'{split}-volume.tif'} and {split}-labels.tif: "
                    f"{n} slices of {size}x{size}")
 
@@ -207,7 +207,8 @@ def weightmap(labels, output, w0, sigma, num_classes):
         raise UnetcoreError(f"{labels}: label value {int(stack.max())} is not a class of "
                             f"0..{num_classes - 1}")
     weights = weight_stack(stack, w0, sigma, num_classes)
-    tifffile.imwrite(output, weights if len(weights) > 1 else weights[0])
+    tifffile.imwrite(output, weights if len(weights) > 1 else weights[0],
+                     photometric="minisblack")
     click.echo(f"wrote {output}: weights {weights.min():.3g}..{weights.max():.3g}")
 
 
@@ -264,9 +265,10 @@ def segment(image, output, model, weights, tile, probabilities, gpu, memory_mb, 
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
         labels *= 255
-    tifffile.imwrite(output, labels if len(labels) > 1 else labels[0])
+    tifffile.imwrite(output, labels if len(labels) > 1 else labels[0],
+                     photometric="minisblack")
     if probabilities:
-        tifffile.imwrite(probabilities, probs.astype(np.float32))
+        tifffile.imwrite(probabilities, probs.astype(np.float32), photometric="minisblack")
     click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}")
 
 
