@@ -2,9 +2,10 @@
 
 Bottoms: the blob to deform (N, C, H, W) and the map of CreateDeformation (N, ny, nx, 2).
 Top: (N, C, ny, nx). interpolation: "linear", "cubic" (grey values) or "nearest" (labels,
-weights); extrapolation: "mirror" or "zero". With output_shape_from naming a third bottom,
-the top has that blob's spatial size, read from the centre of the map (a label tile is the
-centre of its image tile).
+weights); extrapolation: "mirror" or "zero". With output_shape_from naming a blob of the net
+made before this layer (caffe_unet's form, as its label layers name the score blob), or a
+third bottom (unetcore's own form), the top has that blob's spatial size, read from the
+centre of the map (a label tile is the centre of its image tile).
 """
 from unetcore.backend import ndimage_for
 from unetcore.data.deformation import center_crop
@@ -29,21 +30,37 @@ class ApplyDeformationLayer(Layer):
         if p.extrapolation not in MODES:
             raise self.error(f"extrapolation '{p.extrapolation}' is not one of "
                              f"{', '.join(MODES)}")
-        if p.output_shape_from and p.output_shape_from != self.bottom_name(len(bottom) - 1):
-            raise self.error(f"output_shape_from '{p.output_shape_from}' must be the layer's "
-                             "third bottom")
+        self.shape_blob = self.shape_source(p.output_shape_from, bottom)
         self.order, self.mode = ORDERS[p.interpolation], MODES[p.extrapolation]
+
+    def shape_source(self, name, bottom):
+        """The blob whose spatial size the top takes, or None for the map's own size."""
+        if len(bottom) == 3:
+            if name and name != self.bottom_name(2):
+                raise self.error(f"output_shape_from '{name}' differs from the third bottom "
+                                 f"'{self.bottom_name(2)}'")
+            return bottom[2]
+        if not name:
+            return None
+        if name not in self.net_blobs:
+            raise self.error(f"output_shape_from '{name}' names no blob made before this layer; "
+                             f"known: {', '.join(self.net_blobs) or 'none'}")
+        return self.net_blobs[name]
 
     def reshape(self, bottom, top):
         data, field = bottom[0].shape, bottom[1].shape
         if len(field) != 4 or field[-1] != 2 or field[0] != data[0]:
             raise self.error(f"bottom '{self.bottom_name(1)}' must be a (N, ny, nx, 2) map "
                              f"for the {data[0]} item(s) of '{self.bottom_name(0)}', got {field}")
-        size = bottom[2].shape[-1] if len(bottom) == 3 else field[1]
-        top[0].reshape(data[:2] + (size, size))
+        size = field[1:3] if self.shape_blob is None else self.shape_blob.shape[-2:]
+        if any(s > f or (f - s) % 2 for s, f in zip(size, field[1:3])):
+            raise self.error(f"an output of {size[0]}x{size[1]} must be the centre of the "
+                             f"{field[1]}x{field[2]} map: as large at most, and smaller by an "
+                             "even number")
+        top[0].reshape(data[:2] + tuple(size))
 
     def forward(self, bottom, top):
-        size = top[0].shape[-1]
+        size = top[0].shape[-2:]
         data, field = bottom[0].data, bottom[1].data
         interpolate = ndimage_for(self.xp).map_coordinates
         for n in range(data.shape[0]):

@@ -45,12 +45,14 @@ class ConvolutionLayer(Layer):
             raise self.error(f"takes as many tops as bottoms, got {len(bottom)} and {len(top)}")
         if p.axis != 1:
             raise self.error("only axis 1 (N, C, H, W blobs) is supported")
-        self.geom = geometry_from_param(p, self.name)
+        self.geom = geometry_from_param(p, self.error)
         self.num_output, self.group = p.num_output, p.group
         if self.num_output < 1:
             raise self.error("convolution_param needs num_output >= 1")
         if len(bottom[0].shape) != 4:
-            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {bottom[0].shape}")
+            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {bottom[0].shape} "
+                             f"({len(bottom[0].shape) - 2} spatial axes): unetcore's layers "
+                             "are 2-d for now")
         self.channels = bottom[0].shape[1]
         for what, n in (("input channels", self.channels), ("num_output", self.num_output)):
             if self.group < 1 or n % self.group:
@@ -288,7 +290,7 @@ class ConvolutionLayer(Layer):
         """Rows row0:row1 of dy (zeros outside dy) on a flat grid of width `wid`, each row
         shifted right by kw - 1 = wid - W_out, with kw - 1 zeros of slack at the end:
         out[o, (a - row0) * wid + kw - 1 + b] = dy[o, a, b]."""
-        (c_out, out_h, out_w), pad = dy.shape, wid - dy.shape[2]
+        (c_out, out_h, _), pad = dy.shape, wid - dy.shape[2]
         rows = row1 - row0
         band = self.band_buffer(c_out, rows * wid + pad, "band")
         grid = band[:, :rows * wid].reshape(c_out, rows, wid)

@@ -1,10 +1,22 @@
-"""CreateDeformation (caffe_unet's type name): random sampling maps for data augmentation.
+"""CreateDeformation (caffe_unet): random sampling maps for data augmentation.
 
-Top: (batch, ny, nx, 2), for each output pixel the (y, x) position it reads in the input,
-from a random rotation (random_rotate_from..to, degrees), mirroring (random_mirror), offset
-of the tile centre (random_offset_range_from..to, px) and the paper's elastic deformation
-(grid_points x grid_points grid, deform_std px, bicubic). An optional bottom (the image to
-deform) centres the maps on it. Feed the top to ApplyDeformation.
+Top: (batch, ny, nx, 2): for each output pixel, the (y, x) position it reads in the input;
+feed it to ApplyDeformation. unetcore.data.deformation builds each map: an elastic field
+(caffe_unet's B-spline on control points random_elastic_grid_spacing px apart with
+random_elastic_deform_magnitude px, or the paper's grid with unetcore's own deform_std and
+grid_points), then random mirroring (random_mirror_flag), rotation (random_rotate_from..to,
+degrees) and offset (random_offset_from..to, px) about the centre of the input.
+
+The optional bottom is the input to deform (its size places the centre), or, with
+random_offset_range_from_pdf / random_offset_range_from_ignore_label, a (N, 1, H, W) map that
+chooses where the tile's centre lands: a position drawn with probability proportional to the
+map, or uniformly among the pixels whose label is not that ignore label.
+random_offset_range_from_in_blob_shape draws it uniformly over the bottom.
+
+Differences from caffe_unet, on purpose: its random_mirror_flag draws a flip but never applies
+it (create_deformation_layer.cpp at e9ff07f); here the flip is applied, as the field's
+documentation says. The random numbers are NumPy's, not Caffe's. 3-d maps (nz > 0) are not
+supported yet.
 """
 from unetcore.data import deformation as deform
 from unetcore.layer import Layer, register
@@ -19,12 +31,23 @@ class CreateDeformationLayer(Layer):
     def setup(self, bottom, top):
         p = self.param.create_deformation_param
         if p.nz:
-            raise self.error("3-d deformation (nz) is not supported; unetcore is 2-d")
-        if p.ny <= 0 or p.nx <= 0 or p.ny != p.nx:
-            raise self.error(f"needs ny = nx > 0 (a square output tile), got ny {p.ny}, "
-                             f"nx {p.nx}")
+            raise self.error("3-d deformation (nz > 0) is not supported yet: unetcore's "
+                             "layers are 2-d")
+        if p.ny <= 0 or p.nx <= 0:
+            raise self.error(f"needs ny > 0 and nx > 0, got ny {p.ny}, nx {p.nx}")
         if p.ncomponents != 2:
             raise self.error(f"ncomponents must be 2 (y, x) in 2-d, got {p.ncomponents}")
+        try:
+            deform.check_parameters(p)
+        except ValueError as err:
+            raise self.error(str(err)) from None
+        modes = [p.random_offset_range_from_in_blob_shape, p.random_offset_range_from_pdf,
+                 p.random_offset_range_from_ignore_label > 0]
+        if sum(modes) > 1:
+            raise self.error("give at most one of random_offset_range_from_in_blob_shape, "
+                             "random_offset_range_from_pdf, random_offset_range_from_ignore_label")
+        if any(modes) and not bottom:
+            raise self.error("a random_offset_range_from_* mode needs a bottom to draw from")
 
     def reshape(self, bottom, top):
         p = self.param.create_deformation_param
@@ -33,11 +56,37 @@ class CreateDeformationLayer(Layer):
 
     def forward(self, bottom, top):
         p = self.param.create_deformation_param
-        size = p.ny
-        source = bottom[0].shape[-2:] if bottom else (size, size)
+        source = bottom[0].shape[-2:] if bottom else (p.ny, p.nx)
         for n in range(top[0].shape[0]):
-            offset = [self.rng.uniform(p.random_offset_range_from, p.random_offset_range_to)
-                      * self.rng.choice((-1, 1)) for _ in range(2)]
-            center = [(s - 1) / 2.0 + o for s, o in zip(source, offset)]
-            coords = deform.random_tile_coordinates(self.rng, p, size, center, xp=self.xp)
+            shift = self.drawn_position(bottom[0], n) if bottom else (0.0, 0.0)
+            coords = deform.deformation_map(self.rng, p, (p.ny, p.nx), source, shift, self.xp)
             top[0].data[n] = self.xp.moveaxis(coords, 0, -1)
+
+    def drawn_position(self, blob, n):
+        """The random_offset_range_from_* offset: a drawn pixel position of `blob` minus
+        the centre (n - 1) / 2, as caffe_unet adds it; (0, 0) when no mode is set."""
+        p, (height, width) = self.param.create_deformation_param, blob.shape[-2:]
+        if p.random_offset_range_from_in_blob_shape:
+            y, x = self.rng.integers(height), self.rng.integers(width)
+        elif p.random_offset_range_from_pdf or p.random_offset_range_from_ignore_label:
+            y, x = divmod(self.draw_index(blob, n), width)
+        else:
+            return (0.0, 0.0)
+        return (y - (height - 1) / 2.0, x - (width - 1) / 2.0)
+
+    def draw_index(self, blob, n):
+        """A flat pixel index drawn with probability proportional to the pdf (or to 'label is
+        not the ignore label'), where the bottom lives: one scalar read on a GPU."""
+        p, xp = self.param.create_deformation_param, self.xp
+        if blob.count != blob.shape[0] * blob.shape[-2] * blob.shape[-1]:
+            raise self.error(f"random_offset_range_from_* needs a one-channel bottom "
+                             f"(N, 1, H, W), got {blob.shape}")
+        values = blob.data[n].reshape(-1)
+        if p.random_offset_range_from_ignore_label:
+            values = (values.astype(int) != p.random_offset_range_from_ignore_label)
+        cdf = xp.cumsum(values, dtype=float)
+        index = int(xp.searchsorted(cdf, cdf[-1] * self.rng.random(), side="right"))
+        if index >= values.size:
+            raise self.error(f"item {n} of bottom '{self.bottom_name(0)}' has no pixel to draw "
+                             "(its probabilities sum to 0, or every label is ignored)")
+        return index

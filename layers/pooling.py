@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from unetcore.im2col import spatial_pair
 from unetcore.layer import Layer, register
 
 
@@ -51,13 +52,14 @@ class PoolingLayer(Layer):
     def _pair(self, p, both, h, w, default):
         if p.has(h) or p.has(w):
             return (getattr(p, h), getattr(p, w))
-        value = getattr(p, both) if p.has(both) else default
-        return (value, value)
+        values = list(getattr(p, both))
+        return spatial_pair(values, both, self.error) if values else (default, default)
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
         if len(shape) != 4:
-            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {shape}")
+            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {shape} "
+                             f"({len(shape) - 2} spatial axes): unetcore's layers are 2-d for now")
         self.bottom_size = shape[2:]
         if self.global_pooling:
             self.kernel, self.stride, self.pad = shape[2:], (1, 1), (0, 0)

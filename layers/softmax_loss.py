@@ -8,8 +8,14 @@ and, as in the original U-Net release, an optional third bottom of per-pixel wei
 
 Z is the normalizer: FULL = N*H*W, VALID = number of non-ignored pixels (N*H*W when no
 ignore_label is set), BATCH_SIZE = N, NONE = 1; the legacy `normalize: true|false` means
-VALID|BATCH_SIZE. The weights scale each pixel's term and do not enter Z.
+VALID|BATCH_SIZE. With a weights bottom, VALID (the default) is caffe_unet's normalizer: the
+sum of the weights of the non-ignored pixels, so Z = N*H*W * mean(w) without ignored pixels.
+Z is at least 1 (Caffe's guard against empty batches); a weight sum of 0 gives loss 0.
 Backward (d/dx_k of -log p_l = p_k - [k == l]):   dx = loss_weight / Z * w * (p - onehot(l)).
+
+caffe_unet differs in two corners, where its forward and backward disagree: with weights, its
+backward divides by the weight sum whatever the normalization, and its forward truncates the
+weight sum to an integer. Here both passes use the same Z, so the gradient is the loss's.
 """
 import numpy as np
 
@@ -53,7 +59,10 @@ class SoftmaxWithLossLayer(Layer):
         if len(top) == 2:
             top[1].reshape(shape)
 
-    def normalizer(self, valid_count):
+    def normalizer(self, valid_count, weight_sum):
+        """Z for the layer's normalization; weight_sum is None without a weights bottom."""
+        if self.normalization == "VALID" and weight_sum is not None:
+            return max(1.0, weight_sum) if weight_sum else 0.0     # caffe_unet
         z = {"FULL": self.outer * self.inner, "BATCH_SIZE": self.outer, "NONE": 1,
              "VALID": valid_count if self.ignore_label is not None
              else self.outer * self.inner}[self.normalization]
@@ -67,16 +76,17 @@ class SoftmaxWithLossLayer(Layer):
         self.valid = (labels != self.ignore_label) if self.ignore_label is not None \
             else xp.ones(labels.shape, dtype=bool)
         bad = self.valid & ((labels < 0) | (labels >= classes))
-        bad_count, valid_count = xp.stack([bad.sum(), self.valid.sum()]).tolist()  # one read
-        if bad_count:
-            raise self.error(f"label {int(labels[bad][0])} in '{self.bottom_name(1)}' is outside "
-                             f"0..{classes - 1} (the scores have {classes} classes)")
         self.labels = xp.where(self.valid, labels, 0)
         self.pixel_weights = self.valid.astype(self.dtype)
         if len(bottom) == 3:
             self.pixel_weights *= bottom[2].data.reshape(self.outer, 1, self.inner)
-        self.z = self.normalizer(valid_count)
-        top[0].data[...] = self.weighted_log_loss() / self.z
+        counts = xp.stack([bad.sum(), self.valid.sum(), self.pixel_weights.sum(dtype=np.float64)])
+        bad_count, valid_count, weight_sum = counts.tolist()      # one read from a GPU
+        if bad_count:
+            raise self.error(f"label {int(labels[bad][0])} in '{self.bottom_name(1)}' is outside "
+                             f"0..{classes - 1} (the scores have {classes} classes)")
+        self.z = self.normalizer(int(valid_count), weight_sum if len(bottom) == 3 else None)
+        top[0].data[...] = self.weighted_log_loss() / self.z if self.z else 0
         if len(top) == 2:
             top[1].data[...] = self.prob.reshape(top[1].shape)
 
@@ -112,5 +122,5 @@ class SoftmaxWithLossLayer(Layer):
             xp.put_along_axis(grad, self.labels,
                               xp.take_along_axis(grad, self.labels, axis=1) - 1, axis=1)
             grad *= self.pixel_weights
-        grad *= top[0].diff.reshape(()) / self.z
+        grad *= top[0].diff.reshape(()) / self.z if self.z else 0
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)

@@ -3,8 +3,9 @@
 Tops: data (N, 1, tile, tile), label (N, 1, L, L), weights (N, 1, L, L), with L = label_size,
 the net's output size (a U-Net's output is smaller than its input). Each forward draws, per
 batch item, a random slice and a random tile position (anywhere: the image is mirror-extended
-beyond its border), then the augmentation of create_deformation_param (rotation, mirroring,
-elastic deformation) and value_augmentation_param (grey-value shift and scale). Image tiles are
+beyond its border), then the augmentation of create_deformation_param (elastic deformation,
+mirroring, rotation and offset, as CreateDeformation) and value_augmentation_param (a random
+grey-value curve, as ValueAugmentation). Image tiles are
 interpolated bicubically, labels and weights by nearest neighbour, from one shared coordinate
 map, so they stay aligned. Weight maps come from the `weight` stack, or are computed from the
 labels at setup (unetcore.data.weightmap, w0 and sigma). On a GPU the stacks are copied to the
@@ -13,9 +14,12 @@ device once, at setup, and the tiles are sampled there (cupyx.scipy.ndimage).
 import numpy as np
 
 from unetcore.data import deformation as deform
+from unetcore.data import value_augmentation as values
 from unetcore.data.stacks import check_same_shape, normalize_grey, read_stack, to_classes
 from unetcore.data.weightmap import weight_stack
 from unetcore.layer import Layer, register
+
+from .value_augmentation import lut_setup
 
 
 @register
@@ -32,7 +36,7 @@ class TiffDataLayer(Layer):
         if p.tile_size <= 0:
             raise self.error("tiff_data_param needs tile_size > 0: the net's input edge length")
         self.tile, self.batch = p.tile_size, p.batch_size
-        self.check_augmentation()
+        self.lut_matrix = self.check_augmentation()
         self.label_size = p.label_size or p.tile_size
         if self.label_size > self.tile:
             raise self.error(f"label_size {self.label_size} exceeds tile_size {self.tile}")
@@ -73,33 +77,31 @@ class TiffDataLayer(Layer):
                 t.data[n, 0] = deform.sample(stack[index], label_coords, 0)
 
     def tile_coordinates(self, image_shape):
-        """A random tile position (its centre anywhere in the image) and augmentation; without
-        a create_deformation_param there is no elastic deformation (its deform_std defaults
-        to 10)."""
-        corner = [self.rng.integers(-(self.tile // 2), s - self.tile // 2 + 1) for s in image_shape]
-        center = [c + (self.tile - 1) / 2.0 for c in corner]
-        return deform.random_tile_coordinates(self.rng, self.param.create_deformation_param,
-                                              self.tile, center,
-                                              self.param.has("create_deformation_param"), self.xp)
+        """A random tile position (its centre anywhere in the image) and the augmentation of
+        create_deformation_param (unetcore.data.deformation), placed so that without
+        augmentation the tile reads the image from `corner` on."""
+        corner = [self.rng.integers(-(self.tile // 2), s - self.tile // 2 + 1)
+                  for s in image_shape]
+        shift = [c + self.tile / 2.0 - s / 2.0 for c, s in zip(corner, image_shape)]
+        return deform.deformation_map(self.rng, self.param.create_deformation_param,
+                                      (self.tile, self.tile), image_shape, shift, self.xp)
 
     def check_augmentation(self):
-        """Refuse the caffe_unet fields this layer does not implement, rather than ignore them."""
-        unsupported = [f"value_augmentation_param.{name}"
-                       for name in ("slope_min", "slope_max", "lut_size")
-                       if self.param.value_augmentation_param.has(name)]
-        unsupported += [f"create_deformation_param.{name}" for name in (
-            "nz", "random_elastic_grid_spacing", "random_elastic_deform_magnitude",
-            "grid_spacing") if self.param.create_deformation_param.has(name)]
-        if unsupported:
-            raise self.error(f"{', '.join(unsupported)}: not supported by TiffData, which "
-                             "deforms on a grid_points x grid_points grid with deform_std and "
-                             "shifts grey values linearly (black_from/to, white_from/to)")
+        """Refuse what a 2-d tile source cannot do; the LUT matrix of value augmentation."""
+        p = self.param.create_deformation_param
+        if p.nz:
+            raise self.error("create_deformation_param.nz: 3-d deformation is not supported")
+        try:
+            deform.check_parameters(p)
+        except ValueError as err:
+            raise self.error(f"create_deformation_param: {err}") from None
+        if self.param.has("value_augmentation_param"):
+            return lut_setup(self, self.param.value_augmentation_param)
+        return None
 
     def augment_values(self, grey):
-        """Caffe_unet's value augmentation, as a linear ramp: v -> black + (white - black) v."""
-        if not self.param.has("value_augmentation_param"):
+        """caffe_unet's value augmentation: grey values through a random smooth curve."""
+        if self.lut_matrix is None:
             return grey
-        p = self.param.value_augmentation_param
-        black = self.rng.uniform(p.black_from, p.black_to)
-        white = self.rng.uniform(p.white_from, p.white_to)
-        return black + (white - black) * grey
+        lut = values.random_lut(self.rng, self.param.value_augmentation_param, self.lut_matrix)
+        return values.apply_lut(lut, grey, self.xp)

@@ -13,7 +13,7 @@ from unetcore.data.synth import synth_stack
 from unetcore.data.weightmap import nearest_two_distances, weight_map
 from unetcore.errors import DataError, NetError
 
-from helpers import make_layer
+from helpers import make_layer, run_forward
 
 
 def two_cells():
@@ -52,26 +52,37 @@ def test_weight_map_separates_instances_of_a_label_image():
 
 
 def test_zero_deformation_is_the_identity():
-    rng = np.random.default_rng(0)
-    image = rng.random((20, 20))
-    field = deform.elastic_displacements((20, 20), rng, std=0)
-    coords = deform.tile_coordinates(20, (9.5, 9.5), displacements=field)
+    image = np.random.default_rng(0).random((20, 20))
+    field = deform.paper_displacements((20, 20), np.random.default_rng(1), std=0)
+    coords = np.indices((20, 20), dtype=float) + field
     np.testing.assert_allclose(deform.sample(image, coords, 3), image, atol=1e-6)
 
 
 def test_elastic_field_is_smooth_and_has_the_grid_std():
-    rng = np.random.default_rng(1)
-    fields = np.stack([deform.elastic_displacements((64, 64), rng, 3, 10.0) for _ in range(200)])
-    corners = fields[:, :, 0, 0]                           # a grid point: exactly N(0, 10^2)
-    assert 8.5 < corners.std() < 11.5
-    assert np.abs(np.diff(fields, axis=-1)).max() < 3      # no jumps between neighbours
+    rng = np.random.default_rng(2)
+    fields = np.stack([deform.paper_displacements((64, 64), rng, 3, 10.0) for _ in range(200)])
+    assert fields[:, :, 0, 0].std() == pytest.approx(10.0, rel=0.15)    # a grid point
+    assert np.abs(np.diff(fields, axis=-1)).max() < 3.0                  # smooth
+
+
+def test_bspline_field_by_hand():
+    """caffe_unet's cubic B-spline: weights (1, 4, 1, 0) / 6 at a control point, a partition
+    of unity, so equal control values give a constant field."""
+    np.testing.assert_allclose(deform.bspline_weights(0.0), [1 / 6, 4 / 6, 1 / 6, 0])
+    np.testing.assert_allclose(deform.bspline_weights(0.5), [1 / 48, 23 / 48, 23 / 48, 1 / 48])
+    a = deform._bspline_matrix(10, 4, np)
+    assert a.shape == (10, 10 // 4 + 4)
+    np.testing.assert_allclose(a.sum(axis=1), 1)
+    np.testing.assert_allclose(a[5, 1:5], deform.bspline_weights(0.25))    # pixel 5: segment 1
+    field = deform.bspline_displacements((10, 7), np.random.default_rng(0), (4, 3), (0, 0))
+    np.testing.assert_array_equal(field, 0)
 
 
 def test_deformation_keeps_labels_valid():
-    rng = np.random.default_rng(2)
-    labels = (rng.random((40, 40)) > 0.5).astype(np.uint8)
-    field = deform.elastic_displacements((30, 30), rng, 3, 10.0)
-    coords = deform.tile_coordinates(30, (20, 20), angle=0.7, mirror=True, displacements=field)
+    labels = (np.random.default_rng(3).random((40, 40)) > 0.5).astype(np.uint8)
+    points = np.indices((30, 30), dtype=float)
+    points += deform.paper_displacements((30, 30), np.random.default_rng(4), 3, 10.0)
+    coords = deform.affine_map(points, (30, 30), 40.0, [False, True], (20.0, 20.0))
     assert set(np.unique(deform.sample(labels, coords, 0)).tolist()) <= {0, 1}
 
 
@@ -124,7 +135,8 @@ def test_any_image_size_yields_full_tiles(tmp_path_factory, height, width, tile,
     images = rng.integers(1, 256, (1, height, width)).astype(np.uint8)
     write_stacks(folder, images, (images > 100).astype(np.uint8))
     layer = tiff_layer(folder, tile, tile,
-                       "create_deformation_param { deform_std: 10 random_rotate_to: 360 }", seed)
+                       "create_deformation_param { deform_std: 10 random_rotate_from { v: 0 } "
+                       "random_rotate_to { v: 360 } }", seed)
     data, label, weights = run_layer(layer)
     assert data.shape == (1, 1, tile, tile) and np.isfinite(data).all()
     assert set(np.unique(label).tolist()) <= {0, 1}
@@ -134,7 +146,8 @@ def test_any_image_size_yields_full_tiles(tmp_path_factory, height, width, tile,
 def test_tiff_layer_is_deterministic_for_a_seed(tmp_path):
     images, labels = synth_stack(2, 48, seed=4)
     write_stacks(tmp_path, images, labels)
-    extra = "create_deformation_param { deform_std: 10 random_mirror: true random_rotate_to: 90 }"
+    extra = ("create_deformation_param { deform_std: 10 random_mirror_flag { v: 1 v: 1 } "
+             "random_rotate_from { v: 0 } random_rotate_to { v: 90 } }")
     first = run_layer(tiff_layer(tmp_path, 36, 20, extra, seed=5))
     second = run_layer(tiff_layer(tmp_path, 36, 20, extra, seed=5))
     for a, b in zip(first, second):
@@ -239,11 +252,12 @@ def test_rgb_images_and_nan_grey_values_are_refused(tmp_path):
         normalize_grey(grey, path="x.tif")
 
 
-def test_tiff_layer_refuses_augmentation_fields_it_does_not_implement(tmp_path):
+def test_tiff_layer_refuses_slopes_no_curve_can_keep(tmp_path):
     images, labels = synth_stack(1, 32, seed=0)
     write_stacks(tmp_path, images, labels)
-    layer = tiff_layer(tmp_path, 20, 20, "value_augmentation_param { slope_min: 0.5 }")
-    with pytest.raises(NetError, match="value_augmentation_param.slope_min: not supported"):
+    layer = tiff_layer(tmp_path, 20, 20, "value_augmentation_param { slope_min: 2 slope_max: 3 }")
+    with pytest.raises(NetError, match="100% of the drawn curves cannot keep the slopes "
+                                       "within 2.0..3.0"):
         run_layer(layer)
 
 
@@ -251,7 +265,86 @@ def test_grey_value_augmentation_is_a_linear_ramp(tmp_path):
     images = np.full((1, 16, 16), 255, np.uint8)
     images[0, :, :8] = 0
     write_stacks(tmp_path, images, (images > 0).astype(np.uint8))
-    ramp = ("value_augmentation_param { black_from: 0.2 black_to: 0.2 "
-            "white_from: 0.6 white_to: 0.6 }")
+    ramp = ("value_augmentation_param { black_from: 0.2 black_to: 0.2 white_from: 0.6 "
+            "white_to: 0.6 slope_min: 0.4 slope_max: 0.4 n_control_point_insertions: 0 }")
     data, _, _ = run_layer(tiff_layer(tmp_path, 8, 8, ramp))
-    assert np.all(np.isclose(data, 0.2, atol=1e-4) | np.isclose(data, 0.6, atol=1e-4))
+    # caffe_unet's smoothing bends the LUT's ends by 0.0053 (its extrapolation is one-sided)
+    assert np.all(np.isclose(data, 0.2, atol=0.006) | np.isclose(data, 0.6, atol=0.006))
+
+
+def deformation_map_of(text, bottom=None, seed=0):
+    layer = make_layer('name: "def" type: "CreateDeformation" create_deformation_param { '
+                       + text + ' }', seed=seed)
+    bottoms = [] if bottom is None else [bottom]
+    top = [Blob(())]
+    layer.setup(bottoms, top)
+    layer.reshape(bottoms, top)
+    layer.forward(bottoms, top)
+    return top[0].data
+
+
+def test_create_deformation_rotates_about_the_centre_as_caffe_unet():
+    """90 degrees: y' = cos y - sin x = -x, x' = sin y + cos x = y, about n / 2 = (2, 2)."""
+    field = deformation_map_of("ny: 4 nx: 4 random_rotate_from { v: 90 } random_rotate_to { v: 90 }")
+    y, x = np.indices((4, 4))
+    np.testing.assert_allclose(field[0, ..., 0], 2 - (x - 2), atol=1e-12)
+    np.testing.assert_allclose(field[0, ..., 1], 2 + (y - 2), atol=1e-12)
+
+
+def test_create_deformation_offsets_and_mirror_flags():
+    field = deformation_map_of("ny: 3 nx: 4 random_offset_from { v: 1.5 v: -2 } "
+                               "random_offset_to { v: 1.5 v: -2 }")
+    y, x = np.indices((3, 4))
+    np.testing.assert_allclose(field[0], np.stack([y + 1.5, x - 2], axis=-1))
+    flips = {tuple(deformation_map_of("ny: 2 nx: 2 random_mirror_flag { v: 0 v: 1 }", seed=k)
+                   [0, 0, 0]) for k in range(20)}
+    assert flips == {(0.0, 0.0), (0.0, 2.0)}      # x mirrored about n / 2 = 1, or not; y kept
+
+
+def test_create_deformation_draws_the_centre_from_a_pdf_or_labels():
+    """A single drawable pixel (1, 3) of a 5 x 6 bottom: the tile centre lands there, plus
+    caffe_unet's half pixel (its centres are n / 2 and (n - 1) / 2)."""
+    pdf = Blob((1, 1, 5, 6))
+    pdf.data[0, 0, 1, 3] = 1.0
+    expected = (0 - 2 + 2.5 + (1 - 2), 0 - 2 + 3 + (3 - 2.5))     # output pixel (0, 0)
+    field = deformation_map_of("ny: 4 nx: 4 random_offset_range_from_pdf: true", pdf)
+    np.testing.assert_allclose(field[0, 0, 0], expected)
+    labels = Blob((1, 1, 5, 6))
+    labels.data[...] = 7
+    labels.data[0, 0, 1, 3] = 1
+    field = deformation_map_of("ny: 4 nx: 4 random_offset_range_from_ignore_label: 7", labels)
+    np.testing.assert_allclose(field[0, 0, 0], expected)
+    with pytest.raises(NetError, match="has no pixel to draw"):
+        deformation_map_of("ny: 4 nx: 4 random_offset_range_from_pdf: true", Blob((1, 1, 5, 6)))
+
+
+def test_create_deformation_bspline_field_has_the_spline_std():
+    """Each displacement is a weighted sum of N(0, m^2) control values: its std is
+    m * sqrt(sum of the squared weights), 0.48 m at a control point."""
+    fields = np.stack([deformation_map_of(
+        "ny: 8 nx: 8 random_elastic_grid_spacing { v: 4 v: 4 } "
+        "random_elastic_deform_magnitude { v: 10 v: 20 }", seed=k) for k in range(400)])
+    weight = np.sqrt(np.sum(np.square(deform.bspline_weights(0.0))))      # 0.6939 per axis
+    for component, magnitude in ((0, 10), (1, 20)):                   # at output pixel (0, 0)
+        assert fields[:, 0, 0, 0, component].std() == pytest.approx(magnitude * weight ** 2,
+                                                                     rel=0.12)
+
+
+def test_create_deformation_bad_vectors():
+    with pytest.raises(NetError, match="random_elastic_grid_spacing needs 2 value"):
+        deformation_map_of("ny: 4 nx: 4 random_elastic_grid_spacing { v: 4 }")
+    with pytest.raises(NetError, match="3-d deformation"):
+        deformation_map_of("nz: 3 ny: 4 nx: 4 ncomponents: 3")
+    with pytest.raises(NetError, match="needs a bottom to draw from"):
+        deformation_map_of("ny: 4 nx: 4 random_offset_range_from_in_blob_shape: true")
+
+
+def test_value_augmentation_layer_draws_smooth_increasing_curves():
+    layer = make_layer('name: "va" type: "ValueAugmentation" value_augmentation_param { '
+                       'black_from: 0 black_to: 0.1 white_from: 0.9 white_to: 1 }')
+    x = np.tile(np.linspace(0, 1, 50), (2, 3, 1, 1))
+    y = run_forward(layer, x)[0]
+    assert np.all(np.diff(y, axis=-1) > 0)                      # increasing
+    slopes = np.diff(y, axis=-1) * 49
+    assert slopes[..., 5:-5].min() > 0.5 and slopes[..., 5:-5].max() < 1.7
+    assert len({tuple(c.ravel().round(6)) for c in y.reshape(6, -1)}) == 6   # one per channel

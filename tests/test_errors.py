@@ -29,9 +29,14 @@ def setup_layer(text, bottoms=(), tops=1):
 
 
 @pytest.mark.parametrize("params,message", [
-    ("nz: 3 ny: 4 nx: 4", r"3-d deformation \(nz\) is not supported"),
-    ("ny: 4 nx: 6", "needs ny = nx > 0 \\(a square output tile\\), got ny 4, nx 6"),
+    ("nz: 3 ny: 4 nx: 4", r"3-d deformation \(nz > 0\) is not supported yet"),
+    ("ny: 0 nx: 6", "needs ny > 0 and nx > 0, got ny 0, nx 6"),
     ("ny: 4 nx: 4 ncomponents: 3", "ncomponents must be 2"),
+    ("ny: 4 nx: 4 random_rotate_from { v: 0 v: 1 }", "random_rotate_from needs 1 value"),
+    ("ny: 4 nx: 4 random_elastic_grid_spacing { v: 0 v: 4 }",
+     "random_elastic_grid_spacing must be at least 1 px"),
+    ("ny: 4 nx: 4 random_offset_range_from_pdf: true random_offset_range_from_ignore_label: 2",
+     "give at most one of random_offset_range_from_in_blob_shape"),
 ])
 def test_create_deformation_errors(params, message):
     with pytest.raises(NetError, match=message):
@@ -42,7 +47,11 @@ def test_create_deformation_errors(params, message):
 @pytest.mark.parametrize("params,bottoms,message", [
     ('extrapolation: "wrap"', [(1, 1, 4, 4), (1, 4, 4, 2)], "extrapolation 'wrap' is not one of"),
     ('output_shape_from: "label"', [(1, 1, 4, 4), (1, 4, 4, 2)],
-     "output_shape_from 'label' must be the layer's third bottom"),
+     "output_shape_from 'label' names no blob made before this layer"),
+    ('output_shape_from: "label"', [(1, 1, 4, 4), (1, 4, 4, 2), (1, 1, 2, 2)],
+     "output_shape_from 'label' differs from the third bottom"),
+    ('', [(1, 1, 4, 4), (1, 4, 4, 2), (1, 1, 3, 3)],
+     "an output of 3x3 must be the centre of the 4x4 map"),
     ("", [(1, 1, 4, 4), (2, 4, 4, 2)], r"must be a \(N, ny, nx, 2\) map for the 1 item"),
 ])
 def test_apply_deformation_errors(params, bottoms, message):

@@ -101,8 +101,8 @@ def small_unet_on_tiff_data(folder):
     return 'name: "unet-small" layer { name: "data" type: "TiffData" top: "data" top: "label" ' \
         f'top: "weights" tiff_data_param {{ image: "{folder}/volume.tif" label: ' \
         f'"{folder}/labels.tif" tile_size: 60 label_size: 20 w0: 10 sigma: 5 }} ' \
-        'create_deformation_param { deform_std: 10 grid_points: 3 random_mirror: true ' \
-        'random_rotate_from: 0 random_rotate_to: 360 } } ' + \
+        'create_deformation_param { deform_std: 10 grid_points: 3 random_mirror_flag { v: 1 ' \
+        'v: 1 } random_rotate_from { v: 0 } random_rotate_to { v: 360 } } } ' + \
         text[text.index('layer {\n  name: "conv_d0a-b"'):]
 
 

@@ -206,6 +206,23 @@ def test_split(count, precision):
                         tops=count)
 
 
+@given(st.integers(1, 3), precisions)
+def test_value_transformation(channels, precision):
+    values = " ".join(f"v: {v}" for v in (0.5, -2, 3)[:channels])
+    text = (f'name: "vt" type: "ValueTransformation" value_transformation_param {{ '
+            f'offset {{ {values} }} scale {{ v: 1.5 }} }}')
+    assert_same_on_both(text, [normal(2, channels, 4, 5)], precision, down=[True])
+
+
+@given(st.integers(0, 3), precisions)
+def test_value_augmentation(insertions, precision):
+    """The curves are drawn on the host, so both backends apply the same ones."""
+    text = ('name: "va" type: "ValueAugmentation" value_augmentation_param { '
+            f'black_from: 0 black_to: 0.1 white_from: 0.9 white_to: 1 '
+            f'n_control_point_insertions: {insertions} }}')
+    assert_same_on_both(text, [np.random.default_rng(0).random((2, 2, 5, 6))], precision)
+
+
 # ---------------------------------------------------------------- data layers
 def tiff_text(folder, tile, label, deformation):
     return (f'name: "data" type: "TiffData" tiff_data_param {{ image: "{folder}/volume.tif" '
@@ -227,10 +244,13 @@ def stack_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("deformation", [
     "",
-    "create_deformation_param { deform_std: 10 grid_points: 3 random_mirror: true "
-    "random_rotate_from: 0 random_rotate_to: 360 } "
-    "value_augmentation_param { black_from: -0.1 black_to: 0.1 white_from: 0.9 white_to: 1.1 }"],
-    ids=["plain", "deformed"])
+    "create_deformation_param { deform_std: 10 grid_points: 3 random_mirror_flag { v: 1 v: 1 } "
+    "random_rotate_from { v: 0 } random_rotate_to { v: 360 } } "
+    "value_augmentation_param { black_from: -0.1 black_to: 0.1 white_from: 0.9 white_to: 1.1 }",
+    "create_deformation_param { random_elastic_grid_spacing { v: 12 v: 12 } "
+    "random_elastic_deform_magnitude { v: 3 v: 3 } random_offset_from { v: -2 v: -2 } "
+    "random_offset_to { v: 2 v: 2 } }"],
+    ids=["plain", "paper", "caffe_unet"])
 @pytest.mark.parametrize("precision", PRECISIONS, ids=["float64", "float32"])
 def test_tiff_data_samples_the_same_tiles_on_the_gpu(stack_folder, deformation, precision):
     """The stacks live on the GPU and are sampled there (cupyx.scipy.ndimage); the random
@@ -260,9 +280,10 @@ def test_tiff_data_samples_the_same_tiles_on_the_gpu(stack_folder, deformation, 
 @pytest.mark.parametrize("precision", PRECISIONS, ids=["float64", "float32"])
 def test_create_and_apply_deformation(interpolation, extrapolation, precision):
     create = ('name: "def" type: "CreateDeformation" create_deformation_param { batch_size: 2 '
-              'ny: 12 nx: 12 ncomponents: 2 deform_std: 5 grid_points: 3 random_mirror: true '
-              'random_rotate_from: 0 random_rotate_to: 360 random_offset_range_from: 0 '
-              'random_offset_range_to: 3 }')
+              'ny: 12 nx: 12 ncomponents: 2 random_elastic_grid_spacing { v: 4 v: 5 } '
+              'random_elastic_deform_magnitude { v: 2 v: 3 } random_mirror_flag { v: 1 v: 1 } '
+              'random_rotate_from { v: 0 } random_rotate_to { v: 360 } '
+              'random_offset_from { v: -3 v: 0 } random_offset_to { v: 3 v: 1 } }')
     maps = run_layer(np, create, [], precision[0])["top 0"]
     assert_close(maps, run_layer(cupy, create, [], precision[0])["top 0"], precision[1], "map")
     apply = (f'name: "apply" type: "ApplyDeformation" apply_deformation_param {{ '

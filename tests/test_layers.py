@@ -410,7 +410,15 @@ def test_softmax_loss_hand_cases():
     assert float(loss) == pytest.approx(np.log(2))
     weights = np.array([[[[1.0, 3.0]]]])
     loss = run_forward(make_layer(loss_text()), scores, labels, weights)[0]
-    assert float(loss) == pytest.approx(4 * np.log(2) / 2)      # weights scale terms, not Z
+    assert float(loss) == pytest.approx(4 * np.log(2) / 4)      # caffe_unet: Z = 1 + 3
+    full = run_forward(make_layer(loss_text("normalization: FULL")), scores, labels, weights)[0]
+    assert float(full) == pytest.approx(4 * np.log(2) / 2)      # Z = 2 pixels
+    one = run_forward(make_layer(loss_text("ignore_label: 1")), scores, labels, weights)[0]
+    assert float(one) == pytest.approx(1 * np.log(2) / 1)       # only pixel 0 counts: Z = 1
+    small = run_forward(make_layer(loss_text()), scores, labels, weights / 8)[0]
+    assert float(small) == pytest.approx(0.5 * np.log(2))       # Z = max(1, 0.5)
+    zero = run_forward(make_layer(loss_text()), scores, labels, 0 * weights)[0]
+    assert float(zero) == 0.0                                   # caffe_unet: no weight, no loss
     ignore = run_forward(make_layer(loss_text("ignore_label: 1")), scores, labels)[0]
     assert float(ignore) == pytest.approx(np.log(2))            # one valid pixel, Z = 1
     assert float(run_forward(make_layer(loss_text("ignore_label: 1 normalization: FULL")),
@@ -471,3 +479,16 @@ def test_accuracy_hand_case():
 def test_layer_blob_count_rules():
     with pytest.raises(NetError, match="takes 2 bottom blob\\(s\\), got 1"):
         run_forward(make_layer('name: "c" type: "Crop"'), np.zeros((1, 1, 2, 2)))
+
+
+def test_value_transformation_hand_case_and_gradients():
+    text = ('name: "vt" type: "ValueTransformation" value_transformation_param { '
+            'offset { v: 1 v: -1 } scale { v: 2 } }')
+    x = np.arange(8, dtype=float).reshape(1, 2, 2, 2)
+    y = run_forward(make_layer(text), x)[0]
+    np.testing.assert_allclose(y[0, 0], (x[0, 0] + 1) * 2)
+    np.testing.assert_allclose(y[0, 1], (x[0, 1] - 1) * 2)
+    assert_gradients(make_layer(text), RNG.standard_normal((2, 2, 3, 3)))
+    with pytest.raises(NetError, match="offset gives 3 values for 2 channels"):
+        run_forward(make_layer('name: "vt" type: "ValueTransformation" '
+                               'value_transformation_param { offset { v: 1 v: 2 v: 3 } }'), x)

@@ -23,7 +23,7 @@ def test_scalars_enums_bools_comments_separators():
                 loss_weight: -inf include { phase: TRAIN } }''')
     layer = m.layer[0]
     assert m.name == "it's" and m.force_backward is True
-    assert layer.pooling_param.pool == "AVE" and layer.pooling_param.kernel_size == 3
+    assert layer.pooling_param.pool == "AVE" and layer.pooling_param.kernel_size == [3]
     assert layer.loss_weight[:3] == [1e-4, 0.5, -3.0]
     assert layer.loss_weight[3] == math.inf and layer.loss_weight[4] == -math.inf
     assert layer.include[0].phase == "TRAIN"

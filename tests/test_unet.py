@@ -29,8 +29,20 @@ def test_unet_572_gives_388_with_release_names_and_31m_params():
     assert sum(b.count for b in net.learnable_params) == 31_030_658
     convs = [l for l in net.layers if l.type in ("Convolution", "Deconvolution")]
     assert len([l for l in convs if l.type == "Convolution"]) == 19
-    assert {"conv_d0a-b", "pool_d0c-1a", "dropout_d3c", "dropout_d4c", "upconv_d4c_u3a",
-            "crop_d3c-d3cc", "concat_d3cc_u3a-b", "conv_u3b-c", "conv_u0d-score"} <= set(net.layer_names)
+    assert {"conv_d0a-b", "pool_d0c-1a", "upconv_d4c_u3a", "crop_d3c-d3cc",
+            "concat_d3cc_u3a-b", "conv_u3b-c", "conv_u0d-score"} <= set(net.layer_names)
+
+
+def test_release_widths_multipliers_and_train_only_dropout():
+    """As the 2015 release: upconv_u1d_u0a keeps 128 outputs (31,100,354 parameters), every
+    bias learns at twice the rate without weight decay, and dropout runs only in training."""
+    release = unetcore.Net(PROTOTXT / "unet-release-deploy.prototxt")
+    assert sum(b.count for b in release.learnable_params) == 31_100_354
+    assert release.blobs["u0a"].shape[1] == 128 and release.blobs["u0b"].shape[1] == 192
+    train = unetcore.Net(PROTOTXT / "unet-train-inputs.prototxt", unetcore.TRAIN)
+    assert [l.name for l in train.layers if l.type == "Dropout"] == ["dropout_d3c", "dropout_d4c"]
+    assert not [l for l in release.layers if l.type == "Dropout"]
+    assert train.lr_mults[:2] == [1, 2] and train.decay_mults[:2] == [1, 0]
 
 
 def test_valid_sizes_are_16k_plus_60():

@@ -98,8 +98,24 @@ def overlap_tile_numbers():
             f"{padded - 512 - margin} after it.\n")
 
 
+def loss_normalizer():
+    """The two normalizers of a weighted SoftmaxWithLoss on the README demo's training stack."""
+    from .data.synth import synth_stack
+    from .data.stacks import to_classes
+    from .data.weightmap import weight_stack
+    _, labels = synth_stack(8, 256, 0, 40)          # `unetcore synth`'s training stack
+    weights = weight_stack(to_classes(labels, 2, "synth"), 10.0, 5.0, 2)
+    mean = float(weights.mean())
+    return (f"On the README demo's training stack (8 synthetic slices of 256 x 256, w0 = 10, "
+            f"sigma = 5) the weights average {mean:.3f} (from {weights.min():.2f} to "
+            f"{weights.max():.2f}). On a tile without ignored pixels the caffe_unet normalizer "
+            f"Z = sum(w) is then about {mean:.2f} times the pixel count, so the same net on the "
+            f"same data reports a loss, and takes gradient steps, {mean:.2f} times smaller "
+            f"than with `normalization: FULL`.\n")
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
-          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers}
+          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer}
 
 
 def figures():
@@ -114,8 +130,7 @@ def figures():
     images, labels = synth_stack(1, 192, seed=3)
     image, label = images[0], labels[0]
     rng = np.random.default_rng(5)
-    field = deform.elastic_displacements((192, 192), rng, 3, 10.0)
-    coords = deform.tile_coordinates(192, (95.5, 95.5), displacements=field)
+    coords = np.indices((192, 192), dtype=float) + deform.paper_displacements((192, 192), rng)
     grid = image.copy()
     grid[::16, :] = 255
     grid[:, ::16] = 255

@@ -49,33 +49,39 @@ class ConvGeometry:
                                                  self.pad, self.dilation))
 
 
-def geometry_from_param(conv_param, layer_name):
-    """Kernel, stride, pad and dilation of a ConvolutionParameter, with Caffe's rules."""
+def spatial_pair(values, what, error):
+    """One value per spatial axis of a 2-d layer from a repeated field: 1 value for both, or 2.
+    `error` makes the exception (the layer's error, which names it)."""
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return tuple(values)
+    raise error(f"{what} gives {len(values)} values: {len(values)} spatial axes, but "
+                "unetcore's layers are 2-d for now; give 1 value, or 2 (height, width)")
+
+
+def geometry_from_param(conv_param, error):
+    """Kernel, stride, pad and dilation of a ConvolutionParameter, with Caffe's rules;
+    `error` makes the exception for a bad field (the layer's error, which names it)."""
     def pair(values, h, w, default, what):
         if conv_param.has(h) or conv_param.has(w):
             if values:
-                raise NetError(f"layer '{layer_name}': give either {what} or {h}/{w}, not both")
+                raise error(f"give either {what} or {h}/{w}, not both")
             return (getattr(conv_param, h), getattr(conv_param, w))
         if not values:
             return (default, default)
-        if len(values) == 1:
-            return (values[0], values[0])
-        if len(values) == 2:
-            return tuple(values)
-        raise NetError(f"layer '{layer_name}': {what} takes 1 or 2 values for a 2-d "
-                       f"convolution, got {len(values)}")
+        return spatial_pair(values, what, error)
 
     kernel = pair(conv_param.kernel_size, "kernel_h", "kernel_w", None, "kernel_size")
     if None in kernel:
-        raise NetError(f"layer '{layer_name}': convolution_param needs kernel_size "
-                       "(or kernel_h and kernel_w)")
+        raise error("convolution_param needs kernel_size (or kernel_h and kernel_w)")
     stride = pair(conv_param.stride, "stride_h", "stride_w", 1, "stride")
     pad = pair(conv_param.pad, "pad_h", "pad_w", 0, "pad")
     dilation = pair(conv_param.dilation, "dilation_h", "dilation_w", 1, "dilation")
     for name, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
                               ("pad", pad, 0), ("dilation", dilation, 1)):
         if min(values) < low:
-            raise NetError(f"layer '{layer_name}': {name} must be >= {low}, got {values}")
+            raise error(f"{name} must be >= {low}, got {values}")
     return ConvGeometry(kernel, stride, pad, dilation)
 
 

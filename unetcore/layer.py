@@ -44,6 +44,7 @@ class Layer:
         self.xp = xp
         self.rng = rng if rng is not None else np.random.default_rng()
         self.blobs = []             # learnable parameters (Blob), filled by setup
+        self.net_blobs = {}         # the net's blobs so far, by name (Caffe's parent_net())
 
     # ---- the interface a layer implements
     def setup(self, bottom, top):

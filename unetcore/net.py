@@ -197,6 +197,7 @@ class Net:
                                "in-place layer, with top equal to its bottom, may reuse a name)")
             self.blobs[name] = Blob((), self.dtype, self.xp)
             tops.append(self.blobs[name])
+        layer.net_blobs = self.blobs
         layer.check_blob_counts(bottoms, tops)
         layer.setup(bottoms, tops)
         layer.reshape(bottoms, tops)

@@ -70,9 +70,9 @@ message("ConvolutionParameter",
         F("weight_filler", "FillerParameter"), F("bias_filler", "FillerParameter"),
         F("engine", "enum", enum=ENGINE), F("axis", "int", 1), F("force_nd_im2col", "bool", False))
 message("PoolingParameter",
-        F("pool", "enum", enum=("MAX", "AVE", "STOCHASTIC")), F("pad", "int", 0),
-        F("pad_h", "int", 0), F("pad_w", "int", 0), F("kernel_size", "int"),
-        F("kernel_h", "int"), F("kernel_w", "int"), F("stride", "int", 1),
+        F("pool", "enum", enum=("MAX", "AVE", "STOCHASTIC")), R("pad", "int"),
+        F("pad_h", "int", 0), F("pad_w", "int", 0), R("kernel_size", "int"),
+        F("kernel_h", "int"), F("kernel_w", "int"), R("stride", "int"),
         F("stride_h", "int"), F("stride_w", "int"), F("engine", "enum", enum=ENGINE),
         F("global_pooling", "bool", False), F("round_mode", "enum", enum=("CEIL", "FLOOR")))
 message("ReLUParameter", F("negative_slope", "float", 0.0), F("engine", "enum", enum=ENGINE))
@@ -98,23 +98,34 @@ message("TiffDataParameter",
         F("batch_size", "int", 1), F("tile_size", "int", 0), F("label_size", "int", 0),
         F("scale", "float", 0.0), F("mean", "float", 0.0), F("num_classes", "int", 2),
         F("w0", "float", 10.0), F("sigma", "float", 5.0))
-# Augmentation, with the parameters of caffe_unet's CreateDeformation/ApplyDeformation.
+# caffe_unet's vectors: one value per spatial axis (z, y, x or y, x), written { v: 1 v: 2 }.
+message("VectorInt32", R("v", "int"))
+message("VectorFloat", R("v", "float"))
+# caffe_unet's augmentation layers, field for field (src/caffe/proto/caffe.proto at e9ff07f),
+# with unetcore's own deform_std and grid_points: the paper's elastic deformation on a
+# grid_points x grid_points grid spanning the tile (used when random_elastic_grid_spacing is
+# not given), and TiffData's tile source.
 message("CreateDeformationParameter",
-        F("batch_size", "int", 1), F("nz", "int", 0), F("ny", "int", 0), F("nx", "int", 0),
-        F("ncomponents", "int", 2), F("random_elastic_grid_spacing", "BlobShape"),
-        F("random_elastic_deform_magnitude", "BlobShape"),
-        F("grid_spacing", "int", 0), F("deform_std", "float", 10.0), F("grid_points", "int", 3),
-        F("random_rotate_from", "float", 0.0), F("random_rotate_to", "float", 0.0),
-        F("random_offset_range_from", "float", 0.0), F("random_offset_range_to", "float", 0.0),
-        F("random_mirror", "bool", False), F("random_seed", "int", -1))
+        F("voxel_relsize_z", "float", 1.0), F("batch_size", "int", 1), F("nz", "int", 0),
+        F("ny", "int", 0), F("nx", "int", 0), F("ncomponents", "int", 2),
+        F("random_elastic_grid_spacing", "VectorInt32"),
+        F("random_elastic_deform_magnitude", "VectorFloat"),
+        F("random_rotate_from", "VectorFloat"), F("random_rotate_to", "VectorFloat"),
+        F("random_offset_from", "VectorFloat"), F("random_offset_to", "VectorFloat"),
+        F("random_offset_range_from_in_blob_shape", "bool", False),
+        F("random_offset_range_from_pdf", "bool", False),
+        F("random_offset_range_from_ignore_label", "int", 0),
+        F("random_mirror_flag", "VectorInt32"),
+        F("deform_std", "float", 10.0), F("grid_points", "int", 3))
 message("ApplyDeformationParameter",
         F("interpolation", "string", "linear"), F("extrapolation", "string", "mirror"),
-        F("output_shape_from", "string"))
+        F("output_shape_from", "string", ""))
 message("ValueAugmentationParameter",
         F("black_from", "float", 0.0), F("black_to", "float", 0.0),
-        F("slope_min", "float", 1.0), F("slope_max", "float", 1.0),
-        F("white_from", "float", 1.0), F("white_to", "float", 1.0), F("lut_size", "int", 256),
-        F("random_seed", "int", -1))
+        F("white_from", "float", 1.0), F("white_to", "float", 1.0),
+        F("slope_min", "float", 0.666), F("slope_max", "float", 1.5),
+        F("n_control_point_insertions", "int", 2), F("lut_size", "int", 256))
+message("ValueTransformationParameter", F("offset", "VectorFloat"), F("scale", "VectorFloat"))
 
 # Caffe layer parameters that unetcore parses but does not implement.
 OPEN_LAYER_PARAMS = (
@@ -144,6 +155,7 @@ message("LayerParameter",
         F("create_deformation_param", "CreateDeformationParameter"),
         F("apply_deformation_param", "ApplyDeformationParameter"),
         F("value_augmentation_param", "ValueAugmentationParameter"),
+        F("value_transformation_param", "ValueTransformationParameter"),
         *(F(name, "Open_" + name) for name in OPEN_LAYER_PARAMS))
 message("Open_V1LayerParameter", open=True)
 message("NetParameter",

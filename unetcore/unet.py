@@ -12,6 +12,8 @@ from pathlib import Path
 
 
 def _conv(name, bottom, top, num_output, kernel, stride=1, deconv=False):
+    """A (de)convolution with the release's learning-rate and decay multipliers: the weights
+    at 1 and 1, the bias at twice the rate and without weight decay."""
     kind = "Deconvolution" if deconv else "Convolution"
     stride_line = f"\n    stride: {stride}" if stride != 1 else ""
     return f"""layer {{
@@ -19,6 +21,8 @@ def _conv(name, bottom, top, num_output, kernel, stride=1, deconv=False):
   type: "{kind}"
   bottom: "{bottom}"
   top: "{top}"
+  param {{ lr_mult: 1 decay_mult: 1 }}
+  param {{ lr_mult: 2 decay_mult: 0 }}
   convolution_param {{
     num_output: {num_output}
     kernel_size: {kernel}{stride_line}
@@ -61,8 +65,11 @@ def crop_offsets(depth, size=None):
     return offsets
 
 
-def layers_text(depth=4, channels=64, classes=2, dropout_levels=2, dropout=0.5):
-    """The layers from 'data' to 'score' of a U-Net."""
+def layers_text(depth=4, channels=64, classes=2, dropout_levels=2, dropout=0.5,
+                release=False):
+    """The layers from 'data' to 'score' of a U-Net. `release`: the widths of the published
+    2015 Caffe model, whose last up-convolution (upconv_u1d_u0a) keeps 2 * channels outputs
+    where Fig. 1 of the paper halves them to `channels`."""
     parts, bottom = [], "data"
     width = lambda level: channels * 2 ** level          # noqa: E731
     for level in range(depth + 1):
@@ -73,6 +80,7 @@ def layers_text(depth=4, channels=64, classes=2, dropout_levels=2, dropout=0.5):
         parts.append(_relu(f"{d}c"))
         if level > depth - dropout_levels:
             parts.append(_simple(f"dropout_{d}c", "Dropout", [f"{d}c"], f"{d}c",
+                                 f"  include {{ phase: TRAIN }}\n"
                                  f"  dropout_param {{ dropout_ratio: {dropout} }}\n"))
         if level < depth:
             bottom = f"d{level + 1}a"
@@ -83,7 +91,8 @@ def layers_text(depth=4, channels=64, classes=2, dropout_levels=2, dropout=0.5):
     for level in reversed(range(depth)):
         u, d = f"u{level}", f"d{level}"
         name = f"upconv_{below}_{u}a"
-        parts.append(_conv(name, below, f"{u}a", width(level), 2, stride=2, deconv=True))
+        up_width = 2 * channels if release and level == 0 else width(level)
+        parts.append(_conv(name, below, f"{u}a", up_width, 2, stride=2, deconv=True))
         parts.append(_relu(f"{u}a"))
         parts.append(_simple(f"crop_{d}c-{d}cc", "Crop", [f"{d}c", f"{u}a"], f"{d}cc",
                              f"  crop_param {{ axis: 2 offset: {offsets[level]} }}\n"))
@@ -108,11 +117,12 @@ def output_size(size, depth):
     return up
 
 
-def deploy_text(name="unet", depth=4, channels=64, classes=2, size=572, in_channels=1):
+def deploy_text(name="unet", depth=4, channels=64, classes=2, size=572, in_channels=1,
+                release=False):
     head = (f'name: "{name}"\n'
             + _simple("input", "Input", [], "data",
                       f"  input_param {{ {_shape(1, in_channels, size, size)} }}\n"))
-    return head + layers_text(depth, channels, classes)
+    return head + layers_text(depth, channels, classes, release=release)
 
 
 def train_text(name="unet", depth=4, channels=64, classes=2, size=572, in_channels=1,
@@ -132,8 +142,10 @@ def tiff_data_layer(split, size, out, phase="TRAIN"):
     """The TiffData layer of the training nets: random tiles of the ISBI-layout stacks
     data/<split>-volume.tif and -labels.tif, weight maps computed from the labels, and at
     TRAIN the paper's augmentation (elastic deformation, rotation, mirroring)."""
-    augment = ('  create_deformation_param { deform_std: 10 grid_points: 3 random_mirror: true\n'
-               '    random_rotate_from: 0 random_rotate_to: 360 }\n') if phase == "TRAIN" else ""
+    augment = ('  create_deformation_param { deform_std: 10 grid_points: 3\n'
+               '    random_mirror_flag { v: 1 v: 1 }\n'
+               '    random_rotate_from { v: 0 } random_rotate_to { v: 360 } }\n') \
+        if phase == "TRAIN" else ""
     return (f'layer {{\n  name: "data"\n  type: "TiffData"\n  top: "data"\n  top: "label"\n'
             f'  top: "weights"\n  include {{ phase: {phase} }}\n  tiff_data_param {{\n'
             f'    image: "data/{split}-volume.tif"\n    label: "data/{split}-labels.tif"\n'
@@ -161,6 +173,7 @@ DEMO = dict(depth=4, channels=16, size=316)     # the README's CPU demo: the 201
 
 FILES = {
     "unet-deploy.prototxt": lambda: deploy_text("unet"),
+    "unet-release-deploy.prototxt": lambda: deploy_text("unet-release", release=True),
     "unet-train-inputs.prototxt": lambda: train_text("unet"),
     "unet-train.prototxt": lambda: tiff_train_text("unet"),
     "unet-solver.prototxt": lambda: solver_text("prototxt/unet-train.prototxt", 0.001, 10000,

@@ -1,0 +1,152 @@
+"""Nets written the way caffe_unet's (the Fiji U-Net plugin's Caffe) are written: single-quoted
+strings, `include: { phase: TRAIN }`, a layer per line, HDF5Data with four tops,
+CreateDeformation drawing the tile centre from a pdf, ApplyDeformation with
+output_shape_from, ValueAugmentation, ValueTransformation, leaky ReLU and Concat that crops.
+These are our own nets in that style (a 2-d cell net like 2d_cell_net_v0, and a 3-d net);
+they must parse, build, train and pass the gradient check."""
+import h5py
+import numpy as np
+import pytest
+
+import unetcore
+from unetcore.errors import NetError
+from unetcore.gradcheck import check_net, randomize_params
+from unetcore.prototxt import parse
+from unetcore.unet import output_size
+
+PARAMS = "param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }"
+
+
+def conv(name, bottom, top, outputs, kernel=3, kind="Convolution", stride=""):
+    return (f"layer {{ bottom: '{bottom}' top: '{top}' name: '{name}' type: '{kind}' {PARAMS} "
+            f"convolution_param {{ num_output: {outputs} pad: 0 kernel_size: {kernel} {stride}"
+            f"weight_filler {{ type: 'msra' }} }} }}\n")
+
+
+def leaky(blob):
+    return (f"layer {{ bottom: '{blob}' top: '{blob}' name: 'relu_{blob}' type: 'ReLU' "
+            f"relu_param {{ negative_slope: 0.1 }} }}\n")
+
+
+def cell_net(tile, depth=4, channels=64, h5_list="input_files.txt"):
+    """A 2-d cell net in caffe_unet's style: training data from HDF5 (data, labels, weights,
+    and weights2, the pdf of tile centres), deformed and grey-value augmented in the net."""
+    out = output_size(tile, depth)
+    text = ["name: 'cell_net'\n",
+            f"layer {{ top: 'data' top: 'labels' top: 'weights' top: 'weights2' name: 'loaddata' "
+            f"type: 'HDF5Data' hdf5_data_param {{ source: '{h5_list}' batch_size: 1 "
+            f"shuffle: false }} include: {{ phase: TRAIN }} }}\n",
+            f"layer {{ bottom: 'weights2' top: 'def' name: 'create_deformation' "
+            f"type: 'CreateDeformation' create_deformation_param {{ batch_size: 1 ny: {tile} "
+            f"nx: {tile} ncomponents: 2 random_elastic_grid_spacing {{ v: 150 v: 150 }} "
+            f"random_elastic_deform_magnitude {{ v: 10 v: 10 }} random_offset_range_from_pdf: "
+            f"true random_mirror_flag {{ v: 1 v: 1 }} random_rotate_from {{ v: 0 }} "
+            f"random_rotate_to {{ v: 360 }} }} include: {{ phase: TRAIN }} }}\n",
+            "layer { bottom: 'data' bottom: 'def' top: 'd0a' name: 'def_data-d0a' "
+            "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'linear' "
+            "extrapolation: 'mirror' } include: { phase: TRAIN } }\n",
+            "layer { bottom: 'd0a' top: 'd0a' name: 'val_aug-d0a' type: 'ValueAugmentation' "
+            "value_augmentation_param { black_from: -0.05 black_to: 0.05 slope_min: 0.8 "
+            "slope_max: 1.2 white_from: 0.95 white_to: 1.05 n_control_point_insertions: 2 } "
+            "include: { phase: TRAIN } }\n",
+            f"layer {{ top: 'd0a' name: 'input' type: 'Input' input_param {{ shape {{ dim: 1 "
+            f"dim: 1 dim: {tile} dim: {tile} }} }} include: {{ phase: TEST }} }}\n",
+            "layer { bottom: 'd0a' top: 'd0a_n' name: 'trafo_d0a' type: 'ValueTransformation' "
+            "value_transformation_param { offset { v: -0.5 } scale { v: 2 } } }\n"]
+    bottom = "d0a_n"
+    for level in range(depth + 1):
+        width = channels * 2 ** level
+        text += [conv(f"conv_d{level}a-b", bottom, f"d{level}b", width), leaky(f"d{level}b"),
+                 conv(f"conv_d{level}b-c", f"d{level}b", f"d{level}c", width),
+                 leaky(f"d{level}c")]
+        if level < depth:
+            bottom = f"d{level + 1}a"
+            text.append(f"layer {{ bottom: 'd{level}c' top: '{bottom}' name: 'pool_d{level}c' "
+                        f"type: 'Pooling' pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}\n")
+    below = f"d{depth}c"
+    for level in reversed(range(depth)):
+        width = channels * 2 ** level
+        text += [conv(f"upconv_{below}_u{level}a", below, f"u{level}a", width, 2,
+                      "Deconvolution", "stride: 2 "), leaky(f"u{level}a"),
+                 f"layer {{ bottom: 'u{level}a' bottom: 'd{level}c' top: 'u{level}b' "
+                 f"name: 'concat_d{level}c_u{level}a-b' type: 'Concat' }}\n",
+                 conv(f"conv_u{level}b-c", f"u{level}b", f"u{level}c", width), leaky(f"u{level}c"),
+                 conv(f"conv_u{level}c-d", f"u{level}c", f"u{level}d", width), leaky(f"u{level}d")]
+        below = f"u{level}d"
+    text += [conv("conv_u0d-score", "u0d", "score", 2, 1),
+             "layer { bottom: 'labels' bottom: 'def' top: 'labelcrop' name: 'def_label-crop' "
+             "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'nearest' "
+             "extrapolation: 'mirror' output_shape_from: 'score' } include: { phase: TRAIN } }\n",
+             "layer { bottom: 'weights' bottom: 'def' top: 'weightcrop' name: 'def_weight-crop' "
+             "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'linear' "
+             "extrapolation: 'mirror' output_shape_from: 'score' } include: { phase: TRAIN } }\n",
+             "layer { bottom: 'score' bottom: 'labelcrop' bottom: 'weightcrop' top: 'loss' "
+             "name: 'loss' type: 'SoftmaxWithLoss' include: { phase: TRAIN } }\n"]
+    assert out > 0
+    return "".join(text)
+
+
+def write_training_file(folder, size, seed=0):
+    """One HDF5 file of one image with labels, weights and a pdf, and the list naming it."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(folder / "train.h5", "w") as f:
+        f["data"] = rng.random((1, 1, size, size), dtype=np.float32)
+        f["labels"] = rng.integers(0, 2, (1, 1, size, size)).astype(np.float32)
+        f["weights"] = (1 + 9 * rng.random((1, 1, size, size))).astype(np.float32)
+        f["weights2"] = np.ones((1, 1, size, size), np.float32)
+    (folder / "input_files.txt").write_text("train.h5\n")
+    return folder / "input_files.txt"
+
+
+def test_the_2d_cell_net_builds_508_to_324_as_train_and_deploy_net(tmp_path):
+    source = write_training_file(tmp_path, 520)
+    param = parse(cell_net(508, h5_list=source), "NetParameter")
+    train = unetcore.Net(param, unetcore.TRAIN)
+    assert train.blobs["d0a"].shape == (1, 1, 508, 508)
+    assert train.blobs["score"].shape == (1, 2, 324, 324)
+    assert train.blobs["labelcrop"].shape == train.blobs["weightcrop"].shape == (1, 1, 324, 324)
+    assert train.blobs["u0b"].shape == (1, 128, 328, 328)       # Concat cropped d0c to u0a
+    deploy = unetcore.Net(param, unetcore.TEST)
+    assert deploy.blobs["score"].shape == (1, 2, 324, 324)
+    assert deploy.outputs == ["score"]
+    assert "loaddata" not in deploy.layer_names and "val_aug-d0a" not in deploy.layer_names
+
+
+def test_the_2d_cell_net_passes_the_gradient_check_end_to_end(tmp_path):
+    """Depth 2 and 2 channels at 44 px; the data layers redraw the same tile for every
+    evaluation (the checker restores each layer's random state)."""
+    source = write_training_file(tmp_path, 60)
+    param = parse(cell_net(44, depth=2, channels=2, h5_list=source), "NetParameter")
+    net = unetcore.Net(param, unetcore.TRAIN, dtype=np.float64, seed=0)
+    randomize_params(net, np.random.default_rng(1))
+    assert net.blobs["score"].shape == (1, 2, 4, 4)
+    results = check_net(net, max_checks=12, seed=2)
+    failed = [r.line() for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    assert len(results) == len(net.learnable_params)
+
+
+def test_the_2d_cell_net_trains(tmp_path):
+    source = write_training_file(tmp_path, 60)
+    solver_text = (f"net_param {{ {cell_net(44, depth=2, channels=4, h5_list=source)} }} "
+                   "base_lr: 0.01 momentum: 0.9 random_seed: 0")
+    solver = unetcore.get_solver(parse(solver_text, "SolverParameter"))
+    solver.step(3)
+    assert np.isfinite(solver.net.loss) and solver.iter == 3
+
+
+THREE_D = """name: '3d_net'
+layer { top: 'data' name: 'input' type: 'Input' input_param { shape { dim: 1 dim: 1 dim: 20 dim: 100 dim: 100 } } }
+layer { bottom: 'data' top: 'd0b' name: 'conv_d0a-b' type: 'Convolution' convolution_param { num_output: 8 pad: 0 kernel_size: 1 kernel_size: 3 kernel_size: 3 weight_filler { type: 'msra' } } }
+layer { bottom: 'd0b' top: 'd0b' name: 'relu_d0b' type: 'ReLU' relu_param { negative_slope: 0.1 } }
+layer { bottom: 'd0b' top: 'd1a' name: 'pool_d0b-1a' type: 'Pooling' pooling_param { pool: MAX kernel_size: 1 kernel_size: 2 kernel_size: 2 stride: 1 stride: 2 stride: 2 } }
+"""
+
+
+def test_3d_nets_in_that_style_parse_and_stop_at_their_first_3d_layer():
+    param = parse(THREE_D, "NetParameter")
+    assert list(param.layer[1].convolution_param.kernel_size) == [1, 3, 3]
+    assert list(param.layer[3].pooling_param.stride) == [1, 2, 2]
+    with pytest.raises(NetError, match=r"layer 'conv_d0a-b' \(Convolution, .*\): .*3 spatial "
+                                       r"axes.*2-d"):
+        unetcore.Net(param)
