@@ -108,10 +108,64 @@ def _solver_options(f):
                         help="Solver field snapshot: iterations between snapshots.")(f)
 
 
+def _modeldef_solver(path, images_path, labels_path, element_size, folder):
+    """The Fiji plugin's fine-tuning set-up for a .modeldef.h5: the training blobs of every
+    image (the plugin's labels, weights and sampling pdf) in HDF5 files under `folder`, and
+    the model's solver with its net reading them."""
+    import h5py
+
+    from .data.stacks import read_stack, to_classes
+    from .modeldef import read_modeldef, rescale, training_blobs
+    from .prototxt import parse
+    model = read_modeldef(path)
+    net_param = parse(model.model_prototxt, "NetParameter", f"{path}:/model_prototxt")
+    feeders = [layer for layer in net_param.layer if layer.type == "HDF5Data"]
+    if not feeders:
+        raise UnetcoreError(f"{path}: the model has no HDF5Data layer for training data")
+    tops = list(feeders[0].top)
+    images = _read_model_images(images_path, 1, model, element_size)
+    labels, num_classes = read_stack(labels_path, "label"), max(len(model.class_names), 2)
+    if num_classes > 2:
+        labels = to_classes(labels, num_classes, labels_path)
+    if len(labels) != len(images):
+        raise UnetcoreError(f"{labels_path}: {len(labels)} label image(s) for {len(images)} "
+                            f"image(s) in {images_path}")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, (image, label) in enumerate(zip(images, labels)):
+        if element_size:
+            scale = tuple(a / b for a, b in zip(element_size, model.element_size_um))
+            label = np.rint(rescale(label[None].astype(np.float32), scale, order=0)[0])
+        if label.shape != image.shape[-2:]:
+            raise UnetcoreError(f"{labels_path}: label image {k} is {label.shape}, its image "
+                                f"{image.shape[-2:]}")
+        blobs = [image] + [b[None] for b in training_blobs(label.astype(int), model)]
+        files.append(folder / f"train-{k}.h5")
+        with h5py.File(files[-1], "w") as f:
+            for name, blob in zip(tops, blobs):
+                f[name] = blob[None].astype(np.float32)
+    (folder / "input_files.txt").write_text("".join(f"{p.resolve()}\n" for p in files))
+    feeders[0].hdf5_data_param.set("source", str(folder / "input_files.txt"))
+    solver = parse(model.solver_prototxt, "SolverParameter", f"{path}:/solver_prototxt")
+    for field in ("net", "train_net", "train_net_param", "test_net", "test_net_param",
+                  "test_iter"):
+        solver.clear(field)
+    return solver.set("net_param", net_param).set("test_interval", 0)
+
+
 @main.command()
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--solver", "solver_path", type=click.Path(dir_okay=False),
               help="Solver prototxt (or give a solver or net prototxt as MODEL).")
+@click.option("--modeldef", type=click.Path(dir_okay=False),
+              help="Fine-tune a Fiji U-Net plugin model (.modeldef.h5) on --images and "
+                   "--labels, as the plugin does.")
+@click.option("--images", type=click.Path(dir_okay=False), help="With --modeldef: TIFF images.")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="With --modeldef: TIFF labels: for a 2-class model a mask (0/255 or 0/1) or "
+                   "instance labels (object k = k), else a class per pixel (0 background).")
+@click.option("--element-size", type=float, nargs=2, default=None,
+              help="With --modeldef: the images' pixel size in um (y x).")
 @click.option("--weights", help="Initial weights (.caffemodel.h5); comma-separate several.")
 @click.option("--snapshot", "resume", type=click.Path(dir_okay=False),
               help="Resume from a .solverstate.h5.")
@@ -123,16 +177,24 @@ def _solver_options(f):
 @click.option("--sighup-effect", type=click.Choice(["stop", "snapshot", "none"]),
               default="snapshot", show_default=True)
 @_solver_options
-def train(model, solver_path, weights, resume, gpu, log_path, sigint_effect, sighup_effect,
-          snapshot_every, **flags):
+def train(model, solver_path, modeldef, images, labels, element_size, weights, resume, gpu,
+          log_path, sigint_effect, sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
     from .logs import log_to
     from .solvers.solver import get_solver, signal_actions
     if weights and resume:
         raise UnetcoreError("give --weights or --snapshot, not both")
-    if bool(model) == bool(solver_path):
+    if modeldef:
+        if model or solver_path or not (images and labels):
+            raise UnetcoreError("--modeldef takes --images and --labels, and no other net")
+        stem = Path(flags["snapshot_prefix"] or Path(modeldef).name.split(".")[0])
+        param = _modeldef_solver(modeldef, images, labels, element_size,
+                                 stem.parent / f"{stem.name}-training-data")
+        flags["snapshot_prefix"] = str(stem)
+    elif bool(model) == bool(solver_path):
         raise UnetcoreError("give a solver prototxt (--solver S or as MODEL) or a net prototxt")
-    param = _solver_or_net(solver_path or model)
+    else:
+        param = _solver_or_net(solver_path or model)
     log_to(path=log_path)
     solver = get_solver(param, gpu=gpu, snapshot=snapshot_every, **flags)
     _require_data_layer(solver.net)
@@ -223,6 +285,23 @@ def _deploy_net(model, weights, tile, gpu):
     return net
 
 
+def _modeldef_net(path, weights, tile, gpu):
+    """The deploy net of a Fiji plugin model (.modeldef.h5), its weights, and the model."""
+    from .modeldef import read_modeldef
+    from .net import Net
+    from .prototxt import parse
+    model = read_modeldef(path)
+    net = Net(parse(model.model_prototxt, "NetParameter", f"{path}:/model_prototxt"), "TEST",
+              gpu=gpu)
+    if model.input_blob_name not in net.inputs:
+        raise UnetcoreError(f"{path}: input_blob_name '{model.input_blob_name}' is not an input "
+                            f"of the model's TEST net (its inputs: {', '.join(net.inputs) or 'none'})")
+    _square_input(net, path, tile or max(model.default_tile()))
+    net.copy_from(weights)
+    net.release_activations = True
+    return net, model
+
+
 def _read_images(path, channels, scale, mean):
     from .data.stacks import normalize_grey, read_tiff
     from .tiling import as_channel_images
@@ -230,7 +309,17 @@ def _read_images(path, channels, scale, mean):
     return as_channel_images(normalize_grey(stack, scale, mean, path), channels, path)
 
 
-def _segment_all(net, images, batch_budget_mb):
+def _read_model_images(path, channels, model, element_size):
+    """The images as the Fiji plugin feeds them to `model`: float, rescaled to its pixel
+    size, normalized by its normalization_type."""
+    from .data.stacks import read_tiff
+    from .modeldef import prepare_image
+    from .tiling import as_channel_images
+    stack = as_channel_images(read_tiff(path, "image").astype(np.float32), channels, path)
+    return [prepare_image(image, model, element_size) for image in stack]
+
+
+def _segment_all(net, images, batch_budget_mb, average_mirror=False):
     from tqdm import tqdm
 
     from .tiling import segment, softmax, tile_geometry, tile_origins, tiles_per_batch
@@ -238,17 +327,21 @@ def _segment_all(net, images, batch_budget_mb):
     count = sum(len(tile_origins(*im.shape[-2:], step)) for im in images)
     batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
     with tqdm(total=count, unit="tile", disable=not sys.stderr.isatty()) as bar:
-        return np.stack([softmax(segment(net, im, batch, bar.update)) for im in images])
+        return np.stack([softmax(segment(net, im, batch, bar.update, average_mirror))
+                         for im in images])
 
 
 @main.command()
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Label TIFF: class per pixel (2 classes: 0 and 255, as ISBI masks).")
-@click.option("--model", required=True, type=click.Path(dir_okay=False),
-              help="Deploy prototxt.")
+@click.option("--model", type=click.Path(dir_okay=False), help="Deploy prototxt.")
+@click.option("--modeldef", type=click.Path(dir_okay=False),
+              help="A Fiji U-Net plugin model (.modeldef.h5) instead of --model: its net, "
+                   "input normalization and pixel size.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False))
-@click.option("--tile", type=int, default=None, help="Input tile edge (default: the model's).")
+@click.option("--tile", type=int, default=None,
+              help="Input tile edge (default: the model's; with --modeldef, the plugin's).")
 @click.option("--probabilities", type=click.Path(dir_okay=False),
               help="Also write class probabilities (float32 TIFF, slices x classes x H x W).")
 @click.option("--gpu", type=int, default=None)
@@ -256,12 +349,30 @@ def _segment_all(net, images, batch_budget_mb):
               help="MiB of activations per forward; several tiles are batched when they fit.")
 @click.option("--scale", default=0.0, help="Grey values: (v - mean) * scale (default: to [0, 1]).")
 @click.option("--mean", default=0.0)
-def segment(image, output, model, weights, tile, probabilities, gpu, memory_mb, scale, mean):
+@click.option("--element-size", type=float, nargs=2, default=None,
+              help="With --modeldef: the image's pixel size in um (y x); it is rescaled to the "
+                   "model's (default: taken to be the model's, no rescaling).")
+@click.option("--average-mirror", is_flag=True,
+              help="Average each tile's scores over its mirror images (x, y, both).")
+def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
+            mean, element_size, average_mirror):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
     import tifffile
-    net = _deploy_net(model, weights, tile, gpu)
-    images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean)
-    probs = _segment_all(net, images, memory_mb)
+    if bool(model) == bool(modeldef):
+        raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
+    if modeldef:
+        if scale or mean:
+            raise UnetcoreError("--scale and --mean do not apply with --modeldef: the model "
+                                "definition says how to normalize (normalization_type)")
+        net, definition = _modeldef_net(modeldef, weights, tile, gpu)
+        images = _read_model_images(image, net.blobs[net.image_input].shape[1], definition,
+                                    element_size)
+    else:
+        if element_size:
+            raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
+        net = _deploy_net(model, weights, tile, gpu)
+        images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean)
+    probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
         labels *= 255

@@ -76,6 +76,11 @@ class Message:
             self._values[name] = value
         return self
 
+    def clear(self, name):
+        """Unset a field (it reads as its default again)."""
+        self._values.pop(name, None)
+        return self
+
     def location(self):
         file, line, col = self._where
         return f"{file}:{line}:{col}"

@@ -49,7 +49,21 @@ def tile_origins(height, width, step):
     return [(y, x) for y in range(0, height, step) for x in range(0, width, step)]
 
 
-def segment(net, image, batch=1, progress=None):
+def forward_tiles(net, tiles, average_mirror=False):
+    """The net's scores of a batch of tiles; with average_mirror, the mean over the tiles and
+    their mirror images (flipped in x, in y, in both), each flipped back (as the 2015
+    release's segmentation and caffe_unet's tiled_predict do)."""
+    input_name, output_name = net.image_input, net.outputs[0]
+    scores = to_numpy(net.forward(**{input_name: tiles})[output_name]).copy()
+    if average_mirror:
+        for axes in ((-1,), (-2,), (-2, -1)):
+            flipped = np.flip(tiles, axes).copy()
+            scores += np.flip(to_numpy(net.forward(**{input_name: flipped})[output_name]), axes)
+        scores /= 4
+    return scores
+
+
+def segment(net, image, batch=1, progress=None, average_mirror=False):
     """Scores (classes, H, W) of one (channels, H, W) image by overlap-tile."""
     input_name, output_name = net.image_input, net.outputs[0]
     tile, out, margin, step = tile_geometry(net, input_name, output_name)
@@ -63,7 +77,7 @@ def segment(net, image, batch=1, progress=None):
     for start in range(0, len(origins), batch):
         group = origins[start:start + batch]
         tiles = np.stack([padded[:, y:y + tile, x:x + tile] for y, x in group])
-        output = to_numpy(net.forward(**{input_name: tiles})[output_name])
+        output = forward_tiles(net, tiles, average_mirror)
         for (y, x), result in zip(group, output):
             scores[:, y:y + step, x:x + step] = result[:, :step, :step]
         if progress is not None:

@@ -25,14 +25,15 @@ def instances_of(labels):
     return labels.astype(np.int64)
 
 
-def nearest_two_distances(instances):
-    """d1, d2: distance of each pixel to the nearest and second-nearest instance (inf if none)."""
+def nearest_two_distances(instances, sampling=None):
+    """d1, d2: distance of each pixel to the nearest and second-nearest instance (inf if none),
+    in pixels, or in the units of `sampling` (the pixel size per axis)."""
     d1 = np.full(instances.shape, np.inf)
     d2 = np.full(instances.shape, np.inf)
     for index in np.unique(instances):
         if index == 0:
             continue
-        d = ndimage.distance_transform_edt(instances != index)
+        d = ndimage.distance_transform_edt(instances != index, sampling=sampling)
         d2 = np.minimum(d2, np.maximum(d1, d))      # the new second-smallest of (d1, d2, d)
         d1 = np.minimum(d1, d)
     return d1, d2
