@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import unetcore
-from unetcore.errors import NetError
+from unetcore.errors import NetError, PrototxtError
 from unetcore.gradcheck import check_net, randomize_params
 from unetcore.prototxt import parse
 from unetcore.unet import output_size
@@ -150,3 +150,12 @@ def test_3d_nets_in_that_style_parse_and_stop_at_their_first_3d_layer():
     with pytest.raises(NetError, match=r"layer 'conv_d0a-b' \(Convolution, .*\): .*3 spatial "
                                        r"axes.*2-d"):
         unetcore.Net(param)
+
+
+def test_a_misplaced_caffe_unet_field_names_the_message_it_belongs_in():
+    text = ("layer { name: 'def' type: 'CreateDeformation' top: 'def' create_deformation_param "
+            "{ ny: 4 nx: 4 interpolation: 'linear' } }")
+    with pytest.raises(PrototxtError, match=r"<string>:1:97: unknown field 'interpolation' in "
+                                            r"CreateDeformationParameter; it belongs in "
+                                            r"ApplyDeformationParameter"):
+        parse(text, "NetParameter")

@@ -187,3 +187,14 @@ def test_train_with_a_modeldef_fine_tunes_on_images_and_labels(model_files, tmp_
                          weights=str(tmp_path / "ft_iter_3.caffemodel.h5"))
     before = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST, weights=str(weights))
     assert not np.allclose(tuned.params["conv_d0a-b"][0].data, before.params["conv_d0a-b"][0].data)
+
+
+def test_segment_refuses_weights_that_leave_layers_random(model_files, tmp_path):
+    modeldef, weights, _ = model_files
+    with h5py.File(weights) as source, h5py.File(tmp_path / "part.caffemodel.h5", "w") as part:
+        source.copy("data/conv_d0a-b", part, "data/conv_d0a-b")
+    result = CliRunner().invoke(main, ["segment", str(modeldef.parent / "image.tif"), "-o",
+                                       str(tmp_path / "x.tif"), "--modeldef", str(modeldef),
+                                       "--weights", str(tmp_path / "part.caffemodel.h5")])
+    assert result.exit_code == 1
+    assert "part.caffemodel.h5: has no weights for layer(s) conv_d0b-c, conv_d1a-b" in result.output

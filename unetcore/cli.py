@@ -280,9 +280,17 @@ def _deploy_net(model, weights, tile, gpu):
     _require_image_input(net, model)
     _square_input(net, model, tile)
     if weights:
-        net.copy_from(weights)
+        _copy_all_weights(net, weights)
     net.release_activations = True          # forward only: keep just what later layers read
     return net
+
+
+def _copy_all_weights(net, path):
+    """Load weights for inference, refusing a file that leaves a learnable layer random."""
+    uncovered = sorted(set(net.params) - set(net.copy_from(path)))
+    if uncovered:
+        raise UnetcoreError(f"{path}: has no weights for layer(s) {', '.join(uncovered)} of the "
+                            "net; these weights belong to another net")
 
 
 def _modeldef_net(path, weights, tile, gpu):
@@ -297,7 +305,7 @@ def _modeldef_net(path, weights, tile, gpu):
         raise UnetcoreError(f"{path}: input_blob_name '{model.input_blob_name}' is not an input "
                             f"of the model's TEST net (its inputs: {', '.join(net.inputs) or 'none'})")
     _square_input(net, path, tile or max(model.default_tile()))
-    net.copy_from(weights)
+    _copy_all_weights(net, weights)
     net.release_activations = True
     return net, model
 

@@ -457,9 +457,10 @@ class Net:
 
     # ------------------------------------------------------------------ weights
     def copy_from(self, path):
-        """Load weights saved in Caffe's HDF5 layout (layers missing from the file keep theirs)."""
+        """Load weights saved in Caffe's HDF5 layout (layers missing from the file keep theirs);
+        the names of the layers copied."""
         from .snapshot import load_weights
-        load_weights(self, path)
+        return load_weights(self, path)
 
     def save(self, path):
         """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""

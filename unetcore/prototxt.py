@@ -164,6 +164,15 @@ def _describe(tok):
     return "end of file" if kind == "eof" else f"'{text}'"
 
 
+def _field_hint(msg, name):
+    """A close name in the message, or the messages where the field does belong."""
+    close = difflib.get_close_matches(name, list(msg._type.fields), n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    owners = sorted(t for t, m in MESSAGES.items() if name in m.fields and not t.startswith("Open_"))
+    return f"; it belongs in {', '.join(owners[:3])}" if owners else ""
+
+
 def parse(text, type_name="NetParameter", filename="<string>"):
     """Parse protobuf text into a Message of the given type."""
     tokens = _Tokens(text, filename)
@@ -211,9 +220,8 @@ def _parse_fields(tokens, type_name, closing, where):
 def _parse_field(tokens, msg, name, name_tok):
     spec = msg._type.fields.get(name)
     if spec is None:
-        hint = difflib.get_close_matches(name, list(msg._type.fields), n=1)
-        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-        tokens.fail(f"unknown field '{name}' in {msg.type_name}{suggestion}", name_tok)
+        tokens.fail(f"unknown field '{name}' in {msg.type_name}{_field_hint(msg, name)}",
+                    name_tok)
     if not spec.repeated and msg.has(name):
         tokens.fail(f"field '{name}' is set twice in {msg.type_name} (it is not repeated)",
                     name_tok)

@@ -54,6 +54,8 @@ def save_weights(net, path):
 
 
 def load_weights(net, path):
+    """Copy the layers of the file that the net has; the names of the layers copied."""
+    copied = []
     with open_h5(path) as f:
         if "data" not in f:
             raise DataError(f"{path}: no /data group; this is not a weights file in Caffe's "
@@ -61,6 +63,8 @@ def load_weights(net, path):
         for name, blobs in net.params.items():
             if name in f["data"]:
                 _copy_layer(f["data"][name], name, blobs, path)
+                copied.append(name)
+    return copied
 
 
 def _copy_layer(group, name, blobs, path):
