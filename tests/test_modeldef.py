@@ -198,3 +198,15 @@ def test_segment_refuses_weights_that_leave_layers_random(model_files, tmp_path)
                                        "--weights", str(tmp_path / "part.caffemodel.h5")])
     assert result.exit_code == 1
     assert "part.caffemodel.h5: has no weights for layer(s) conv_d0b-c, conv_d1a-b" in result.output
+
+
+def test_segment_refuses_a_padding_it_does_not_do(model_files, tmp_path):
+    modeldef = tmp_path / "zero.modeldef.h5"
+    write_modeldef(modeldef)
+    with h5py.File(modeldef, "a") as f:
+        del f["/unet_param/padding"]
+        f["/unet_param/padding"] = "zero"
+    result = CliRunner().invoke(main, ["segment", str(model_files[0].parent / "image.tif"), "-o",
+                                       str(tmp_path / "x.tif"), "--modeldef", str(modeldef),
+                                       "--weights", str(model_files[1])])
+    assert result.exit_code == 1 and "padding 'zero' is not supported yet" in result.output

@@ -299,6 +299,9 @@ def _modeldef_net(path, weights, tile, gpu):
     from .net import Net
     from .prototxt import parse
     model = read_modeldef(path)
+    if model.padding != "mirror":
+        raise UnetcoreError(f"{path}: padding '{model.padding}' is not supported yet; unetcore "
+                            "extends images by mirroring only")
     net = Net(parse(model.model_prototxt, "NetParameter", f"{path}:/model_prototxt"), "TEST",
               gpu=gpu)
     if model.input_blob_name not in net.inputs:
