@@ -348,3 +348,30 @@ def test_value_augmentation_layer_draws_smooth_increasing_curves():
     slopes = np.diff(y, axis=-1) * 49
     assert slopes[..., 5:-5].min() > 0.5 and slopes[..., 5:-5].max() < 1.7
     assert len({tuple(c.ravel().round(6)) for c in y.reshape(6, -1)}) == 6   # one per channel
+
+
+def test_value_augmentation_curves_by_hand():
+    from types import SimpleNamespace
+
+    from unetcore.data import value_augmentation as values
+    # fixed ends and slope 1: every inserted point is forced onto the line
+    p = SimpleNamespace(black_from=0.0, black_to=0.0, white_from=1.0, white_to=1.0,
+                        slope_min=1.0, slope_max=1.0, n_control_point_insertions=2)
+    np.testing.assert_allclose(values.control_points(np.random.default_rng(0), p),
+                               [0, 0.25, 0.5, 0.75, 1])
+    # slopes that no curve from 0 to 1 can keep: the draw fails
+    assert values.control_points(np.random.default_rng(0),
+                                 SimpleNamespace(**{**vars(p), "slope_min": 2.0,
+                                                    "slope_max": 3.0})) is None
+    # the LUT of a straight line: the Gaussian's window is cut at the extrapolated ends, so the
+    # curve bends towards the middle, by 0.0053 at the ends, antisymmetrically about 0.5 (as
+    # caffe_unet's matrices do)
+    lut = values.lut_matrix(2, 256) @ np.array([0.2, 0.6])
+    bend = lut - (0.2 + 0.4 * np.arange(256) / 255)
+    assert bend[0] == pytest.approx(0.0053, abs=1e-4)
+    assert np.abs(bend).max() == pytest.approx(bend[0])
+    np.testing.assert_allclose(bend, -bend[::-1], atol=1e-12)
+    # reading a LUT: linear between entries, clamped at the ends
+    np.testing.assert_allclose(values.apply_lut(np.array([0.0, 1.0, 4.0]),
+                                                np.array([-1, 0, 0.25, 0.5, 0.75, 1, 2])),
+                               [0, 0, 0.5, 1, 2.5, 4, 4])
