@@ -26,7 +26,9 @@ from unetcore.errors import SolverError
 from unetcore.logs import log
 from unetcore.net import TEST, TRAIN, Net
 from unetcore.prototxt import Message, parse_file
-from unetcore.snapshot import atomic_h5, open_h5, save_weights
+from unetcore.caffemodel import encode_solverstate
+from unetcore.snapshot import (atomic_file, atomic_h5, read_state, save_binary_weights,
+                               save_weights)
 
 from .lr_policies import learning_rate
 
@@ -336,23 +338,35 @@ class Solver:
     def snapshot_paths(self):
         prefix = self.param.snapshot_prefix or self.net.name
         stem = f"{prefix}_iter_{self.iter}"
+        if self.param.snapshot_format == "BINARYPROTO":
+            return Path(stem + ".caffemodel"), Path(stem + ".solverstate")
         return Path(stem + ".caffemodel.h5"), Path(stem + ".solverstate.h5")
 
     def snapshot(self):
-        """Write weights and solver state (each atomically); return both paths."""
+        """Write weights and solver state (each atomically): HDF5, unetcore's default and
+        caffe_unet's, or with snapshot_format: BINARYPROTO Caffe's binary protobuf."""
         model, state = self.snapshot_paths()
-        log(f"Snapshotting to HDF5 file {model}")
-        save_weights(self.net, model)
-        log(f"Snapshotting solver state to HDF5 file {state}")
-        with atomic_h5(state) as f:
-            f["iter"] = self.iter
-            f["learned_net"] = str(model)
-            f["current_step"] = self._current_step()
-            history = f.create_group("history")
-            flat = [h for per_set in self.history for h in per_set]   # Caffe's layout
-            for i, h in enumerate(flat):
-                history.create_dataset(str(i), data=backend.to_numpy(h))
-            f.attrs["rng_states"] = json.dumps(self._rng_states())
+        history = [backend.to_numpy(h) for per_set in self.history for h in per_set]  # Caffe's layout
+        rng_states = json.dumps(self._rng_states())
+        if self.param.snapshot_format == "BINARYPROTO":
+            log(f"Snapshotting to binary proto file {model}")
+            save_binary_weights(self.net, model)
+            log(f"Snapshotting solver state to binary proto file {state}")
+            with atomic_file(state) as f:
+                f.write(encode_solverstate(self.iter, str(model), history,
+                                           self._current_step(), rng_states))
+        else:
+            log(f"Snapshotting to HDF5 file {model}")
+            save_weights(self.net, model)
+            log(f"Snapshotting solver state to HDF5 file {state}")
+            with atomic_h5(state) as f:
+                f["iter"] = self.iter
+                f["learned_net"] = str(model)
+                f["current_step"] = self._current_step()
+                group = f.create_group("history")
+                for i, h in enumerate(history):
+                    group.create_dataset(str(i), data=h)
+                f.attrs["rng_states"] = rng_states
         self.last_snapshot = (model, state)
         return model, state
 
@@ -374,31 +388,25 @@ class Solver:
         return [(f"{tag}/{layer.name}", layer) for tag, net in nets for layer in net.layers]
 
     def restore(self, path):
-        """Resume from a .solverstate.h5: iteration, history, weights and random state."""
+        """Resume from a solver state (HDF5 or binary): iteration, history, weights and
+        random state."""
         log(f"Restoring previous solver status from {path}")
-        with open_h5(path, "solver state") as f:
-            missing = [k for k in ("iter", "learned_net", "history") if k not in f]
-            if missing:
-                raise SolverError(f"{path}: not a solver state file (no {', '.join(missing)})")
-            self.iter = int(f["iter"][()])
-            learned = f["learned_net"][()]
-            learned = learned.decode() if isinstance(learned, bytes) else str(learned)
-            self._restore_history(f["history"], path)
-            states = json.loads(f.attrs["rng_states"]) if "rng_states" in f.attrs else {}
-        model = Path(learned)
+        state = read_state(path)
+        self.iter = state["iter"]
+        self._restore_history(state["history"], path)
+        model = Path(state["learned_net"])
         if not model.exists():
             model = Path(path).parent / model.name
         self.net.copy_from(model)
-        self._restore_rngs(states)
+        self._restore_rngs(json.loads(state["rng_states"]) if state["rng_states"] else {})
 
-    def _restore_history(self, group, path):
+    def _restore_history(self, saved, path):
         flat = [h for per_set in self.history for h in per_set]
-        if len(group) != len(flat):
-            raise SolverError(f"{path}: holds {len(group)} history blobs, this {self.type} solver "
+        if len(saved) != len(flat):
+            raise SolverError(f"{path}: holds {len(saved)} history blobs, this {self.type} solver "
                               f"on this net needs {len(flat)}; was it written for another net "
                               "or solver type?")
-        for i, h in enumerate(flat):
-            values = np.asarray(group[str(i)])
+        for i, (values, h) in enumerate(zip(saved, flat)):
             if values.shape != h.shape:
                 raise SolverError(f"{path}: history blob {i} has shape {values.shape}, the net's "
                                   f"parameter has {h.shape}")

@@ -122,7 +122,7 @@ def test_restore_refuses_files_that_are_not_solver_states(tmp_path):
     s = solver(SMALL)
     model = tmp_path / "w.caffemodel.h5"
     s.net.save(model)
-    with pytest.raises(SolverError, match="not a solver state file \\(no iter, learned_net, "
+    with pytest.raises(DataError, match="not a solver state file \\(no iter, learned_net, "
                                           "history\\)"):
         s.restore(model)
     with pytest.raises(DataError, match="missing.solverstate.h5: no such solver state file"):

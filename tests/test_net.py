@@ -89,11 +89,6 @@ def test_unknown_type_lists_known_types():
         net_of('layer { name: "c" type: "Convolutoin" bottom: "data" top: "c" }')
 
 
-def test_v1_layers_format_is_refused_with_advice():
-    with pytest.raises(NetError, match="upgrade_net_proto_text"):
-        unetcore.Net(parse('layers { name: "a" type: CONVOLUTION }'))
-
-
 def test_include_and_exclude_together_is_refused():
     with pytest.raises(NetError, match="both include and exclude"):
         net_of('layer { name: "r" type: "ReLU" bottom: "data" top: "r" include { phase: TEST } '
@@ -202,8 +197,8 @@ def test_copy_from_missing_and_corrupt_files(tmp_path):
     with pytest.raises(DataError, match="no such weights file"):
         net.copy_from(tmp_path / "missing.h5")
     bad = tmp_path / "bad.caffemodel"
-    bad.write_bytes(b"not hdf5")
-    with pytest.raises(DataError, match="must first be converted to HDF5"):
+    bad.write_bytes(b"not hdf5")          # 'n' = 0x6e: field 13 with wire type 6
+    with pytest.raises(DataError, match="bad.caffemodel: byte 0: field 13 has wire type 6"):
         net.copy_from(bad)
 
 

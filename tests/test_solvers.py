@@ -267,3 +267,21 @@ def test_sighup_snapshots_and_sigint_stops(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.caffemodel.h5")) == [
         "small_iter_3.caffemodel.h5", "small_iter_6.caffemodel.h5"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_binary_snapshots_resume_exactly(tmp_path):
+    """snapshot_format: BINARYPROTO writes Caffe's binary .caffemodel and .solverstate."""
+    straight = small_unet_solver(tmp_path)
+    straight.step(20)
+    first = small_unet_solver(tmp_path, "snapshot_format: BINARYPROTO")
+    first.step(10)
+    model, state = first.snapshot()
+    assert (model.name, state.name) == ("small_iter_10.caffemodel", "small_iter_10.solverstate")
+    with open(model, "rb") as f:
+        assert f.read(8) != b"\x89HDF\r\n\x1a\n"
+    resumed = small_unet_solver(tmp_path)
+    resumed.restore(state)
+    assert resumed.iter == 10
+    resumed.step(10)
+    for x, y in zip(weights_of(straight), weights_of(resumed)):
+        assert np.array_equal(x, y)

@@ -253,6 +253,41 @@ def synth(folder, n_train, n_test, size, cell_size, seed):
 
 
 @main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def upgrade(model, output):
+    """Write a V1 net (the 2015 release's format) as a V2 prototxt (Caffe's
+    upgrade_net_proto_text)."""
+    from .prototxt import parse_file, to_text
+    from .upgrade import upgrade_v1_net
+    param = parse_file(model)
+    if not param.layers:
+        raise UnetcoreError(f"{model}: has no V1 'layers'; it needs no upgrade")
+    Path(output).write_text(to_text(upgrade_v1_net(param)) + "\n")
+    click.echo(f"wrote {output}: {len(param.layers)} layers upgraded")
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="OUT.caffemodel (binary) or OUT.caffemodel.h5 (HDF5): by its name.")
+def convert(source, output):
+    """Convert weights between a binary .caffemodel and a .caffemodel.h5, either way."""
+    from .caffemodel import write_caffemodel
+    from .snapshot import atomic_h5, weight_layers
+    layers = weight_layers(source)
+    if output.endswith(".h5"):
+        with atomic_h5(output) as f:
+            for name, arrays, _ in layers:
+                group = f.create_group(f"data/{name}")
+                for i, array in enumerate(arrays):
+                    group.create_dataset(str(i), data=array)
+    else:
+        write_caffemodel(output, [(name, "", arrays) for name, arrays, _ in layers])
+    click.echo(f"wrote {output}: {len(layers)} layers with weights")
+
+
+@main.command()
 @click.argument("labels", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click.option("--w0", default=10.0, show_default=True, help="Border weight w0.")
@@ -287,7 +322,7 @@ def _deploy_net(model, weights, tile, gpu):
 
 def _copy_all_weights(net, path):
     """Load weights for inference, refusing a file that leaves a learnable layer random."""
-    uncovered = sorted(set(net.params) - set(net.copy_from(path)))
+    uncovered = sorted(set(net.params) - set(net.copy_from(path, strict=True)))
     if uncovered:
         raise UnetcoreError(f"{path}: has no weights for layer(s) {', '.join(uncovered)} of the "
                             "net; these weights belong to another net")

@@ -150,9 +150,9 @@ class Net:
         self.gpu = gpu
         self.xp = backend.xp_for(gpu)
         self.rng = np.random.default_rng(seed)
-        if self.param.layers:
-            raise NetError(f"{self.param.location()}: this net uses Caffe's old V1 'layers' "
-                           "format; convert it with Caffe's upgrade_net_proto_text")
+        if self.param.layers:                 # Caffe's V1 format, as the 2015 release
+            from .upgrade import upgrade_v1_net
+            self.param = upgrade_v1_net(self.param)
         layer_params = list(self.param.layer)
         first = input_layer(self.param)
         if first is not None:
@@ -456,11 +456,12 @@ class Net:
             blob.diff[...] = 0
 
     # ------------------------------------------------------------------ weights
-    def copy_from(self, path):
-        """Load weights saved in Caffe's HDF5 layout (layers missing from the file keep theirs);
-        the names of the layers copied."""
+    def copy_from(self, path, strict=False):
+        """Load weights, from Caffe's HDF5 layout or a binary .caffemodel; the names of the
+        layers copied. Layers missing from the file keep theirs; layers of the file that the
+        net lacks are skipped (an error with `strict`)."""
         from .snapshot import load_weights
-        return load_weights(self, path)
+        return load_weights(self, path, strict)
 
     def save(self, path):
         """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""

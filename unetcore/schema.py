@@ -157,12 +157,49 @@ message("LayerParameter",
         F("value_augmentation_param", "ValueAugmentationParameter"),
         F("value_transformation_param", "ValueTransformationParameter"),
         *(F(name, "Open_" + name) for name in OPEN_LAYER_PARAMS))
-message("Open_V1LayerParameter", open=True)
+# Caffe's V1 layer types (V1LayerParameter.LayerType) with their V2 type names
+# (upgrade_proto.cpp), and the 2015 U-Net release's own two-bottom centre CROP.
+V1_TYPES = {
+    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
+    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
+    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
+    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold", "CROP": "Crop"}
+# The layer parameters a V1 layer may carry (the same messages, under the same names, as in
+# V2): those unetcore implements, then those it parses only.
+V1_LAYER_PARAMS = ("accuracy_param", "concat_param", "convolution_param", "dropout_param",
+                   "eltwise_param", "hdf5_data_param", "pooling_param", "relu_param",
+                   "softmax_param", "transform_param", "loss_param")
+V1_OPEN_PARAMS = ("argmax_param", "contrastive_loss_param", "data_param", "dummy_data_param",
+                  "exp_param", "hdf5_output_param", "hinge_loss_param", "image_data_param",
+                  "infogain_loss_param", "inner_product_param", "lrn_param",
+                  "memory_data_param", "mvn_param", "power_param", "sigmoid_param",
+                  "slice_param", "tanh_param", "threshold_param", "window_data_param")
+message("V1LayerParameter",
+        R("bottom", "string"), R("top", "string"), F("name", "string", ""),
+        R("include", "NetStateRule"), R("exclude", "NetStateRule"),
+        F("type", "enum", "NONE", enum=tuple(V1_TYPES)), R("blobs", "BlobProto"),
+        R("param", "string"), R("blob_share_mode", "enum", enum=("STRICT", "PERMISSIVE")),
+        R("blobs_lr", "float"), R("weight_decay", "float"), R("loss_weight", "float"),
+        F("accuracy_param", "AccuracyParameter"), F("concat_param", "ConcatParameter"),
+        F("convolution_param", "ConvolutionParameter"), F("dropout_param", "DropoutParameter"),
+        F("eltwise_param", "EltwiseParameter"), F("hdf5_data_param", "HDF5DataParameter"),
+        F("pooling_param", "PoolingParameter"), F("relu_param", "ReLUParameter"),
+        F("softmax_param", "SoftmaxParameter"),
+        F("transform_param", "TransformationParameter"), F("loss_param", "LossParameter"),
+        *(F(name, "Open_" + name) for name in V1_OPEN_PARAMS))
 message("NetParameter",
         F("name", "string", ""), R("input", "string"), R("input_shape", "BlobShape"),
         R("input_dim", "int"), F("force_backward", "bool", False), F("state", "NetState"),
         F("debug_info", "bool", False), R("layer", "LayerParameter"),
-        R("layers", "Open_V1LayerParameter"))
+        R("layers", "V1LayerParameter"))
 message("SolverParameter",
         F("net", "string"), F("net_param", "NetParameter"), F("train_net", "string"),
         R("test_net", "string"), F("train_net_param", "NetParameter"),
@@ -176,7 +213,7 @@ message("SolverParameter",
         F("stepsize", "int", 0), R("stepvalue", "int"), F("clip_gradients", "float", -1.0),
         F("snapshot", "int", 0), F("snapshot_prefix", "string", ""),
         F("snapshot_diff", "bool", False),
-        F("snapshot_format", "enum", "BINARYPROTO", enum=("HDF5", "BINARYPROTO")),
+        F("snapshot_format", "enum", "HDF5", enum=("HDF5", "BINARYPROTO")),    # Caffe: BINARYPROTO
         F("solver_mode", "enum", "GPU", enum=("CPU", "GPU")), F("device_id", "int", 0),
         F("random_seed", "int", -1), F("type", "string", "SGD"), F("delta", "float", 1e-8),
         F("momentum2", "float", 0.999), F("rms_decay", "float", 0.99),

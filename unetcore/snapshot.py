@@ -1,7 +1,8 @@
-"""Weights and solver state in HDF5, written atomically.
+"""Weights and solver state, in HDF5 or Caffe's binary protobuf, written atomically.
 
-Weights use Caffe's HDF5 layout, so Caffe and caffe_unet load them and we load theirs:
+HDF5 weights use Caffe's layout, so Caffe and caffe_unet load them and we load theirs:
 one group per layer under /data, with datasets "0" (weights), "1" (bias), ...
+Binary .caffemodel and .solverstate files are Caffe's own (unetcore.caffemodel).
 Every file is written to a temporary name beside the target and renamed over it,
 so a crash or Ctrl-C never leaves a half-written snapshot in place of a good one.
 """
@@ -17,18 +18,23 @@ from .errors import DataError
 
 
 @contextmanager
-def atomic_h5(path):
+def atomic_file(path, opener=lambda p: open(p, "wb")):
     """Open `path`'s temporary twin for writing; rename it over `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        with opener(tmp) as f:
             yield f
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_h5(path):
+    """atomic_file for an HDF5 file."""
+    return atomic_file(path, lambda p: h5py.File(p, "w"))
 
 
 def open_h5(path, what="weights"):
@@ -39,9 +45,7 @@ def open_h5(path, what="weights"):
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        hint = " (a binary .caffemodel must first be converted to HDF5)" \
-            if path.suffix == ".caffemodel" else ""
-        raise DataError(f"{path}: not a readable HDF5 {what} file{hint}: {err}") from None
+        raise DataError(f"{path}: not a readable HDF5 {what} file: {err}") from None
 
 
 def save_weights(net, path):
@@ -53,26 +57,47 @@ def save_weights(net, path):
                 group.create_dataset(str(i), data=to_numpy(blob.data))
 
 
-def load_weights(net, path):
-    """Copy the layers of the file that the net has; the names of the layers copied."""
-    copied = []
+def weight_layers(path):
+    """(layer name, [arrays], where) for every layer with weights in an HDF5 weights file
+    (Caffe's layout) or a binary .caffemodel; `where` locates the layer in the file."""
+    from .caffemodel import is_hdf5, read_caffemodel
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such weights file")
+    if not is_hdf5(path):
+        return [(name, arrays, f"byte {offset}") for name, arrays, offset
+                in read_caffemodel(path) if arrays]
     with open_h5(path) as f:
         if "data" not in f:
             raise DataError(f"{path}: no /data group; this is not a weights file in Caffe's "
                             "HDF5 layout")
-        for name, blobs in net.params.items():
-            if name in f["data"]:
-                _copy_layer(f["data"][name], name, blobs, path)
-                copied.append(name)
+        return [(name, [np.asarray(group[str(i)]) for i in range(len(group))], f"/data/{name}")
+                for name, group in f["data"].items() if len(group)]
+
+
+def load_weights(net, path, strict=False):
+    """Copy the file's layers into the net's layers of the same name; the names copied.
+    A layer of the file that the net lacks is skipped and logged, as Caffe's
+    CopyTrainedLayersFrom does; with `strict` (weights for inference) it is an error."""
+    from .logs import log
+    copied = []
+    for name, arrays, where in weight_layers(path):
+        if name not in net.params:
+            if strict:
+                raise DataError(f"{path}: {where}: layer '{name}' has weights but the net has "
+                                "no learnable layer of that name; these weights belong to "
+                                "another net")
+            log(f"Ignoring source layer {name}")
+            continue
+        _copy_layer(arrays, name, net.params[name], path)
+        copied.append(name)
     return copied
 
 
-def _copy_layer(group, name, blobs, path):
-    if len(group) != len(blobs):
-        raise DataError(f"{path}: layer '{name}' has {len(group)} blob(s) in the file but "
+def _copy_layer(arrays, name, blobs, path):
+    if len(arrays) != len(blobs):
+        raise DataError(f"{path}: layer '{name}' has {len(arrays)} blob(s) in the file but "
                         f"{len(blobs)} in the net")
-    for i, blob in enumerate(blobs):
-        values = np.asarray(group[str(i)])
+    for i, (values, blob) in enumerate(zip(arrays, blobs)):
         if values.shape != blob.shape:
             if values.size != blob.count:
                 raise DataError(f"{path}: layer '{name}' blob {i} has shape {values.shape} in the "
@@ -80,3 +105,32 @@ def _copy_layer(group, name, blobs, path):
                                 "prototxt")
             values = values.reshape(blob.shape)   # Caffe also accepts legacy 4-d bias shapes
         blob.data[...] = blob.xp.asarray(values, dtype=blob.dtype)
+
+
+def save_binary_weights(net, path):
+    """The net's weights as a binary .caffemodel (Caffe's NetParameter with V2 layers)."""
+    from .caffemodel import encode_net
+    layers = [(layer.name, layer.type, [to_numpy(b.data) for b in layer.blobs])
+              for layer in net.layers if layer.blobs]
+    with atomic_file(path) as f:
+        f.write(encode_net(layers, net.name))
+
+
+def read_state(path):
+    """{iter, learned_net, history, current_step, rng_states} of an HDF5 or binary solver
+    state."""
+    from .caffemodel import is_hdf5, read_solverstate
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such solver state file")
+    if not is_hdf5(path):
+        return read_solverstate(path)
+    with open_h5(path, "solver state") as f:
+        missing = [k for k in ("iter", "learned_net", "history") if k not in f]
+        if missing:
+            raise DataError(f"{path}: not a solver state file (no {', '.join(missing)})")
+        learned = f["learned_net"][()]
+        return {"iter": int(f["iter"][()]),
+                "learned_net": learned.decode() if isinstance(learned, bytes) else str(learned),
+                "history": [np.asarray(f["history"][str(i)]) for i in range(len(f["history"]))],
+                "current_step": int(f["current_step"][()]) if "current_step" in f else 0,
+                "rng_states": f.attrs.get("rng_states", "")}
