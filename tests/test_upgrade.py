@@ -82,6 +82,8 @@ def test_upgrade_writes_text_that_parses_to_the_same_net(tmp_path):
 
 
 def test_upgrade_errors():
+    with pytest.raises(NetError, match="a V0 layer .* is not supported"):
+        unetcore.Net(parse('layers { layer { name: "a" type: "conv" } }'))
     with pytest.raises(NetError, match="mixes V1 'layers' and V2 'layer' entries"):
         unetcore.Net(parse('layers { name: "a" type: RELU } layer { name: "b" type: "ReLU" }'))
     odd = ('input: "a" input_dim: 1 input_dim: 1 input_dim: 5 input_dim: 5 input: "b" '

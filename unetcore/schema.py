@@ -182,12 +182,14 @@ V1_OPEN_PARAMS = ("argmax_param", "contrastive_loss_param", "data_param", "dummy
                   "infogain_loss_param", "inner_product_param", "lrn_param",
                   "memory_data_param", "mvn_param", "power_param", "sigmoid_param",
                   "slice_param", "tanh_param", "threshold_param", "window_data_param")
+message("Open_V0LayerParameter", open=True)
 message("V1LayerParameter",
         R("bottom", "string"), R("top", "string"), F("name", "string", ""),
         R("include", "NetStateRule"), R("exclude", "NetStateRule"),
         F("type", "enum", "NONE", enum=tuple(V1_TYPES)), R("blobs", "BlobProto"),
         R("param", "string"), R("blob_share_mode", "enum", enum=("STRICT", "PERMISSIVE")),
         R("blobs_lr", "float"), R("weight_decay", "float"), R("loss_weight", "float"),
+        F("layer", "Open_V0LayerParameter"),
         F("accuracy_param", "AccuracyParameter"), F("concat_param", "ConcatParameter"),
         F("convolution_param", "ConvolutionParameter"), F("dropout_param", "DropoutParameter"),
         F("eltwise_param", "EltwiseParameter"), F("hdf5_data_param", "HDF5DataParameter"),

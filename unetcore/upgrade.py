@@ -43,6 +43,9 @@ def upgrade_v1_net(v1):
 
 def upgrade_v1_layer(old):
     """One V2 LayerParameter from a V1LayerParameter."""
+    if old.has("layer"):
+        raise NetError(f"{old.location()}: a V0 layer (layers {{ layer {{ ... }} }}, Caffe before "
+                       "2014) is not supported; upgrade it with Caffe's upgrade_net_proto_text")
     layer = Message("LayerParameter", old._where)
     layer.set("name", old.name).set("type", V1_TYPES[old.type])
     for field in ("bottom", "top", "include", "exclude", "loss_weight", "blobs"):
