@@ -40,7 +40,7 @@ class TiffDataLayer(Layer):
         self.label_size = p.label_size or p.tile_size
         if self.label_size > self.tile:
             raise self.error(f"label_size {self.label_size} exceeds tile_size {self.tile}")
-        images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean, p.image)
+        images = normalize_grey(read_stack(p.image, "image"), p.scale, p.mean, p.image, p.bits)
         labels = self._read_labels(p, images) if len(top) > 1 else None
         weights = self._read_weights(p, images, labels) if len(top) > 2 else None
         # The stacks move to the net's device once; each forward then samples them there.

@@ -28,7 +28,7 @@ from unetcore.net import TEST, TRAIN, Net
 from unetcore.prototxt import Message, parse_file
 from unetcore.caffemodel import encode_solverstate
 from unetcore.snapshot import (atomic_file, atomic_h5, read_state, save_binary_weights,
-                               save_weights)
+                               save_weights, weight_layers)
 
 from .lr_policies import learning_rate
 
@@ -86,7 +86,8 @@ class Solver:
         self.stopped_early = False
         self.callbacks = []              # called with the solver after every iteration
         self.smoothed_loss = 0.0
-        self.last_snapshot = None
+        self.last_snapshot = None        # the newest snapshot whose weights gave a finite step
+        self.unproven_snapshot = None    # a snapshot whose weights have not been stepped from yet
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self):
@@ -182,6 +183,8 @@ class Solver:
                     (self.iter > 0 or p.test_initialization):
                 self.test_all()
             loss = sum(self._forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            if self.unproven_snapshot:   # its weights just gave a finite loss and gradient
+                self.last_snapshot, self.unproven_snapshot = self.unproven_snapshot, None
             self._smooth(losses, loss, start)
             if p.display and self.iter % p.display == 0:
                 now = time.perf_counter()
@@ -246,11 +249,23 @@ class Solver:
                 if bad:
                     where = f"backward: gradient of {bad[0]} of layer '{layer.name}' ({layer.type})"
                     break
+        if self.unproven_snapshot and not self._holds_current_weights(self.unproven_snapshot[0]):
+            self.last_snapshot = self.unproven_snapshot     # its weights were changed since
         kept = f"the last good snapshot is {self.last_snapshot[0]}" if self.last_snapshot else \
-            "no snapshot was written"
+            "no snapshot whose weights gave a finite step was written"
+        if self.unproven_snapshot and self.last_snapshot != self.unproven_snapshot:
+            kept += (f"; {self.unproven_snapshot[0]} holds the weights that gave this "
+                     "non-finite value")
         return (f"iteration {self.iter}: loss = {loss:g}, training stopped at the first non-finite "
                 f"value, in the {where}. Nothing was saved ({kept}). Lower base_lr, set "
                 "clip_gradients, or check the data for NaN.")
+
+    def _holds_current_weights(self, path):
+        """Whether the weights file holds exactly the net's current weights."""
+        saved = {name: arrays for name, arrays, _ in weight_layers(path)}
+        return all(name in saved and all(np.array_equal(a, backend.to_numpy(b.data))
+                                         for a, b in zip(saved[name], blobs))
+                   for name, blobs in self.net.params.items())
 
     # ------------------------------------------------------------------ update
     def apply_update(self):
@@ -367,7 +382,7 @@ class Solver:
                 for i, h in enumerate(history):
                     group.create_dataset(str(i), data=h)
                 f.attrs["rng_states"] = rng_states
-        self.last_snapshot = (model, state)
+        self.unproven_snapshot = (model, state)
         return model, state
 
     def _current_step(self):

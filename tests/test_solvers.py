@@ -220,7 +220,7 @@ def test_restore_refuses_a_state_of_another_solver(tmp_path):
 def test_nan_stops_training_naming_the_layer_and_saves_nothing(tmp_path):
     solver = small_unet_solver(tmp_path, "snapshot: 2")
     solver.step(2)
-    good = solver.last_snapshot[0]
+    good = solver.unproven_snapshot[0]        # written; its weights have not been stepped from
     stamp = good.stat().st_mtime_ns
     solver.net.layer("conv_d1b-c").blobs[0].data[0, 0, 0, 0] = np.nan
     with pytest.raises(SolverError) as err:
@@ -285,3 +285,20 @@ def test_binary_snapshots_resume_exactly(tmp_path):
     resumed.step(10)
     for x, y in zip(weights_of(straight), weights_of(resumed)):
         assert np.array_equal(x, y)
+
+
+def test_a_snapshot_whose_weights_give_the_nan_is_not_called_good(tmp_path):
+    """Weights that blow up (finite, but huge) are saved by the snapshot just before the step
+    that gives NaN: the report must not send the user back to them."""
+    solver = small_unet_solver(tmp_path, "snapshot: 2")
+    solver.step(2)
+    first = solver.unproven_snapshot[0]
+    solver.step(2)                                        # the iteration-2 weights gave a step
+    assert solver.last_snapshot[0] == first
+    solver.net.layer("conv_d1b-c").blobs[0].data[...] = 3e38    # then the weights blow up
+    solver.snapshot()                                     # and are saved, at iteration 4
+    with pytest.raises(SolverError) as err:
+        solver.step(1)
+    message = str(err.value)
+    assert f"the last good snapshot is {first}" in message
+    assert "small_iter_4.caffemodel.h5 holds the weights that gave this non-finite value" in message

@@ -348,11 +348,11 @@ def _modeldef_net(path, weights, tile, gpu):
     return net, model
 
 
-def _read_images(path, channels, scale, mean):
+def _read_images(path, channels, scale, mean, bits=None):
     from .data.stacks import normalize_grey, read_tiff
     from .tiling import as_channel_images
     stack = read_tiff(path, "image")
-    return as_channel_images(normalize_grey(stack, scale, mean, path), channels, path)
+    return as_channel_images(normalize_grey(stack, scale, mean, path, bits), channels, path)
 
 
 def _read_model_images(path, channels, model, element_size):
@@ -395,13 +395,16 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
               help="MiB of activations per forward; several tiles are batched when they fit.")
 @click.option("--scale", default=0.0, help="Grey values: (v - mean) * scale (default: to [0, 1]).")
 @click.option("--mean", default=0.0)
+@click.option("--bits", type=int, default=None,
+              help="Bit depth of unsigned integer images (default: the smallest of 8, 10, 12, "
+                   "14, 16 that holds the largest value; a note says which).")
 @click.option("--element-size", type=float, nargs=2, default=None,
               help="With --modeldef: the image's pixel size in um (y x); it is rescaled to the "
                    "model's (default: taken to be the model's, no rescaling).")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
-            mean, element_size, average_mirror):
+            mean, bits, element_size, average_mirror):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
     import tifffile
     if bool(model) == bool(modeldef):
@@ -417,7 +420,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         if element_size:
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
         net = _deploy_net(model, weights, tile, gpu)
-        images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean)
+        images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean, bits)
     probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
@@ -437,12 +440,14 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 @click.option("--tile", type=int, default=None)
 @click.option("--gpu", type=int, default=None)
 @click.option("--memory", "memory_mb", default=1024, show_default=True)
-def test_command(images, labels, model, weights, tile, gpu, memory_mb):
+@click.option("--bits", type=int, default=None,
+              help="Bit depth of unsigned integer images (default: inferred, with a note).")
+def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     """Segment IMAGES and score them against LABELS with the ISBI 2012 measures."""
     from .data.stacks import check_same_shape, read_stack, to_classes
     from .metrics import evaluate, iou
     net = _deploy_net(model, weights, tile, gpu)
-    stack = _read_images(images, net.blobs[net.image_input].shape[1], 0.0, 0.0)
+    stack = _read_images(images, net.blobs[net.image_input].shape[1], 0.0, 0.0, bits)
     classes = net.blobs[net.outputs[0]].shape[1]
     truth = to_classes(read_stack(labels, "label"), classes, labels)
     check_same_shape(stack[:, 0], truth, images, labels, "label")

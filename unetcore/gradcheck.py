@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import to_numpy
+from .errors import NetError
 
 
 @dataclass
@@ -107,6 +108,9 @@ def check_layer(layer, bottom, top, check_bottoms=None, step=1e-6, threshold=1e-
 def check_net(net, step=1e-6, threshold=1e-6, max_checks=None, seed=0):
     """Check the gradient of a float64 net's loss w.r.t. every learnable parameter and
     every input blob that backward reaches (all of them with force_backward)."""
+    if not any(any(spec.loss_weights) for spec in net.specs):
+        raise NetError(f"net '{net.name}' has no loss (no layer with a loss_weight), so there is "
+                       "no gradient to check; add a loss layer, as a train net has")
     rng = np.random.default_rng(seed)
     states = _rng_states(net.layers)
 

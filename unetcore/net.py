@@ -200,6 +200,10 @@ class Net:
         layer.net_blobs = self.blobs
         layer.check_blob_counts(bottoms, tops)
         layer.setup(bottoms, tops)
+        if layer.blobs and any(l.name == lp.name and l.blobs for l in self.layers):
+            raise NetError(f"layer '{lp.name}' ({lp.location()}): another layer with parameters has "
+                           "this name; weights are saved and loaded by layer name, so one "
+                           "layer's would be lost. Give each layer its own name")
         layer.reshape(bottoms, tops)
         spec.loss_weights = self._loss_weights(layer, spec)
         self._add_params(layer, len(self.layers))

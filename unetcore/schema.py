@@ -97,7 +97,7 @@ message("TiffDataParameter",
         F("image", "string"), F("label", "string"), F("weight", "string"),
         F("batch_size", "int", 1), F("tile_size", "int", 0), F("label_size", "int", 0),
         F("scale", "float", 0.0), F("mean", "float", 0.0), F("num_classes", "int", 2),
-        F("w0", "float", 10.0), F("sigma", "float", 5.0))
+        F("w0", "float", 10.0), F("sigma", "float", 5.0), F("bits", "int", 0))
 # caffe_unet's vectors: one value per spatial axis (z, y, x or y, x), written { v: 1 v: 2 }.
 message("VectorInt32", R("v", "int"))
 message("VectorFloat", R("v", "float"))

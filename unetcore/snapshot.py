@@ -93,17 +93,25 @@ def load_weights(net, path, strict=False):
     return copied
 
 
+def _without_leading_ones(shape):
+    """A shape without the leading 1s that Caffe's legacy 4-d blobs add ((1, 1, 1, N) ~ (N,))."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
 def _copy_layer(arrays, name, blobs, path):
     if len(arrays) != len(blobs):
         raise DataError(f"{path}: layer '{name}' has {len(arrays)} blob(s) in the file but "
                         f"{len(blobs)} in the net")
     for i, (values, blob) in enumerate(zip(arrays, blobs)):
         if values.shape != blob.shape:
-            if values.size != blob.count:
+            if _without_leading_ones(values.shape) != _without_leading_ones(blob.shape):
                 raise DataError(f"{path}: layer '{name}' blob {i} has shape {values.shape} in the "
                                 f"file but {blob.shape} in the net; the weights do not fit this "
                                 "prototxt")
-            values = values.reshape(blob.shape)   # Caffe also accepts legacy 4-d bias shapes
+            values = values.reshape(blob.shape)   # Caffe's legacy 4-d shapes: (1, 1, 1, N)
         blob.data[...] = blob.xp.asarray(values, dtype=blob.dtype)
 
 

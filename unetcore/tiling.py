@@ -55,12 +55,31 @@ def forward_tiles(net, tiles, average_mirror=False):
     release's segmentation and caffe_unet's tiled_predict do)."""
     input_name, output_name = net.image_input, net.outputs[0]
     scores = to_numpy(net.forward(**{input_name: tiles})[output_name]).copy()
+    if not np.isfinite(scores).all():
+        raise non_finite_error(net, tiles)
     if average_mirror:
         for axes in ((-1,), (-2,), (-2, -1)):
             flipped = np.flip(tiles, axes).copy()
             scores += np.flip(to_numpy(net.forward(**{input_name: flipped})[output_name]), axes)
         scores /= 4
     return scores
+
+
+def non_finite_error(net, tiles):
+    """The error for scores that are not finite, naming where they first appear: the input,
+    or the first layer whose output is not finite (forward once more, keeping every blob)."""
+    if not np.isfinite(tiles).all():
+        return DataError("the image holds NaN or infinite values after scaling; check the image "
+                         "and --scale / --mean")
+    net.release_activations = False
+    net.forward(**{net.image_input: tiles})
+    for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
+        for name, blob in zip(spec.tops, top):
+            if not np.isfinite(to_numpy(blob.data)).all():
+                return NetError(f"the net's output is not finite: the first NaN or infinity is in "
+                                f"top '{name}' of layer '{layer.name}' ({layer.type}); check the "
+                                "weights and the input's scaling")
+    return NetError("the net's output is not finite")
 
 
 def segment(net, image, batch=1, progress=None, average_mirror=False):

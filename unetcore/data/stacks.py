@@ -1,10 +1,12 @@
 """Image and label stacks in TIFF files (the ISBI 2012 layout: one multi-page TIFF each)."""
+import logging
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from unetcore.errors import DataError
+from unetcore.logs import log
 
 
 def read_tiff(path, what="image"):
@@ -32,23 +34,66 @@ def read_stack(path, what="image"):
     return stack
 
 
-def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack"):
-    """(v - mean) * scale when scale is given; otherwise integer types map [0, max] to [0, 1]
-    and float stacks are min-max normalised."""
+# Bit depths that cameras and microscopes write; unsigned data are scaled by the smallest
+# that holds their largest value, unless the user gives one.
+BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
+
+
+def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack", bits=None):
+    """Grey values for the net:
+    - (v - mean) * scale when scale is given;
+    - unsigned integers: v / (2^bits - 1), with `bits` given, else the smallest common bit
+      depth that holds the largest value (12-bit data in uint16 are 12-bit: 4095 is white),
+      said in a one-line note when it is not the type's own width;
+    - signed integers and floats: (v - min) / (max - min), with a note for signed integers.
+    Non-finite results are refused."""
     if scale:
-        return ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
-    if np.issubdtype(stack.dtype, np.floating) and not np.isfinite(stack).all():
-        raise DataError(f"{path}: holds {int((~np.isfinite(stack)).sum())} NaN or "
-                        "infinite grey values; fix or mask them before training or segmenting")
-    if np.issubdtype(stack.dtype, np.integer):
-        return stack.astype(np.float32) / np.iinfo(stack.dtype).max
-    low, high = float(stack.min()), float(stack.max())
-    return ((stack - low) / (high - low if high > low else 1.0)).astype(np.float32)
+        grey = ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
+    elif np.issubdtype(stack.dtype, np.unsignedinteger):
+        grey = stack.astype(np.float32) / (2.0 ** _bit_depth(stack, bits, path) - 1)
+    elif np.issubdtype(stack.dtype, np.integer):
+        log(f"{path}: signed {stack.dtype} grey values, scaled from their range "
+            f"{int(stack.min())}..{int(stack.max())} to [0, 1]", logging.WARNING)
+        grey = _min_max(stack.astype(np.float32))
+    else:
+        grey = _min_max(stack) if np.isfinite(stack).all() else stack
+    if not np.isfinite(grey).all():
+        raise DataError(f"{path}: holds {int((~np.isfinite(grey)).sum())} NaN or infinite grey "
+                        "values (after --scale / --mean, if given); fix or mask them before "
+                        "training or segmenting")
+    return grey
+
+
+def _bit_depth(stack, bits, path):
+    width = stack.dtype.itemsize * 8
+    if bits:
+        if not 1 <= bits <= width or stack.max() >= 2 ** bits:
+            raise DataError(f"{path}: --bits {bits} does not hold its {stack.dtype} values "
+                            f"(largest {int(stack.max())})")
+        return bits
+    depth = next(b for b in BIT_DEPTHS if stack.max() < 2 ** b or b >= width)
+    if depth < width:
+        log(f"{path}: {stack.dtype} grey values up to {int(stack.max())}, scaled as "
+            f"{depth}-bit data ({2 ** depth - 1} is white); give --bits to say otherwise",
+            logging.WARNING)
+    return depth
+
+
+def _min_max(values):
+    low, high = float(values.min()), float(values.max())
+    return ((values - low) / (high - low if high > low else 1.0)).astype(np.float32)
 
 
 def to_classes(labels, num_classes, path="labels"):
-    """Class indices 0..num_classes-1. ISBI masks (0 = membrane, 255 = cell) map to 0 and 1."""
+    """Class indices 0..num_classes-1. ISBI masks (0 = membrane, 255 = cell) map to 0 and 1.
+    Labels must be integers, or floats with integer values."""
     values = np.unique(labels)
+    if np.issubdtype(values.dtype, np.floating):
+        fractional = values[~np.isfinite(values) | (values != np.round(values))]
+        if fractional.size:
+            raise DataError(f"{path}: label values must be whole class numbers, found "
+                            f"{fractional[:3].tolist()}; a label image holds classes, not "
+                            "probabilities")
     if num_classes == 2 and set(values.tolist()) <= {0, 255}:
         return (labels == 255).astype(np.uint8)
     bad = values[(values < 0) | (values >= num_classes)]

@@ -1,0 +1,102 @@
+"""No silent wrong result: inputs that used to give a plausible but wrong answer with exit
+status 0 now stop with one clear line (issue 22's first list)."""
+import logging
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+import unetcore
+from unetcore.cli import main
+from unetcore.data.stacks import normalize_grey, to_classes
+from unetcore.errors import DataError, NetError
+from unetcore.gradcheck import check_net
+
+SMALL = "prototxt/unet-small-deploy.prototxt"
+
+
+@pytest.fixture
+def small_weights(tmp_path):
+    net = unetcore.Net(SMALL, seed=0)
+    net.save(tmp_path / "w.caffemodel.h5")
+    tifffile.imwrite(tmp_path / "image.tif", np.random.default_rng(0).integers(0, 255, (40, 40))
+                     .astype(np.uint8))
+    return tmp_path / "w.caffemodel.h5"
+
+
+def segment(tmp_path, weights, *extra):
+    return CliRunner().invoke(main, ["segment", str(tmp_path / "image.tif"), "-o",
+                                     str(tmp_path / "out.tif"), "--model", SMALL, "--weights",
+                                     str(weights), *extra])
+
+
+def test_partial_or_empty_weights_are_refused_for_inference(tmp_path, small_weights):
+    with h5py.File(small_weights, "a") as f:
+        del f["data/conv_u0d-score"]
+    result = segment(tmp_path, small_weights)
+    assert result.exit_code == 1
+    assert "has no weights for layer(s) conv_u0d-score of the net" in result.output
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_group("data")
+    result = segment(tmp_path, tmp_path / "empty.h5")
+    assert result.exit_code == 1 and "has no weights for layer(s) conv_d0a-b" in result.output
+
+
+def test_transposed_weights_are_refused(tmp_path, small_weights):
+    with h5py.File(small_weights, "a") as f:
+        w = f["data/conv_u0d-score/0"][()]                 # (2, 2, 1, 1)
+        del f["data/conv_u0d-score/0"]
+        f["data/conv_u0d-score/0"] = w.reshape(1, 2, 2, 1)  # same count, another shape
+        w = f["data/conv_d0b-c/0"][()]                       # (2, 2, 3, 3)
+        del f["data/conv_d0b-c/0"]
+        f["data/conv_d0b-c/0"] = w.transpose(2, 3, 0, 1)
+    result = segment(tmp_path, small_weights)
+    assert result.exit_code == 1
+    assert "blob 0 has shape (3, 3, 2, 2) in the file but (2, 2, 3, 3) in the net" in result.output
+
+
+def test_duplicate_learnable_layer_names_are_refused():
+    text = open(SMALL).read().replace('name: "conv_d0b-c"', 'name: "conv_d0a-b"')
+    with pytest.raises(NetError, match="layer 'conv_d0a-b' .*another layer with parameters has "
+                                       "this name"):
+        unetcore.Net(unetcore.prototxt.parse(text))
+
+
+def test_non_finite_weights_or_scaling_stop_inference(tmp_path, small_weights):
+    with h5py.File(small_weights, "a") as f:
+        f["data/conv_d1a-b/0"][0, 0, 0, 0] = np.nan
+    result = segment(tmp_path, small_weights)
+    assert result.exit_code == 1
+    assert ("the first NaN or infinity is in top 'd1b' of layer 'conv_d1a-b' (Convolution)"
+            in result.output)
+    result = segment(tmp_path, small_weights, "--scale", "nan")
+    assert result.exit_code == 1 and "NaN or infinite grey values" in result.output
+
+
+def test_integer_images_are_scaled_by_their_bit_depth(caplog):
+    twelve_bit = np.array([[0, 4095], [2048, 100]], np.uint16)
+    with caplog.at_level(logging.WARNING, logger="unetcore"):
+        grey = normalize_grey(twelve_bit, path="x.tif")
+    assert grey.max() == 1.0 and grey[1, 0] == pytest.approx(2048 / 4095)
+    assert "x.tif: uint16 grey values up to 4095, scaled as 12-bit data" in caplog.text
+    np.testing.assert_allclose(normalize_grey(twelve_bit, bits=16), twelve_bit / 65535)
+    with pytest.raises(DataError, match="--bits 8 does not hold its uint16 values"):
+        normalize_grey(twelve_bit, bits=8)
+    signed = np.array([[-100, 0], [100, 300]], np.int16)
+    np.testing.assert_allclose(normalize_grey(signed), (signed + 100) / 400)
+    assert normalize_grey(np.array([[0, 255]], np.uint8)).tolist() == [[0.0, 1.0]]
+
+
+def test_fractional_labels_are_refused():
+    with pytest.raises(DataError, match=r"labels.tif: label values must be whole class numbers, "
+                                        r"found \[0.6\]"):
+        to_classes(np.array([0.0, 0.6, 1.0]), 2, "labels.tif")
+    assert to_classes(np.array([0.0, 1.0]), 2).tolist() == [0, 1]
+
+
+def test_gradcheck_of_a_net_without_a_loss_is_refused():
+    net = unetcore.Net(SMALL, dtype=np.float64)
+    with pytest.raises(NetError, match="has no loss .* no gradient to check"):
+        check_net(net)
