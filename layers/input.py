@@ -14,7 +14,10 @@ class InputLayer(Layer):
             raise self.error(f"input_param gives {len(shapes)} shapes for {len(top)} tops; "
                              "give one shape, or one per top")
         for i, t in enumerate(top):
-            t.reshape(tuple(shapes[0 if len(shapes) == 1 else i].dim))
+            dims = tuple(shapes[0 if len(shapes) == 1 else i].dim)
+            if any(d < 0 for d in dims):
+                raise self.error(f"top '{self.param.top[i]}' has a negative dim in {dims}")
+            t.reshape(dims)
 
     def reshape(self, bottom, top):
         pass

@@ -47,6 +47,10 @@ class PoolingLayer(Layer):
                 raise self.error("pooling_param needs kernel_size (or kernel_h and kernel_w)")
         self.stride = self._pair(p, "stride", "stride_h", "stride_w", 1)
         self.pad = self._pair(p, "pad", "pad_h", "pad_w", 0)
+        for name, values, low in (("kernel", getattr(self, "kernel", (1, 1)), 1),
+                                  ("stride", self.stride, 1), ("pad", self.pad, 0)):
+            if min(values) < low:
+                raise self.error(f"pooling {name} must be >= {low}, got {values}")
         self.ceil_mode = p.round_mode == "CEIL"
 
     def _pair(self, p, both, h, w, default):

@@ -13,6 +13,7 @@ One iteration (Solver::Step):
 """
 import json
 import math
+import os
 import signal
 import time
 from collections import deque
@@ -71,12 +72,15 @@ class Solver:
 
     def __init__(self, param, gpu=None, dtype=np.float32):
         self.param = param
+        if param.iter_size < 1:
+            raise SolverError(f"{param.location()}: iter_size must be >= 1, got {param.iter_size}")
         self.xp = backend.xp_for(gpu)
         self.gpu = gpu
         self.dtype = np.dtype(dtype)
         seed = param.random_seed if param.random_seed >= 0 else None
         self.rng = np.random.default_rng(seed)
         self.net = self._train_net()
+        self._check_snapshot_prefix()
         self.net.release_diffs = True
         self.test_nets = self._test_nets()
         self.history = [[self.xp.zeros(p.shape, p.dtype) for p in self.net.learnable_params]
@@ -88,6 +92,21 @@ class Solver:
         self.smoothed_loss = 0.0
         self.last_snapshot = None        # the newest snapshot whose weights gave a finite step
         self.unproven_snapshot = None    # a snapshot whose weights have not been stepped from yet
+
+    def _check_snapshot_prefix(self):
+        """Refuse, before training, a snapshot prefix that snapshots could not be written to
+        (found at the first snapshot, it would lose the training before it)."""
+        prefix = Path(self.param.snapshot_prefix or self.net.name)
+        if prefix.is_dir():
+            raise SolverError(f"snapshot_prefix '{prefix}' is a directory; give a file-name "
+                              f"prefix in it, such as '{prefix / self.net.name}'")
+        try:
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SolverError(f"snapshot_prefix '{prefix}': cannot create its folder: "
+                              f"{err.strerror}") from None
+        if not os.access(prefix.parent, os.W_OK):
+            raise SolverError(f"snapshot_prefix '{prefix}': its folder is not writable")
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self):

@@ -1,6 +1,7 @@
 """No silent wrong result: inputs that used to give a plausible but wrong answer with exit
 status 0 now stop with one clear line (issue 22's first list)."""
 import logging
+import re
 
 import h5py
 import numpy as np
@@ -100,3 +101,83 @@ def test_gradcheck_of_a_net_without_a_loss_is_refused():
     net = unetcore.Net(SMALL, dtype=np.float64)
     with pytest.raises(NetError, match="has no loss .* no gradient to check"):
         check_net(net)
+
+
+def shapes_of(text_changes, *extra):
+    text = open(SMALL).read()
+    for old, new in text_changes:
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("change,message", [
+    (("stride: 2", "stride: 0"), r"pooling stride must be >= 1, got \(0, 0\)"),
+    (("dim: 44", "dim: -44"), r"top 'data' has a negative dim in \(1, 1, -44, -44\)"),
+    (("num_output: 2\n", "num_output: 99999999999999999999\n"),
+     "the parameter blob .* of layer 'conv_d0a-b' would take .* GiB, more than"),
+    (('weight_filler { type: "msra" }', 'weight_filler { type: "msra" variance_norm: FAN_OUT }'),
+     None),
+])
+def test_bad_numbers_in_a_net_are_one_clear_error(change, message, tmp_path):
+    (tmp_path / "net.prototxt").write_text(shapes_of([change]))
+    result = CliRunner().invoke(main, ["shapes", str(tmp_path / "net.prototxt")])
+    if message is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert re.search(message, result.output), result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["synth", "-o", "{tmp}/s", "--size", "0"], "0 is not in the range 16<=x<=16384"),
+    (["synth", "-o", "{tmp}/s", "--train", "0"], "0 is not in the range x>=1"),
+    (["synth", "-o", "{tmp}/s", "--cell-size", "0"], "0 is not in the range x>=4"),
+    (["time", SMALL, "--iterations", "0"], "0 is not in the range x>=1"),
+    (["shapes", SMALL, "--size", "-5"], "the input size must be a positive number of pixels"),
+    (["shapes", "prototxt/unet-deploy.prototxt", "--size", "60060"],
+     "the blobs of 'unet' at 60060 x 60060 would take .* GiB, more than"),
+    (["weightmap", "{tmp}/zero.tif", "-o", "{tmp}/w.tif"], r"zero.tif: holds no label pixels"),
+    (["segment", "{tmp}/zero.tif", "-o", "/proc/none/out.tif", "--model", SMALL, "--weights",
+      "x.h5"], "out.tif: cannot create its folder"),
+])
+def test_bad_command_lines_are_one_clear_line(args, message, tmp_path):
+    with pytest.warns(UserWarning):                   # tifffile warns of the empty page
+        tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 8, 8), np.uint8))
+    result = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert re.search(message, result.output), result.output
+
+
+def test_solver_checks_iter_size_and_snapshot_prefix_before_training(tmp_path):
+    from unetcore.errors import SolverError
+    from unetcore.prototxt import parse
+    base = 'net: "prototxt/unet-small-train.prototxt" base_lr: 0.01 '
+    with pytest.raises(SolverError, match="iter_size must be >= 1, got 0"):
+        unetcore.get_solver(parse(base + "iter_size: 0", "SolverParameter"))
+    with pytest.raises(SolverError, match=f"snapshot_prefix '{tmp_path}' is a directory"):
+        unetcore.get_solver(parse(base + f'snapshot_prefix: "{tmp_path}"', "SolverParameter"))
+    with pytest.raises(SolverError, match="cannot create its folder"):
+        unetcore.get_solver(parse(base + 'snapshot_prefix: "/proc/none/unet"', "SolverParameter"))
+
+
+def test_drawings_escape_layer_names():
+    import xml.dom.minidom
+
+    from unetcore.draw import dot_text, svg_text
+    text = open(SMALL).read().replace('name: "conv_d0a-b"', 'name: "<script>\\"x"')
+    net = unetcore.Net(unetcore.prototxt.parse(text))
+    svg = svg_text(net)
+    xml.dom.minidom.parseString(svg)                   # well-formed
+    assert "<script>" not in svg and "&lt;script&gt;&quot;x" in svg
+    assert '"<script>\\"x" [label=' in dot_text(net)
+
+
+def test_an_unexpected_error_is_still_one_line(monkeypatch):
+    import unetcore.cli as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+    monkeypatch.setattr(cli, "_square_input", broken)
+    result = CliRunner().invoke(main, ["shapes", SMALL, "--size", "44"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "unetcore: internal error: KeyError: 'boom' (a bug in unetcore" in result.output

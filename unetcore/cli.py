@@ -3,6 +3,7 @@
 Every error the user can cause is an UnetcoreError; it is printed as one line
 ("unetcore: error: ...") with exit status 1, never as a traceback.
 """
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,30 @@ class _Group(click.Group):
         except UnetcoreError as err:
             click.echo(f"unetcore: error: {err}", err=True)
             sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:                 # a bug: still one line, unless debugging
+            if os.environ.get("UNETCORE_DEBUG"):
+                raise
+            click.echo(f"unetcore: internal error: {type(err).__name__}: {err} (a bug in "
+                       "unetcore: please report it with the command; UNETCORE_DEBUG=1 shows "
+                       "the traceback)", err=True)
+            sys.exit(2)
+
+
+def _output_path(path):
+    """Check an output file path before any work: not a directory, its folder creatable and
+    writable (the folder is made if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UnetcoreError(f"{path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UnetcoreError(f"{path}: cannot create its folder: {err.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UnetcoreError(f"{path}: its folder {path.parent} is not writable")
+    return str(path)
 
 
 @click.group(cls=_Group)
@@ -232,10 +257,14 @@ def _progress(solver):
 @main.command()
 @click.option("-o", "--output", "folder", default="data", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the TIFF stacks.")
-@click.option("--train", "n_train", default=8, show_default=True, help="Training slices.")
-@click.option("--test", "n_test", default=2, show_default=True, help="Test slices.")
-@click.option("--size", default=256, show_default=True, help="Slice edge length (px).")
-@click.option("--cell-size", default=40, show_default=True, help="Typical cell diameter (px).")
+@click.option("--train", "n_train", default=8, show_default=True, type=click.IntRange(1),
+              help="Training slices.")
+@click.option("--test", "n_test", default=2, show_default=True, type=click.IntRange(1),
+              help="Test slices.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(16, 16384),
+              help="Slice edge length (px).")
+@click.option("--cell-size", default=40, show_default=True, type=click.IntRange(4),
+              help="Typical cell diameter (px).")
 @click.option("--seed", default=0, show_default=True)
 def synth(folder, n_train, n_test, size, cell_size, seed):
     """Write a synthetic ISBI-like EM stack: train/test volume and label TIFFs."""
@@ -258,6 +287,7 @@ def synth(folder, n_train, n_test, size, cell_size, seed):
 def upgrade(model, output):
     """Write a V1 net (the 2015 release's format) as a V2 prototxt (Caffe's
     upgrade_net_proto_text)."""
+    _output_path(output)
     from .prototxt import parse_file, to_text
     from .upgrade import upgrade_v1_net
     param = parse_file(model)
@@ -273,6 +303,7 @@ def upgrade(model, output):
               help="OUT.caffemodel (binary) or OUT.caffemodel.h5 (HDF5): by its name.")
 def convert(source, output):
     """Convert weights between a binary .caffemodel and a .caffemodel.h5, either way."""
+    _output_path(output)
     from .caffemodel import write_caffemodel
     from .snapshot import atomic_h5, weight_layers
     layers = weight_layers(source)
@@ -295,6 +326,7 @@ def convert(source, output):
 @click.option("--classes", "num_classes", default=2, show_default=True)
 def weightmap(labels, output, w0, sigma, num_classes):
     """Write the U-Net loss weight map of a label image or stack (float32 TIFF)."""
+    _output_path(output)
     import tifffile
 
     from .data.stacks import read_stack
@@ -407,6 +439,9 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
             mean, bits, element_size, average_mirror):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
     import tifffile
+    for path in (output, probabilities):
+        if path:
+            _output_path(path)
     if bool(model) == bool(modeldef):
         raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
     if modeldef:
@@ -471,6 +506,7 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
               help="An .svg file (drawn without extra packages).")
 def plot_log(log, output):
     """Draw the loss (train and test) and learning-rate curves of a training log."""
+    _output_path(output)
     from .plotlog import parse_log, plot_svg
     if not output.endswith(".svg"):
         raise UnetcoreError(f"{output}: plot-log writes SVG; name the output *.svg")
@@ -483,7 +519,7 @@ def plot_log(log, output):
 @main.command(name="time")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--size", type=int, default=None, help="Square input edge (default: the model's).")
-@click.option("--iterations", default=10, show_default=True)
+@click.option("--iterations", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--phase", type=click.Choice(["train", "test"], case_sensitive=False),
               default="train", show_default=True)
 @click.option("--gpu", type=int, default=None)
@@ -514,12 +550,23 @@ def _require_image_input(net, model):
 
 
 def _square_input(net, model, size):
-    """Reshape the net to a size x size image input (refused if it misaligns a pool)."""
+    """Reshape the net to a size x size image input (refused if it misaligns a pool, or if
+    its blobs would not fit in memory)."""
     if size is None:
         return
+    if size < 1:
+        raise UnetcoreError(f"the input size must be a positive number of pixels, got {size}")
     _require_image_input(net, model)
+    from .memory import require_bytes
     blob = net.blobs[net.image_input]
-    net.set_inputs({net.image_input: np.zeros(blob.shape[:2] + (size, size))})
+    shape = blob.shape[:2] + (size, size)
+    require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
+    blob.reshape(shape)
+    net.reshape()
+    net.check_input_size()
+    require_bytes(sum(b.count for b in net.blobs.values()) * net.dtype.itemsize,
+                  f"the blobs of '{net.name}' at {size} x {size}")
+    net.set_inputs({net.image_input: np.zeros(shape)})
 
 
 @main.command()
@@ -550,6 +597,7 @@ def device(gpu):
               default="test", show_default=True)
 def draw(model, output, size, phase):
     """Draw a net from its prototxt (Graphviz when installed, a built-in U layout otherwise)."""
+    _output_path(output)
     from .draw import render
     from .net import Net
     net = Net(model, _phase(phase))

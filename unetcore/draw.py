@@ -2,6 +2,7 @@
 layout (no Graphviz needed) where x is the layer's place in the net and y its scale, so a
 U-Net is drawn as a U: the contracting path goes down, the expansive path comes back up.
 """
+import html
 import math
 import shutil
 import subprocess
@@ -29,20 +30,28 @@ def _producers(net):
     return made
 
 
+def _dot(text):
+    """A string inside DOT's double quotes: backslashes and quotes escaped."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _label(layer, top):
     shape = "x".join(map(str, top[0].shape[1:])) if top and top[0].shape else ""
-    return f"{layer.name}\\n{layer.type} {shape}"
+    return f"{_dot(layer.name)}\\n{_dot(layer.type)} {shape}"
 
 
 def dot_text(net):
     made = _producers(net)
-    lines = [f'digraph "{net.name}" {{', "  rankdir=LR;", "  node [shape=box, style=filled];"]
+    lines = [f'digraph "{_dot(net.name)}" {{', "  rankdir=LR;",
+             "  node [shape=box, style=filled];"]
     for layer, spec, top in _drawn_layers(net):
         colour = COLOURS.get(layer.type, "#eeeeee")
-        lines.append(f'  "{layer.name}" [label="{_label(layer, top)}", fillcolor="{colour}"];')
+        lines.append(f'  "{_dot(layer.name)}" [label="{_label(layer, top)}", '
+                     f'fillcolor="{colour}"];')
         for name in spec.bottoms:
             if made.get(name):
-                lines.append(f'  "{made[name]}" -> "{layer.name}" [label="{name}"];')
+                lines.append(f'  "{_dot(made[name])}" -> "{_dot(layer.name)}" '
+                             f'[label="{_dot(name)}"];')
     return "\n".join(lines + ["}"]) + "\n"
 
 
@@ -73,7 +82,7 @@ def svg_text(net, box_w=118, box_h=34, gap_x=14, level_h=70):
         shape = "x".join(map(str, top[0].shape[1:])) if top and top[0].shape else ""
         parts.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" height="{box_h}" rx="4" '
                      f'fill="{colour}" stroke="#555"/>')
-        parts.append(f'<text x="{x + 4:.0f}" y="{y + 13:.0f}">{layer.name}</text>')
+        parts.append(f'<text x="{x + 4:.0f}" y="{y + 13:.0f}">{html.escape(layer.name)}</text>')
         parts.append(f'<text x="{x + 4:.0f}" y="{y + 26:.0f}">{shape}</text>')
     return "\n".join(parts + ["</svg>"]) + "\n"
 

@@ -92,6 +92,14 @@ class Layer:
     def make_param_blob(self, shape, filler):
         from .blob import Blob
         from .fillers import fill
+        from .memory import require_bytes
+        require_bytes(int(np.prod(shape, dtype=np.float64)) * self.dtype.itemsize,
+                      f"the parameter blob {tuple(shape)} of layer '{self.name}'")
         blob = Blob(shape, self.dtype, self.xp)
-        blob.data[...] = self.xp.asarray(fill(filler, shape, self.rng, self.dtype))
+        try:
+            values = fill(filler, shape, self.rng, self.dtype)
+        except (ZeroDivisionError, ValueError) as err:
+            raise self.error(f"cannot fill a parameter blob of shape {tuple(shape)} with the "
+                             f"'{filler.type}' filler: {err}") from None
+        blob.data[...] = self.xp.asarray(values)
         return blob

@@ -15,9 +15,12 @@ def read_tiff(path, what="image"):
     if not path.exists():
         raise DataError(f"{path}: no such {what} file")
     try:
-        return tifffile.imread(path)
+        array = tifffile.imread(path)
     except Exception as err:                      # tifffile raises many kinds on corrupt files
         raise DataError(f"{path}: not a readable TIFF {what} stack: {err}") from None
+    if array.size == 0:
+        raise DataError(f"{path}: holds no {what} pixels (shape {array.shape})")
+    return array
 
 
 def read_stack(path, what="image"):
