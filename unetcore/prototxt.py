@@ -290,13 +290,18 @@ def _parse_scalar(tokens, spec):
 
 def _parse_int(tokens, spec, tok):
     kind, text = tok[0], tok[1]
+    value = None
     if kind == "number":
         try:
-            return int(text, 0)
+            value = int(text, 0)
         except ValueError:
             if re.fullmatch(r"[-+]?\d+", text):        # leading zeros: read as decimal
-                return int(text, 10)
-    tokens.fail(f"field '{spec.name}' takes an integer, found {_describe(tok)}", tok)
+                value = int(text, 10)
+    if value is None:
+        tokens.fail(f"field '{spec.name}' takes an integer, found {_describe(tok)}", tok)
+    if not -2 ** 63 <= value < 2 ** 63:              # protobuf's widest integer: int64
+        tokens.fail(f"field '{spec.name}': {text} is out of range for a 64-bit integer", tok)
+    return value
 
 
 def _parse_float(tokens, spec, tok):

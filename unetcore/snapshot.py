@@ -89,6 +89,7 @@ def load_weights(net, path, strict=False):
             log(f"Ignoring source layer {name}")
             continue
         _copy_layer(arrays, name, net.params[name], path)
+        log(f"Copying source layer {name}")
         copied.append(name)
     return copied
 
