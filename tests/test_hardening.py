@@ -114,6 +114,8 @@ def shapes_of(text_changes, *extra):
     (("stride: 2", "stride: 0"), r"pooling stride must be >= 1, got \(0, 0\)"),
     (("dim: 44", "dim: -44"), r"top 'data' has a negative dim in \(1, 1, -44, -44\)"),
     (("num_output: 2\n", "num_output: 99999999999999999999\n"),
+     "field 'num_output': 99999999999999999999 is out of range for a 64-bit integer"),
+    (("num_output: 2\n", "num_output: 100000000000\n"),
      "the parameter blob .* of layer 'conv_d0a-b' would take .* GiB, more than"),
     (('weight_filler { type: "msra" }', 'weight_filler { type: "msra" variance_norm: FAN_OUT }'),
      None),
