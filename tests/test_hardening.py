@@ -137,7 +137,7 @@ def test_bad_numbers_in_a_net_are_one_clear_error(change, message, tmp_path):
     (["time", SMALL, "--iterations", "0"], "0 is not in the range x>=1"),
     (["shapes", SMALL, "--size", "-5"], "the input size must be a positive number of pixels"),
     (["shapes", "prototxt/unet-deploy.prototxt", "--size", "60060"],
-     "the blobs of 'unet' at 60060 x 60060 would take .* GiB, more than"),
+     "the blobs of net 'unet' at 60060 x 60060 would take .* GiB, more than"),
     (["weightmap", "{tmp}/zero.tif", "-o", "{tmp}/w.tif"], r"zero.tif: holds no label pixels"),
     (["segment", "{tmp}/zero.tif", "-o", "/proc/none/out.tif", "--model", SMALL, "--weights",
       "x.h5"], "out.tif: cannot create its folder"),
@@ -183,3 +183,14 @@ def test_an_unexpected_error_is_still_one_line(monkeypatch):
     result = CliRunner().invoke(main, ["shapes", SMALL, "--size", "44"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "unetcore: internal error: KeyError: 'boom' (a bug in unetcore" in result.output
+
+
+def test_a_memory_budget_refuses_nets_that_exceed_it(monkeypatch):
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "100")                   # MiB
+    with pytest.raises(unetcore.errors.UnetcoreError,
+                       match=r"the blobs of net 'unet' at 572 x 572 would take 1\.\d GiB, more "
+                             r"than the 0\.1 GiB allowed by UNETCORE_MAX_MEMORY"):
+        unetcore.Net("prototxt/unet-deploy.prototxt")
+    net = unetcore.Net(SMALL)                                           # a small net fits
+    with pytest.raises(unetcore.errors.UnetcoreError, match="at 4000 x 4000 would take"):
+        net.set_inputs({"data": np.zeros((1, 1, 4000, 4000))})

@@ -551,7 +551,7 @@ def _require_image_input(net, model):
 
 def _square_input(net, model, size):
     """Reshape the net to a size x size image input (refused if it misaligns a pool, or if
-    its blobs would not fit in memory)."""
+    its blobs would not fit in memory: Net.reshape checks)."""
     if size is None:
         return
     if size < 1:
@@ -564,8 +564,6 @@ def _square_input(net, model, size):
     blob.reshape(shape)
     net.reshape()
     net.check_input_size()
-    require_bytes(sum(b.count for b in net.blobs.values()) * net.dtype.itemsize,
-                  f"the blobs of '{net.name}' at {size} x {size}")
     net.set_inputs({net.image_input: np.zeros(shape)})
 
 

@@ -160,6 +160,7 @@ class Net:
         layer_params = filter_layers(layer_params, phase, level, stages)
         self._diff_arena = self._data_arena = None
         self._build(insert_splits(layer_params, phase))
+        self.check_memory()
         self.check_input_size()
         if weights is not None:
             self.copy_from(weights)
@@ -345,9 +346,19 @@ class Net:
             self.blobs[name].data[...] = value
 
     def reshape(self):
-        """Propagate the input shapes through every layer."""
+        """Propagate the input shapes through every layer; refuse shapes whose blobs (and, in
+        training, their gradients) would not fit in memory (unetcore.memory)."""
         for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)
+        self.check_memory()
+
+    def check_memory(self):
+        from .memory import require_bytes
+        copies = 2 if self.phase == TRAIN else 1           # data, and diffs for backward
+        size = " x ".join(map(str, self.blobs[self.image_input].shape[2:])) \
+            if self.image_input else ""
+        require_bytes(copies * sum(b.count for b in self.blobs.values()) * self.dtype.itemsize,
+                      f"the blobs of net '{self.name}'" + (f" at {size}" if size else ""))
 
     def forward(self, **inputs):
         """Run forward; return {output blob name: data} (pycaffe's net.forward)."""
