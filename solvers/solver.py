@@ -28,6 +28,7 @@ from unetcore.logs import log
 from unetcore.net import TEST, TRAIN, Net
 from unetcore.prototxt import Message, parse_file
 from unetcore.caffemodel import encode_solverstate
+from unetcore.threads import thread_tuner
 from unetcore.snapshot import (atomic_file, atomic_h5, read_state, save_binary_weights,
                                save_weights, weight_layers)
 
@@ -89,6 +90,7 @@ class Solver:
         self.requested_action = None     # set by a signal handler: "snapshot" or "stop"
         self.stopped_early = False
         self.callbacks = []              # called with the solver after every iteration
+        self.tuner = thread_tuner() if self.xp is np else None   # opt-in: unetcore.threads
         self.smoothed_loss = 0.0
         self.last_snapshot = None        # the newest snapshot whose weights gave a finite step
         self.unproven_snapshot = None    # a snapshot whose weights have not been stepped from yet
@@ -201,6 +203,8 @@ class Solver:
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
                 self.test_all()
+            if self.tuner:
+                self.tuner.before_step()
             loss = sum(self._forward_backward() for _ in range(p.iter_size)) / p.iter_size
             if self.unproven_snapshot:   # its weights just gave a finite loss and gradient
                 self.last_snapshot, self.unproven_snapshot = self.unproven_snapshot, None
@@ -213,6 +217,8 @@ class Solver:
                 tick, tick_iter = now, self.iter
                 self._log_outputs(self.net, "Train", scores=None)
             self.apply_update()
+            if self.tuner:
+                self.tuner.after_step()
             self.iter += 1
             for callback in self.callbacks:
                 callback(self)
