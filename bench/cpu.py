@@ -11,7 +11,10 @@ On a shared machine the speed of both frameworks drifts over minutes. With --rou
 the two take turns, R times, mode by mode: each ratio is the median over the rounds of
 the ratio of two medians measured back to back, and the medians pool every round's runs.
 
-Usage:  python bench/cpu.py [--tile 572] [--threads 2] [--rounds 3]
+With --contention it measures the train step instead quiet, then beside a CPU-bound process
+(a busy loop), for unetcore and PyTorch, and prints each one's slowdown.
+
+Usage:  python bench/cpu.py [--tile 572] [--threads 2] [--rounds 3] [--contention]
                             [--torch-python /tmp/torchvenv/bin/python]
 """
 import argparse
@@ -138,6 +141,31 @@ def take_turns(args):
     return {key: pooled(value) for key, value in runs.items() if value}
 
 
+def contention(args):
+    """The train step quiet and beside a CPU-bound process: each framework's slowdown."""
+    rows = {}
+    for state in ("quiet", "busy"):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) \
+            if state == "busy" else None
+        try:
+            rows["unetcore", state] = in_child("train", args.tile, args.train_repeats,
+                                               args.threads)
+            if args.torch_python:
+                rows["torch", state] = torch_figures(args.torch_python, "train", args.tile,
+                                                     args.threads, args.train_repeats)
+        finally:
+            if hog:
+                hog.kill()
+                hog.wait()
+    print(f"train step at {args.tile}, {args.threads} threads, quiet and beside a busy loop")
+    print(f"{'':<10}{'quiet s':>9}{'busy s':>9}{'slowdown':>10}")
+    for who in ("unetcore", "torch"):
+        if (who, "quiet") in rows:
+            quiet, busy = rows[who, "quiet"]["median_s"], rows[who, "busy"]["median_s"]
+            print(f"{who:<10}{quiet:>9.3f}{busy:>9.3f}{busy / quiet:>9.2f}x")
+    return {f"{who} {state}": r for (who, state), r in rows.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tile", type=int, default=572)
@@ -146,11 +174,18 @@ def main():
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--torch-python", help="a python that has torch (separate venv)")
+    ap.add_argument("--contention", action="store_true",
+                    help="the train step quiet and beside a CPU-bound process, both frameworks")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.tile, args.repeats)))
+        return
+    if args.contention:
+        figures = contention(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
         return
     figures = {"environment": {"machine": platform.processor() or platform.machine(),
                                "cpus": os.cpu_count(), "numpy": np.__version__,
