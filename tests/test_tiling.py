@@ -20,14 +20,14 @@ def small_net(tile, seed=0):
     return net
 
 
-def single_pass(net, image):
+def single_pass(net, image, model=SMALL):
     """The reference: the whole image, mirror-extended to a valid size, in one forward."""
     tile, out, margin, step = tile_geometry(net, "data", "score")
     h, w = image.shape[-2:]
     need = lambda n: tile + step * -(-max(n - out, 0) // step)      # noqa: E731
     size_h, size_w = need(h), need(w)
     padded = mirror_pad(image, margin, (size_h - h - margin, size_w - w - margin))
-    whole = Net(SMALL, "TEST")
+    whole = Net(model, "TEST")
     for name, blobs in net.params.items():
         for a, b in zip(whole.params[name], blobs):
             a.data[...] = b.data
@@ -44,6 +44,20 @@ def test_stitched_tiles_equal_a_single_pass(height, width, k, batch):
     stitched = segment(net, image.astype(np.float32), batch)
     assert stitched.shape == (2, height, width)
     np.testing.assert_allclose(stitched, single_pass(net, image.astype(np.float32)), atol=1e-5)
+
+
+def test_stitched_tiles_equal_a_single_pass_at_the_2015_depth(tmp_path):
+    """The same equality with the 2015 net's depth 4 and pooling grid 16 (thinned to 2
+    channels): 252 px tiles, 68 px outputs stepping by 64, over a 150 x 137 image."""
+    from unetcore.unet import deploy_text
+    model = tmp_path / "deep.prototxt"
+    model.write_text(deploy_text("deep", depth=4, channels=2, size=252))
+    net = Net(str(model), "TEST")
+    randomize_params(net, np.random.default_rng(0))
+    assert tile_geometry(net, "data", "score") == (252, 68, 92, 64)
+    image = np.random.default_rng(1).random((1, 150, 137)).astype(np.float32)
+    np.testing.assert_allclose(segment(net, image, 2), single_pass(net, image, str(model)),
+                               rtol=1e-5, atol=1e-5)     # its scores reach 30: float32 rounding
 
 
 def test_tile_geometry_of_the_2015_unet():

@@ -62,17 +62,38 @@ def _phase(value):
 @click.option("--size", type=int, help="Square input edge length (default: the prototxt's).")
 @click.option("--phase", type=click.Choice(["train", "test"], case_sensitive=False),
               default="test", show_default=True)
-def shapes(model, size, phase):
+@click.option("--receptive-field", is_flag=True,
+              help="Print, for each output position on the pooling grid, the input pixels it "
+                   "depends on.")
+def shapes(model, size, phase, receptive_field):
     """Print every layer's output blob shapes (a shape walk-through of the net)."""
     from .net import Net
     net = Net(model, _phase(phase))
     _square_input(net, model, size)
+    if receptive_field:
+        _print_receptive_field(net, model)
+        return
     click.echo(f"{'layer':<24}{'type':<18}{'top':<14}shape")
     for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
         for name, blob in zip(spec.tops, top):
             click.echo(f"{layer.name:<24}{layer.type:<18}{name:<14}{'x'.join(map(str, blob.shape))}")
     params = sum(b.count for b in net.learnable_params)
     click.echo(f"{len(net.layers)} layers, {params:,} learnable parameters")
+
+
+def _print_receptive_field(net, model):
+    from .receptive import receptive_field
+    from .tiling import pooling_grid
+    _require_image_input(net, model)
+    grid = pooling_grid(net)
+    output = net.blobs[net.outputs[0]].shape[-1]
+    click.echo(f"output pixel (mod {grid})  input rows it depends on  size  centre offset")
+    for position in range(min(grid, output)):
+        first, last = receptive_field(net, (position, position))[0]
+        centre = (first + last) / 2 - (position + (net.blobs[net.image_input].shape[-1]
+                                                   - output) / 2)
+        click.echo(f"{position:>21}  {first:>10} .. {last:<12}  {last - first + 1:>4}  "
+                   f"{centre:+.1f}")
 
 
 @main.command()

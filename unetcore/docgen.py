@@ -46,10 +46,51 @@ def valid_sizes():
         net.set_inputs({"data": np.zeros((1, 1, s, s))})
         outputs.append(net.blobs["score"].shape[-1])
     pairs = ", ".join(f"{s} -> {o}" for s, o in zip(found, outputs))
+    loss = found[0] - outputs[0]
     return (f"Valid input sizes from 150 to 700 (input -> output): {pairs}.\n\n"
-            f"Every one is 16k + 60 and loses {found[0] - outputs[0]} pixels: the receptive "
-            f"field of an output pixel is {found[0] - outputs[0] + 1} x "
-            f"{found[0] - outputs[0] + 1} input pixels.\n")
+            f"Every one is 16k + 60 and loses {loss} pixels, {loss // 2} of context on each "
+            "side.\n")
+
+
+def receptive_field_table():
+    """The input rows that output pixels 0..15 of the 2015 net at 572 depend on."""
+    from .receptive import receptive_field
+    net = _net("unet-deploy.prototxt", 572)
+    rows = ["| output pixel | input pixels it depends on | size | window centre - pixel centre |",
+            "| --- | --- | --- | --- |"]
+    sizes = set()
+    for position in range(16):
+        first, last = receptive_field(net, (position, position))[0]
+        sizes.add(last - first + 1)
+        rows.append(f"| {position} | {first} .. {last} | {last - first + 1} | "
+                    f"{(first + last) / 2 - (position + 92):+.1f} |")
+    return ("\n".join(rows) + f"\n\nSo an output pixel depends on "
+            f"{' or '.join(map(str, sorted(sizes)))} input pixels per axis, and pixel 16 reads "
+            "what pixel 0 does, shifted by 16.\n")
+
+
+def split_blobs():
+    """The blobs of the deploy net that feed two layers, with their readers."""
+    net = _net("unet-deploy.prototxt")
+    rows = []
+    for layer, spec in zip(net.layers, net.specs):
+        if layer.type == "Split":
+            readers = [other.name for other, s in zip(net.layers, net.specs)
+                       if set(s.bottoms) & set(spec.tops)]
+            rows.append(f"- `{spec.bottoms[0]}` (read by {', '.join(f'`{r}`' for r in readers)})")
+    return f"{len(rows)} Splits in the deploy net:\n\n" + "\n".join(rows) + "\n"
+
+
+def im2col_size():
+    """The size of conv_d0b-c's im2col matrix at a 572 tile."""
+    net = _net("unet-deploy.prototxt", 572)
+    layer = net.layer("conv_d0b-c")
+    rows = layer.channels * layer.geom.kernel[0] * layer.geom.kernel[1]
+    out = net.blobs["d0c"].shape[-1]
+    return (f"for `conv_d0b-c` ({layer.channels} -> {layer.num_output} channels, "
+            f"{net.blobs['d0b'].shape[-1]} -> {out} px), `col` has one row per (channel, tap) "
+            f"and one column per output pixel: {rows} x {out ** 2:,} floats, "
+            f"{rows * out ** 2 * 4 / 1e6:.0f} MB.\n")
 
 
 def _matrix(a):
@@ -115,7 +156,9 @@ def loss_normalizer():
 
 
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
-          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer}
+          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
+          "receptive-field": receptive_field_table, "splits": split_blobs,
+          "im2col-size": im2col_size}
 
 
 def figures():

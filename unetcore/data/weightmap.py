@@ -42,8 +42,9 @@ def nearest_two_distances(instances, sampling=None):
 def weight_map(labels, w0=10.0, sigma=5.0, num_classes=2):
     """The weight map of one 2-d label image (instances, or a binary mask of cells).
 
-    The border term is added on background pixels only: inside a cell d1 = 0 and the term
-    would only punish large cells near others, which is not what it is for.
+    The border term is added on background pixels only: inside a cell d1 = 0, and the term
+    would weight up every cell pixel near a neighbouring cell (whole small cells, the rims of
+    large ones); it is meant for the background gaps between cells.
     """
     labels = np.asarray(labels)
     instances = instances_of(labels)
