@@ -3,14 +3,11 @@ import numpy as np
 import pytest
 
 from unetcore.blob import Blob
-from unetcore.gradcheck import check_layer
-from unetcore.layer import layer_class
-from unetcore.prototxt import parse
+from unetcore.gradcheck import check_gradients, layer_from_text
 
 
 def make_layer(text, phase="TRAIN", dtype=np.float64, seed=0):
-    param = parse(text, "LayerParameter")
-    return layer_class(param)(param, phase, dtype, np, np.random.default_rng(seed))
+    return layer_from_text(text, phase, dtype, seed)
 
 
 def blobs_of(*arrays, dtype=np.float64):
@@ -33,9 +30,8 @@ def run_forward(layer, *arrays, tops=1):
 
 
 def assert_gradients(layer, *arrays, tops=1, check_bottoms=None, max_checks=None):
-    bottom = blobs_of(*arrays)
-    top = [Blob((), np.float64) for _ in range(tops)]
-    results = check_layer(layer, bottom, top, check_bottoms=check_bottoms, max_checks=max_checks)
+    results = check_gradients(layer, *arrays, tops=tops, check_bottoms=check_bottoms,
+                              max_checks=max_checks)
     failed = [r.line() for r in results if not r.passed]
     assert not failed, "\n".join(failed)
     assert results, "nothing was checked"

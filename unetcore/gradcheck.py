@@ -170,3 +170,28 @@ def _input_roles(net):
             if len(spec.bottoms) > 2:
                 roles[origin.get(spec.bottoms[2], spec.bottoms[2])] = ("weight", 0)
     return roles
+
+
+def layer_from_text(text, phase="TRAIN", dtype=np.float64, seed=0):
+    """One layer built from its prototxt text (a `layer { ... }` body), alone, as a net would
+    build it: for trying and checking a layer, your own included."""
+    from .layer import layer_class
+    from .prototxt import parse
+    param = parse(text, "LayerParameter")
+    return layer_class(param)(param, phase, dtype, np, np.random.default_rng(seed))
+
+
+def check_gradients(layer, *inputs, tops=1, check_bottoms=None, max_checks=None, seed=0):
+    """Gradient-check `layer` (a layer, or its prototxt text) on the arrays `inputs`, one per
+    bottom: [BlobCheck] for every bottom and parameter blob, each with `.passed` and
+    `.line()`. The layer must compute in float64 (layer_from_text builds it so)."""
+    from .blob import Blob
+    layer = layer_from_text(layer) if isinstance(layer, str) else layer
+    bottom = []
+    for array in inputs:
+        blob = Blob(np.shape(array), np.float64)
+        blob.data[...] = array
+        bottom.append(blob)
+    top = [Blob((), np.float64) for _ in range(tops)]
+    return check_layer(layer, bottom, top, check_bottoms=check_bottoms, max_checks=max_checks,
+                       seed=seed)
