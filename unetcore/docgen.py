@@ -155,10 +155,99 @@ def loss_normalizer():
             f"than with `normalization: FULL`.\n")
 
 
+def tiny_unet(seed):
+    """A U-Net in little (depth 1, 1 channel at the top, 2 classes, 20 px -> 4 px) with small
+    integer weights (-1, 0, 1), biases of 0.1 and a random input, so that no ReLU input and
+    no max-pool window sits on a kink or a tie, where finite differences cannot agree."""
+    from .net import Net
+    from .prototxt import parse
+    from .unet import layers_text
+    text = ('name: "tiny"\nlayer { name: "input" type: "Input" top: "data" top: "label" '
+            'top: "weights" input_param { shape { dim: 1 dim: 1 dim: 20 dim: 20 } '
+            'shape { dim: 1 dim: 1 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n'
+            + layers_text(depth=1, channels=1, classes=2, dropout_levels=0)
+            + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" '
+              'bottom: "weights" top: "loss" }\n')
+    net = Net(parse(text), "TRAIN", dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    for blobs in net.params.values():
+        blobs[0].data[...] = rng.choice([-1, 0, 1], blobs[0].shape)
+        blobs[1].data[...] = 0.1          # not 0: a dead unit's output would sit on a kink
+    net.set_inputs({"data": rng.random((1, 1, 20, 20)),
+                    "label": rng.integers(0, 2, (1, 1, 4, 4)),
+                    "weights": rng.integers(1, 4, (1, 1, 4, 4))})
+    return net
+
+
+def _grid(array):
+    """A 2-d array as aligned text, up to 3 significant digits."""
+    cells = [[f"{v + 0.0:.3g}" for v in row] for row in np.atleast_2d(array)]   # no "-0"
+    width = max(len(c) for row in cells for c in row)
+    return "\n".join("    " + " ".join(c.rjust(width) for c in row) for row in cells)
+
+
+def _blob_text(name, array):
+    if array.ndim == 0:
+        return f"`{name}` = {float(array):.6g}\n"
+    parts = [f"`{name}`, channel {c}:\n\n{_grid(array[0, c])}\n" for c in range(array.shape[1])]
+    return "\n".join(parts)
+
+
+def worked_backprop():
+    """Every blob's data down the tiny U-Net, every diff back up, and the checker's verdict."""
+    from .gradcheck import check_net
+    seed = 1                  # a draw whose score is not flat and whose ReLUs are 35-81% alive
+    net = tiny_unet(seed)
+    loss = net.forward_layers()
+    down = [f"The loss is {loss:.6g}. Forward, layer by layer (in-place ReLUs overwrite their "
+            "convolution's top, so a convolution's top is shown after its ReLU):\n"]
+    for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
+        if layer.type in ("Split", "ReLU") or not spec.tops:
+            continue
+        shown = [(n, b.data) for n, b in zip(spec.tops, top)]
+        down.append(f"**{layer.name}** ({layer.type}):\n\n" +
+                    "\n".join(_blob_text(n, a) for n, a in shown))
+    up = ["Backward, from the loss down: after each layer, the gradient it wrote into its "
+          "bottoms, dL/dbottom (a ReLU's is shown with the convolution before it):\n"]
+    for top, spec in zip(net.top_vecs, net.specs):          # as Net.backward starts
+        for blob, weight in zip(top, spec.loss_weights):
+            if weight:
+                blob.diff[...] = weight
+    for i in reversed(range(len(net.layers))):
+        layer, spec, bottom = net.layers[i], net.specs[i], net.bottom_vecs[i]
+        if not net.layer_need_backward[i]:
+            continue
+        layer.backward(net.top_vecs[i], net.bottom_need_backward[i], bottom)
+        if layer.type in ("ReLU",):
+            continue
+        shown = [(n, b.diff.copy()) for n, b, need in zip(spec.bottoms, bottom,
+                                                         net.bottom_need_backward[i]) if need]
+        if shown:
+            what = "the sum of its tops' gradients" if layer.type == "Split" else \
+                "the gradient of its bottom"
+            up.append(f"**{layer.name}** ({layer.type}), {what}:\n\n" +
+                      "\n".join(_blob_text(n, a) for n, a in shown))
+    weights = ["Parameter gradients (dL/dW, dL/db):\n"]
+    for name, blobs in net.params.items():
+        weights.append(f"**{name}**: dW\n\n" + "\n".join(
+            _grid(blobs[0].diff[o, c]) for o in range(blobs[0].shape[0])
+            for c in range(blobs[0].shape[1])) + f"\n\ndb = {_row(blobs[1].diff)}\n")
+    check = tiny_unet(seed)
+    results = check_net(check)
+    verdict = (f"The gradient checker (central differences, h = 1e-6) agrees on every one of "
+               f"the {sum(r.checked for r in results)} parameters: largest relative error "
+               f"{max(r.max_scaled_error for r in results):.1e}.\n")
+    return "\n".join(down + up + weights + [verdict])
+
+
+def _row(values):
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,
-          "im2col-size": im2col_size}
+          "im2col-size": im2col_size, "worked-backprop": worked_backprop}
 
 
 def figures():
