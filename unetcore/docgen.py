@@ -244,10 +244,111 @@ def _row(values):
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
+# ---------------------------------------------------------------- exercises (answers computed)
+def _answer(text):
+    return f"<details><summary>Answer</summary>\n\n{text}\n\n</details>\n"
+
+
+def exercises_walkthrough():
+    from .errors import NetError
+    net = _net("unet-deploy.prototxt")
+    try:
+        net.set_inputs({"data": np.zeros((1, 1, 566, 566))})
+        verdict = "566 is valid."
+    except NetError as err:
+        verdict = f"No. `unetcore shapes --size 566` says: {err}"
+    offsets = {}
+    for size in (188, 572, 700):
+        net.set_inputs({"data": np.zeros((1, 1, size, size))})
+        offsets[size] = [net.layer(f"crop_d{k}c-d{k}cc").window[2].start for k in range(4)]
+    same = ", ".join(f"{size}: {o}" for size, o in offsets.items())
+    gaps = ", ".join(str(2 * o) for o in offsets[572])
+    return ("1. Is 566 a valid input size for the 2015 net? If not, which pool complains?\n\n"
+            + _answer(verdict) + "\n2. Why are the crop offsets the same for every valid "
+            "size?\n\n" + _answer(
+                f"Offsets at levels 0 to 3, by input size: {same}. With b the size at the "
+                "bottom of the net, every map's size is 2^j b plus a constant (each pool halves, "
+                "each up-convolution doubles, each convolution subtracts 2). At level k the "
+                "contracting map and the upsampled map have the same 2^j b term, so they differ "
+                f"by a constant that depends only on the depth: {gaps} px at levels 0 to 3. "
+                "Half of it is cut on each side."))
+
+
+def exercises_backprop():
+    from .gradcheck import layer_from_text
+    from .blob import Blob
+    layer = layer_from_text('name: "c" type: "Convolution" convolution_param { num_output: 1 '
+                            'kernel_h: 1 kernel_w: 3 stride: 2 bias_term: false '
+                            'weight_filler { type: "constant" value: 1 } }')
+    x, top = Blob((1, 1, 1, 7)), Blob(())
+    x.data[...] = np.arange(7)
+    layer.setup([x], [top])
+    layer.reshape([x], [top])
+    layer.forward([x], [top])
+    layer.blobs[0].data[...] = [[[[1, 2, 3]]]]
+    top.diff[...] = [[[[10, 100, 1000]]]]
+    layer.backward([top], [True], [x])
+    return ("1. A 1 x 3 convolution with weights (1, 2, 3) and stride 2 reads a row of 7 "
+            "pixels. Its upstream gradient is dy = (10, 100, 1000). What is dx?\n\n" + _answer(
+                "Output j reads x[2j], x[2j + 1], x[2j + 2] with weights 1, 2, 3, so "
+                "dx[i] = sum over the (j, p) with 2j + p = i of w[p] dy[j]. The pixels at "
+                "places 2 and 4 are read twice, by neighbouring windows: dx = ("
+                + ", ".join(f"{v:g}" for v in x.diff[0, 0, 0]) + "). This is col2im with stride 2 (`test_convolution_"
+                "forward_matches_direct_sum_and_gradients` checks it for strides 1 and 2)."))
+
+
+def exercises_im2col():
+    from .im2col import ConvGeometry, col2im_add
+    geom = ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
+    counts = np.zeros((1, 5, 5))
+    col2im_add(np.ones((9, 9)), counts, geom, 3, 0, 3)
+    return ("1. A 3x3 kernel (stride 1, no padding) slides over a 5 x 5 image. How many "
+            "columns of `col` read each pixel, that is, how many terms does col2im add into "
+            "it?\n\n" + _answer("col2im of a `col` of ones counts them:\n\n"
+                                  + _grid(counts[0]) + "\n\nA corner is read by one window, "
+                                  "the centre by all nine."))
+
+
+def exercises_training():
+    from .data.synth import synth_stack
+    from .data.stacks import to_classes
+    from .data.weightmap import weight_stack
+    _, labels = synth_stack(8, 256, 0, 40)
+    mean = float(weight_stack(to_classes(labels, 2, "synth"), 10.0, 5.0, 2).mean())
+    return ("1. Why is the first training loss about ln 2 = 0.693, and why was it about "
+            "mean(w) ln 2 before unetcore took caffe_unet's normalizer?\n\n" + _answer(
+                "At the start the scores of the two classes are about equal, so p = 1/2 and "
+                "each pixel's term is w ln 2. Divided by the sum of the weights, the loss is "
+                "ln 2; divided by the pixel count (`normalization: FULL`), it is mean(w) ln 2 = "
+                f"{mean:.3f} x 0.693 = {mean * np.log(2):.3f} on the demo's data.")
+            + "\n2. Which plain-SGD learning rate does base_lr 0.001 with momentum 0.99 "
+            "mimic, once the momentum has built up?\n\n" + _answer(
+                "With a steady gradient g, V settles where V = 0.99 V + 0.001 g, so "
+                f"V = 0.001 g / (1 - 0.99) = {0.001 / (1 - 0.99):g} g: plain SGD at rate "
+                f"{0.001 / (1 - 0.99):g}."))
+
+
+def exercises_overlap_tile():
+    from .tiling import tile_geometry
+    net = _net("unet-deploy.prototxt")
+    tile, out, margin, step = tile_geometry(net, "data", "score")
+    rows, cols = -(-1000 // step), -(-700 // step)
+    canvas = ((rows - 1) * step + tile, (cols - 1) * step + tile)
+    return (f"1. A 1000 x 700 image is segmented with {tile} px tiles. How many tiles, and "
+            "how large is the mirrored canvas?\n\n" + _answer(
+                f"Tiles step by {step} px, so {rows} x {cols} = {rows * cols} tiles. The canvas "
+                f"is {canvas[0]} x {canvas[1]}: (tiles - 1) x {step} + {tile} per axis, with "
+                f"{margin} mirrored pixels before the image."))
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,
-          "im2col-size": im2col_size, "worked-backprop": worked_backprop}
+          "im2col-size": im2col_size, "worked-backprop": worked_backprop,
+          "exercises-walkthrough": exercises_walkthrough,
+          "exercises-backprop": exercises_backprop, "exercises-im2col": exercises_im2col,
+          "exercises-training": exercises_training,
+          "exercises-overlap-tile": exercises_overlap_tile}
 
 
 def figures():
