@@ -69,6 +69,34 @@ def receptive_field_table():
             "what pixel 0 does, shifted by 16.\n")
 
 
+def receptive_picture():
+    """Two 1-d pictures: valid convolutions shrinking a row, and the 2015 net's windows
+    stepping with the pooling grid."""
+    from .receptive import receptive_field
+    row, label = 16, "    {:<10}"
+    lines = [label.format("input") + " ".join("o" for _ in range(row))]
+    for cut in (1, 2):                            # each pixel takes 2 characters
+        lines.append(label.format("conv 3") + "  " * cut
+                     + " ".join("o" for _ in range(row - 2 * cut)))
+    lines.append(label.format("pool 2") + "  " * 2      # one pixel under each pair
+                 + "   ".join("o" for _ in range((row - 4) // 2)))
+    shrink = "\n".join(lines)
+    net = _net("unet-deploy.prototxt", 236)
+    scale, rows = 4, []
+    for position in range(20):
+        first, last = receptive_field(net, (position, position))[0]
+        bar = "".join("#" if first <= x * scale + scale - 1 and x * scale <= last else "."
+                      for x in range(236 // scale))
+        rows.append(f"    {position:>2} {bar}  {first:>3} .. {last}")
+    return ("Each unpadded 3-tap convolution takes one pixel off each end of a row, and a "
+            "2-wide pool halves what is left:\n\n" + shrink + "\n\nOn the way up, an "
+            "up-convolution's output pixel reads one input pixel, so its neighbours read the same "
+            "one or the next. Below, the input pixels (one character for 4) that output pixels "
+            "0 to 19 of the 2015 net (at 236 px) depend on: the windows do not slide with the "
+            "pixel, they jump every 16 pixels, and pixels 0 to 3 need less context than 4 to "
+            "15.\n\n" + "\n".join(rows) + "\n")
+
+
 def split_blobs():
     """The blobs of the deploy net that feed two layers, with their readers."""
     net = _net("unet-deploy.prototxt")
@@ -344,6 +372,7 @@ def exercises_overlap_tile():
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,
+          "receptive-picture": receptive_picture,
           "im2col-size": im2col_size, "worked-backprop": worked_backprop,
           "exercises-walkthrough": exercises_walkthrough,
           "exercises-backprop": exercises_backprop, "exercises-im2col": exercises_im2col,
