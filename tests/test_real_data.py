@@ -1,0 +1,39 @@
+"""The small U-Net learns real EM data: two 188 x 188 crops of the ISBI 2012 training slices
+(tests/data, with the citation). Seeded, so the numbers are fixed for a version of the code;
+the bounds leave room for other BLAS builds' rounding."""
+from pathlib import Path
+
+import numpy as np
+
+import unetcore
+from unetcore.prototxt import parse
+from unetcore.unet import layers_text
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def isbi_solver(iterations):
+    net = ('name: "isbi-small" layer { name: "data" type: "TiffData" top: "data" top: "label" '
+           f'top: "weights" tiff_data_param {{ image: "{DATA}/isbi-crops-volume.tif" '
+           f'label: "{DATA}/isbi-crops-labels.tif" tile_size: 92 label_size: 52 w0: 10 '
+           'sigma: 5 } create_deformation_param { deform_std: 5 grid_points: 3 '
+           'random_mirror_flag { v: 1 v: 1 } random_rotate_from { v: 0 } '
+           'random_rotate_to { v: 360 } } } '
+           + layers_text(depth=2, channels=8, dropout_levels=0)
+           + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" '
+             'bottom: "weights" top: "loss" }')
+    text = (f"net_param {{ {net} }} base_lr: 0.003 momentum: 0.9 max_iter: {iterations} "
+            "random_seed: 0 average_loss: 20")
+    return unetcore.get_solver(parse(text, "SolverParameter"))
+
+
+def test_the_small_unet_learns_real_em_data():
+    solver = isbi_solver(200)
+    losses = []
+    solver.callbacks.append(lambda s: losses.append(float(s.net.loss)))
+    solver.step(200)
+    first, last = np.mean(losses[:20]), np.mean(losses[-60:])
+    # At the start the loss is about ln 2 (two classes, caffe_unet's weight-sum normalizer);
+    # measured: 0.717 over the first 20 iterations, 0.41 over the last 60.
+    assert first > 0.6, first
+    assert last < 0.55, (first, last)
