@@ -75,3 +75,19 @@ def test_best_over_thresholds():
     assert best["pixel_error"] == (0.0, 0.1)
     assert best["rand_error"][0] == 0 and best["warping_error"][0] == 0
     assert rows[-1]["pixel_error"] == pytest.approx(64 / 144)      # t = 1: nothing is a cell
+    assert rows[-1]["cell_fraction"] == 0 and rows[0]["cell_fraction"] == 1
+    assert rows[5]["cell_fraction"] == pytest.approx(64 / 144)
+
+
+def test_a_one_class_segmentation_can_have_the_best_warping_error():
+    # One cell with a membrane at its edge; the net predicts it with three holes. Calling every
+    # pixel cell (threshold 0.0) only grows the cell by simple points, which the warping
+    # forgives, so it wins the warping error: `unetcore test` says so beside the number.
+    truth = np.ones((1, 12, 12), bool)
+    truth[0, :, 11] = False
+    probabilities = truth * 0.8 + 0.1
+    probabilities[0, [3, 5, 8], [3, 7, 4]] = 0.05
+    rows, best = evaluate(probabilities, truth)
+    value, threshold = best["warping_error"]
+    assert (value, threshold) == (0.0, 0.0) and rows[0]["cell_fraction"] == 1
+    assert rows[5]["warping_error"] == pytest.approx(3 / 144)

@@ -517,8 +517,13 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     for r in rows:
         click.echo(f"{r['threshold']:>9.1f} {r['pixel_error']:>12.6f} {r['rand_error']:>11.6f} "
                    f"{r['warping_error']:>14.6f}")
+    cell_fraction = {r["threshold"]: r["cell_fraction"] for r in rows}
     for name, (value, threshold) in best.items():
         click.echo(f"best {name.replace('_', ' ')}: {value:.6f} (threshold {threshold:.1f})")
+        if cell_fraction[threshold] in (0.0, 1.0):
+            click.echo(f"note: at threshold {threshold:.1f} every pixel is "
+                       f"{'cell' if cell_fraction[threshold] else 'membrane'}; this "
+                       f"{name.replace('_', ' ')} is an empty segmentation's, not the net's")
 
 
 @main.command(name="plot-log")

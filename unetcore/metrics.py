@@ -108,6 +108,7 @@ def evaluate(cell_probabilities, truth, thresholds=THRESHOLDS):
         prediction = cell_probabilities > t
         per_threshold.append({
             "threshold": float(t),
+            "cell_fraction": float(np.mean(prediction)),
             "pixel_error": np.mean([pixel_error(p, g) for p, g in zip(prediction, truth)]),
             "rand_error": np.mean([rand_error(p, g) for p, g in zip(prediction, truth)]),
             "warping_error": np.mean([warping_error(p, g) for p, g in zip(prediction, truth)]),
