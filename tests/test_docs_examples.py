@@ -12,6 +12,7 @@ PAGES = ["check-your-layer.md"]
 @pytest.mark.parametrize("page", PAGES)
 def test_python_blocks_run(page, capsys, monkeypatch):
     import unetcore.layer
+    import unetcore.layers  # noqa: F401  (register the built-in types before the copy below)
     # the examples register layer types: keep them out of the registry other tests see
     monkeypatch.setattr(unetcore.layer, "LAYER_TYPES", dict(unetcore.layer.LAYER_TYPES))
     blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
