@@ -102,3 +102,20 @@ def test_parse_log_script_writes_caffes_tables(tmp_path):
     assert train == [["NumIters", "LearningRate", "loss"], ["0", "0.01", "0.7"], ["2", "", "0.6"]]
     test = list(csv.reader(open(tmp_path / "train.log.test.csv")))
     assert test == [["NumIters", "loss"], ["2", "0.5"]]
+
+
+def test_test_command_flags_a_one_class_best(workdir):
+    # All-zero weights give p = 0.5 everywhere: every threshold calls every pixel one class,
+    # so each best error is an empty segmentation's, and the command says so.
+    net = Net("prototxt/unet-small-deploy.prototxt", "TEST")
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = 0
+    net.save("zero.caffemodel.h5")
+    labels = np.full((1, 24, 24), 255, np.uint8)
+    labels[0, :, 12] = 0
+    tifffile.imwrite("images.tif", np.random.default_rng(0).integers(0, 256, (1, 24, 24), np.uint8))
+    tifffile.imwrite("labels.tif", labels)
+    out = run("test", "images.tif", "labels.tif", "--model", "prototxt/unet-small-deploy.prototxt",
+              "--weights", "zero.caffemodel.h5")
+    assert out.count("; this ") == 3 and "is an empty segmentation's, not the net's" in out
