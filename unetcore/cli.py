@@ -326,14 +326,10 @@ def convert(source, output):
     """Convert weights between a binary .caffemodel and a .caffemodel.h5, either way."""
     _output_path(output)
     from .caffemodel import write_caffemodel
-    from .snapshot import atomic_h5, weight_layers
+    from .snapshot import weight_layers, write_h5_weights
     layers = weight_layers(source)
     if output.endswith(".h5"):
-        with atomic_h5(output) as f:
-            for name, arrays, _ in layers:
-                group = f.create_group(f"data/{name}")
-                for i, array in enumerate(arrays):
-                    group.create_dataset(str(i), data=array)
+        write_h5_weights(output, [(name, arrays) for name, arrays, _ in layers])
     else:
         write_caffemodel(output, [(name, "", arrays) for name, arrays, _ in layers])
     click.echo(f"wrote {output}: {len(layers)} layers with weights")

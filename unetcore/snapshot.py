@@ -49,12 +49,18 @@ def open_h5(path, what="weights"):
 
 
 def save_weights(net, path):
+    write_h5_weights(path, [(name, [to_numpy(b.data) for b in blobs])
+                            for name, blobs in net.params.items()])
+
+
+def write_h5_weights(path, layers):
+    """(layer name, [arrays]) pairs in Caffe's HDF5 layout, /data/<layer>/0, 1, ..."""
     with atomic_h5(path) as f:
         data = f.create_group("data")
-        for name, blobs in net.params.items():
+        for name, arrays in layers:
             group = data.create_group(name)
-            for i, blob in enumerate(blobs):
-                group.create_dataset(str(i), data=to_numpy(blob.data))
+            for i, array in enumerate(arrays):
+                group.create_dataset(str(i), data=array)
 
 
 def weight_layers(path):
