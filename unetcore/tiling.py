@@ -55,13 +55,13 @@ def forward_tiles(net, tiles, average_mirror=False):
     release's segmentation and caffe_unet's tiled_predict do)."""
     input_name, output_name = net.image_input, net.outputs[0]
     scores = to_numpy(net.forward(**{input_name: tiles})[output_name]).copy()
-    if not np.isfinite(scores).all():
-        raise non_finite_error(net, tiles)
     if average_mirror:
         for axes in ((-1,), (-2,), (-2, -1)):
             flipped = np.flip(tiles, axes).copy()
             scores += np.flip(to_numpy(net.forward(**{input_name: flipped})[output_name]), axes)
         scores /= 4
+    if not np.isfinite(scores).all():           # one check covers the mirrored passes too
+        raise non_finite_error(net, tiles)
     return scores
 
 
