@@ -18,7 +18,7 @@ import tifffile
 
 from unetcore import TEST, Net
 from unetcore.data.stacks import normalize_grey
-from unetcore.metrics import evaluate, iou, pixel_error, rand_error, warping_error
+from unetcore.metrics import evaluate, iou
 from unetcore.plotlog import plot_svg
 from unetcore.prototxt import parse, parse_file
 from unetcore.solvers.solver import get_solver
@@ -55,17 +55,14 @@ def otsu_threshold(image):
 def otsu_row(images, truth):
     """Membranes are dark: a pixel is cell where it is brighter than its slice's Otsu level."""
     cells = np.stack([im > otsu_threshold(im) for im in images])
-    return {"pixel_error": np.mean([pixel_error(p, g) for p, g in zip(cells, truth)]),
-            "rand_error": np.mean([rand_error(p, g) for p, g in zip(cells, truth)]),
-            "warping_error": np.mean([warping_error(p, g) for p, g in zip(cells, truth)]),
-            "iou": iou(cells.astype(int), truth.astype(int))}
+    (row,), _ = evaluate(cells.astype(np.float32), truth, thresholds=[0.5])
+    row["warping_at_rand"] = row["warping_error"]          # one segmentation: one threshold
+    row["iou"] = iou(cells.astype(int), truth.astype(int))
+    return row
 
 
-def network_row(deploy, train_net, images, truth):
-    """Copy the trained weights into the deploy net, segment by overlap-tile, score."""
-    for name, blobs in deploy.params.items():
-        for target, source in zip(blobs, train_net.params[name]):
-            target.data[...] = source.data
+def network_row(deploy, images, truth):
+    """Segment by overlap-tile with the deploy net (its weights are the solver's), score."""
     probabilities = np.stack([softmax(segment(deploy, im)) for im in images])
     rows, best = evaluate(probabilities[:, 1], truth)
     row = {m: value for m, (value, _) in best.items()}
@@ -81,7 +78,7 @@ def network_row(deploy, train_net, images, truth):
 def format_row(name, row, seconds=None):
     wall = f"{seconds:8.0f}" if seconds is not None else f"{'':>8}"
     return (f"| {name:<24} | {row['pixel_error']:.4f} | {row['rand_error']:.4f} | "
-            f"{row['warping_error']:.6f} | {row.get('warping_at_rand', row['warping_error']):.6f} | "
+            f"{row['warping_error']:.6f} | {row['warping_at_rand']:.6f} | "
             f"{row['iou'][0]:.4f} | {row['iou'][1]:.4f} | {wall} |")
 
 
@@ -116,9 +113,10 @@ def main():
     solver = get_solver(parse_file("solver.prototxt", "SolverParameter"))
     deploy = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"), TEST)
     deploy.release_activations = True
+    solver.share_weights(deploy)                    # the deploy net reads the weights as they train
     grey = as_channel_images(normalize_grey(images, path="test-volume"), 1, "test-volume")
-    losses = []
-    solver.callbacks.append(lambda s: losses.append((s.iter, float(s.net.loss))))
+    curve = []
+    solver.callbacks.append(lambda s: record_smoothed_loss(s, curve))
 
     print(f"# ISBI 2012, train slices 1-20, test 21-25; {host()}")
     print(f"# net: depth 4, {args.channels} base channels, {args.size} px tiles, "
@@ -131,18 +129,18 @@ def main():
         solver.step(checkpoint - done)
         done = checkpoint
         seconds = time.perf_counter() - start
-        print(format_row(f"unetcore, iter {checkpoint}", network_row(deploy, solver.net,
-                                                                     grey, truth), seconds),
+        print(format_row(f"unetcore, iter {checkpoint}", network_row(deploy, grey, truth), seconds),
               flush=True)
         start = time.perf_counter() - seconds        # evaluation time is not training time
-    plot_svg({"loss": smooth(losses), "lr": []}, "isbi-curve.svg")
+    plot_svg({"loss": curve, "lr": []}, "isbi-curve.svg")
     print(f"# training curve (loss, mean of 20 iterations): {out / 'isbi-curve.svg'}")
 
 
-def smooth(losses, window=20):
-    window = min(window, len(losses))
-    return [(losses[i][0], float(np.mean([v for _, v in losses[i - window + 1:i + 1]])))
-            for i in range(window - 1, len(losses), window)]
+def record_smoothed_loss(solver, curve):
+    """The solver's own smoothed loss (the mean over its average_loss window, as Caffe logs
+    it), once per window."""
+    if solver.iter % solver.param.average_loss == 0:
+        curve.append((solver.iter, solver.smoothed_loss))
 
 
 if __name__ == "__main__":

@@ -156,11 +156,11 @@ class Solver:
         for k, source in enumerate(sources):
             state = p.test_state[k] if k < len(p.test_state) else None
             net = self._make_net(source, TEST, state)
-            self._share_weights(net)
+            self.share_weights(net)
             nets.append(net)
         return nets
 
-    def _share_weights(self, test_net):
+    def share_weights(self, test_net):
         """Point the test net's parameter blobs at the train net's, layer by layer name."""
         train = {layer.name: layer for layer in self.net.layers}
         for layer in test_net.layers:
