@@ -7,7 +7,9 @@
 # Usage:  bench/gpu_check.sh OUTDIR
 # Environment: PYTHON (default python3), GPU (default 0; empty = a CPU dry run of the whole
 # script), TRAIN_ITER (default 200), TORCH_UNET (folder of torch_unet.py, default
-# ../shared/bench), BENCH_REPEATS (default 20).
+# ../shared/bench), BENCH_REPEATS (default 20). On a lent device machine ../shared does not
+# travel: copy ../shared/bench into an ignored folder of the checkout, carry it, and point
+# TORCH_UNET at it, or the PyTorch columns stay empty.
 set -uo pipefail
 out=$(realpath -m "${1:?usage: bench/gpu_check.sh OUTDIR}")
 mkdir -p "$out"

@@ -4,7 +4,7 @@ the challenge's thresholds) and both classes' IoU at each checkpoint, beside an 
 baseline on the raw image, and draws the training curve as SVG.
 
     python bench/isbi.py                          # the README demo's thinned net, 600 iterations
-    python bench/isbi.py --channels 64 --size 572 --checkpoints 2000,10000   # the paper's net
+    python bench/isbi.py --channels 64 --size 572 --checkpoints 1000,5000 --gpu 0   # the paper's net
 """
 import argparse
 import os
@@ -93,6 +93,14 @@ def host():
     return f"{cpu}, {os.cpu_count()} cores, commit {commit}"
 
 
+def device_name(gpu):
+    if gpu is None:
+        return "CPU"
+    from unetcore.backend import gpu_module
+    name = gpu_module(gpu).cuda.runtime.getDeviceProperties(gpu)["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/isbi2012")
@@ -102,6 +110,7 @@ def main():
     ap.add_argument("--tile", type=int, default=572, help="overlap-tile edge at test")
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--checkpoints", default="200,600")
+    ap.add_argument("--gpu", type=int, default=None, help="CUDA device number (default: CPU)")
     args = ap.parse_args()
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     out = args.out.resolve()
@@ -110,15 +119,16 @@ def main():
     Path("train.prototxt").write_text(tiff_train_text("isbi", 4, args.channels, args.size))
     Path("solver.prototxt").write_text(solver_text("train.prototxt", args.lr, checkpoints[-1],
                                                    checkpoints[-1], "snapshots/isbi"))
-    solver = get_solver(parse_file("solver.prototxt", "SolverParameter"))
-    deploy = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"), TEST)
+    solver = get_solver(parse_file("solver.prototxt", "SolverParameter"), gpu=args.gpu)
+    deploy = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"), TEST,
+                 gpu=args.gpu)
     deploy.release_activations = True
     solver.share_weights(deploy)                    # the deploy net reads the weights as they train
     grey = as_channel_images(normalize_grey(images, path="test-volume"), 1, "test-volume")
     curve = []
     solver.callbacks.append(lambda s: record_smoothed_loss(s, curve))
 
-    print(f"# ISBI 2012, train slices 1-20, test 21-25; {host()}")
+    print(f"# ISBI 2012, train slices 1-20, test 21-25; {host()}; on {device_name(args.gpu)}")
     print(f"# net: depth 4, {args.channels} base channels, {args.size} px tiles, "
           f"lr {args.lr}, momentum 0.99")
     print("| method                   | pixel  | Rand   | warping  | warping at Rand's threshold "
@@ -132,8 +142,10 @@ def main():
         print(format_row(f"unetcore, iter {checkpoint}", network_row(deploy, grey, truth), seconds),
               flush=True)
         start = time.perf_counter() - seconds        # evaluation time is not training time
-    plot_svg({"loss": curve, "lr": []}, "isbi-curve.svg")
-    print(f"# training curve (loss, mean of 20 iterations): {out / 'isbi-curve.svg'}")
+        if curve:                                    # drawn at each checkpoint: a run cut
+            plot_svg({"loss": curve, "lr": []}, "isbi-curve.svg")   # short keeps its curve
+    print(f"# training curve (loss, mean of {solver.param.average_loss} iterations): "
+          f"{out / 'isbi-curve.svg'}")
 
 
 def record_smoothed_loss(solver, curve):
