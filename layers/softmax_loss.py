@@ -20,10 +20,9 @@ weight sum to an integer. Here both passes use the same Z, so the gradient is th
 import numpy as np
 
 from unetcore.layer import Layer, register
+from unetcore.ops.softmax_loss import loss_gradient, weighted_log_loss
 
 from .softmax import softmax
-
-FLT_MIN = np.finfo(np.float32).tiny
 
 
 @register
@@ -86,23 +85,10 @@ class SoftmaxWithLossLayer(Layer):
             raise self.error(f"label {int(labels[bad][0])} in '{self.bottom_name(1)}' is outside "
                              f"0..{classes - 1} (the scores have {classes} classes)")
         self.z = self.normalizer(int(valid_count), weight_sum if len(bottom) == 3 else None)
-        top[0].data[...] = self.weighted_log_loss() / self.z if self.z else 0
+        loss = weighted_log_loss(self.prob, self.labels, self.pixel_weights)
+        top[0].data[...] = loss / self.z if self.z else 0
         if len(top) == 2:
             top[1].data[...] = self.prob.reshape(top[1].shape)
-
-    def weighted_log_loss(self):
-        """sum over pixels of -w * log(p[label]) (weights 0 where the label is ignored)."""
-        xp = self.xp
-        if xp is not np:                              # kernels/softmax_loss.cu
-            from unetcore import gpu
-            loss = xp.empty((self.outer, self.inner), self.dtype)
-            gpu.softmax_loss_forward(xp.ascontiguousarray(self.prob),
-                                     self.labels.astype(self.dtype), self.pixel_weights,
-                                     None, loss, xp.empty_like(loss))
-            return loss.sum()
-        p_true = xp.take_along_axis(self.prob, self.labels, axis=1)
-        log_p = xp.log(xp.maximum(p_true, self.dtype.type(FLT_MIN)))
-        return -(self.pixel_weights * log_p).sum()
 
     def backward(self, top, propagate_down, bottom):
         if len(propagate_down) > 1 and any(propagate_down[1:]):
@@ -110,17 +96,6 @@ class SoftmaxWithLossLayer(Layer):
                              "set propagate_down: false for them")
         if not propagate_down[0]:
             return
-        xp = self.xp
-        if xp is not np:                              # kernels/softmax_loss.cu
-            from unetcore import gpu
-            grad = xp.empty_like(self.prob)
-            gpu.softmax_loss_backward(xp.ascontiguousarray(self.prob),
-                                      self.labels.astype(self.dtype), self.pixel_weights, None,
-                                      grad)
-        else:
-            grad = self.prob.copy()
-            xp.put_along_axis(grad, self.labels,
-                              xp.take_along_axis(grad, self.labels, axis=1) - 1, axis=1)
-            grad *= self.pixel_weights
+        grad = loss_gradient(self.prob, self.labels, self.pixel_weights)
         grad *= top[0].diff.reshape(()) / self.z if self.z else 0
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)

@@ -1,6 +1,7 @@
 import os
 import sys
 
+import pytest
 from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -8,3 +9,12 @@ settings.register_profile("ci", max_examples=25, deadline=None)
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.register_profile("deep", max_examples=300, deadline=None)   # HYPOTHESIS_PROFILE=deep
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def auto_engine():
+    """Each test starts with engine "auto", whatever a command before it chose."""
+    from unetcore import config
+    config.engine = "auto"
+    yield
+    config.engine = "auto"

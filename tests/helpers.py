@@ -2,12 +2,20 @@
 import numpy as np
 import pytest
 
+from unetcore import config
 from unetcore.blob import Blob
 from unetcore.gradcheck import check_gradients, layer_from_text
 
 
-def make_layer(text, phase="TRAIN", dtype=np.float64, seed=0):
-    return layer_from_text(text, phase, dtype, seed)
+def make_layer(text, phase="TRAIN", dtype=np.float64, seed=0, shapes=(), engine=None):
+    """The layer of `text` for bottoms of `shapes`; with `engine`, that engine (which must
+    be able to run it) instead of the one engine "auto" would pick."""
+    if engine is None:
+        return layer_from_text(text, phase, dtype, seed, shapes)
+    with config.using_engine(engine):
+        layer = layer_from_text(text, phase, dtype, seed, shapes)
+    assert layer.engine == engine, f"engine '{engine}' cannot run this layer: {text}"
+    return layer
 
 
 def blobs_of(*arrays, dtype=np.float64):

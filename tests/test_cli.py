@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from unetcore.cli import main
@@ -43,6 +44,25 @@ def test_gradcheck_command_passes_on_the_small_unet():
     result = run("gradcheck", PROTOTXT / "unet-small-train.prototxt", "--max-checks", 5)
     assert result.exit_code == 0, result.output
     assert "27 passed, 0 failed" in result.output
+
+
+@pytest.mark.parametrize("engine", ["reference", "correlation"])
+def test_gradcheck_command_runs_the_engine_asked_for(engine, monkeypatch):
+    from unetcore.layers.convolution_correlation import CorrelationConvolution
+
+    def wrong(self, dy, w, dx):                  # only the correlation engine is broken
+        dx[...] = 0
+    monkeypatch.setattr(CorrelationConvolution, "backward_gemm", wrong)
+    result = run("gradcheck", PROTOTXT / "unet-small-train.prototxt", "--max-checks", 5,
+                 "--engine", engine)
+    assert result.exit_code == (0 if engine == "reference" else 1), result.output
+    assert ("FAILED" in result.output) == (engine == "correlation")
+
+
+def test_an_unknown_engine_is_refused():
+    result = run("time", PROTOTXT / "unet-small-train.prototxt", "--engine", "winograd")
+    assert result.exit_code == 2
+    assert "Invalid value for '--engine'" in result.output
 
 
 def test_gradcheck_command_exits_nonzero_on_failure(tmp_path, monkeypatch):

@@ -31,7 +31,8 @@ def run_layer(xp, text, inputs, dtype, down=None, phase="TRAIN", tops=1):
     """{name: host array} of a layer's tops and, if `down` is given, of its bottom
     gradients (where down[i]) and parameter gradients after one backward."""
     param = parse(text, "LayerParameter")
-    layer = layer_class(param)(param, phase, dtype, xp, np.random.default_rng(0))
+    cls = layer_class(param, [np.shape(a) for a in inputs], xp)     # each device's engine
+    layer = cls(param, phase, dtype, xp, np.random.default_rng(0))
     bottom = []
     for array in inputs:
         blob = Blob(np.shape(array), dtype, xp)
@@ -260,7 +261,7 @@ def test_tiff_data_samples_the_same_tiles_on_the_gpu(stack_folder, deformation, 
     layers = []
     for xp in (np, cupy):
         param = parse(text, "LayerParameter")
-        layer = layer_class(param)(param, "TRAIN", dtype, xp, np.random.default_rng(7))
+        layer = layer_class(param, [], xp)(param, "TRAIN", dtype, xp, np.random.default_rng(7))
         top = [Blob((), dtype, xp) for _ in range(3)]
         layer.setup([], top)
         layer.reshape([], top)

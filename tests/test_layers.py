@@ -47,44 +47,67 @@ conv_params = st.fixed_dictionaries({
     "bias": st.booleans()})
 
 
-def _conv_case(p, kind):
+CONV_ENGINES = ["reference", "pointwise", "correlation", "flat"]
+DECONV_ENGINES = ["reference", "blocks"]
+
+
+def for_engine(p, engine):
+    """Drawn parameters bent so that `engine` can run them (engines need no weaker test)."""
+    p = dict(p)
+    if engine == "pointwise":
+        p.update(kh=1, kw=1, sh=1, sw=1, ph=0, pw=0, group=1)
+    if engine in ("correlation", "flat"):
+        p.update(sh=1, sw=1, ph=0, pw=0, dilation=1, group=1)
+        if (p["kh"], p["kw"]) == (1, 1):
+            p["kw"] = 2
+    if engine == "blocks":
+        p.update(sh=p["kh"], sw=p["kw"], ph=0, pw=0, dilation=1)
+    return p
+
+
+def _conv_case(p, kind, engine=None):
     cin, cout = p["cin"] * p["group"], p["cout"] * p["group"]
     text = conv_text(kind, cout, (p["kh"], p["kw"]), (p["sh"], p["sw"]), (p["ph"], p["pw"]),
                      p["dilation"], p["group"], p["bias"])
-    return make_layer(text), RNG.standard_normal((p["n"], cin, p["h"], p["w"]))
+    x = RNG.standard_normal((p["n"], cin, p["h"], p["w"]))
+    return make_layer(text, shapes=[x.shape], engine=engine), x
 
 
-@given(conv_params)
-def test_convolution_forward_matches_direct_sum_and_gradients(p):
+@pytest.mark.parametrize("engine", CONV_ENGINES)
+@given(data=st.data())
+def test_convolution_forward_matches_direct_sum_and_gradients(engine, data):
+    p = for_engine(data.draw(conv_params), engine)
     assume(p["h"] + 2 * p["ph"] >= p["dilation"] * (p["kh"] - 1) + 1)
     assume(p["w"] + 2 * p["pw"] >= p["dilation"] * (p["kw"] - 1) + 1)
-    layer, x = _conv_case(p, "Convolution")
+    layer, x = _conv_case(p, "Convolution", engine)
     y = run_forward(layer, x)[0]
     bias = layer.blobs[1].data if p["bias"] else None
     expected = naive_conv(x, layer.blobs[0].data, bias, (p["sh"], p["sw"]), (p["ph"], p["pw"]),
                           p["dilation"], p["group"])
     np.testing.assert_allclose(y, expected, atol=1e-12)
-    layer, x = _conv_case(p, "Convolution")
+    layer, x = _conv_case(p, "Convolution", engine)
     assert_gradients(layer, x)
 
 
-@given(conv_params)
-def test_deconvolution_is_the_adjoint_of_convolution_and_gradients(p):
+@pytest.mark.parametrize("engine", DECONV_ENGINES)
+@given(data=st.data())
+def test_deconvolution_is_the_adjoint_of_convolution_and_gradients(engine, data):
+    p = for_engine(dict(data.draw(conv_params), bias=False), engine)
     for size, k, s, pad in ((p["h"], p["kh"], p["sh"], p["ph"]), (p["w"], p["kw"], p["sw"], p["pw"])):
         assume(s * (size - 1) + p["dilation"] * (k - 1) + 1 - 2 * pad >= 1)
-    p = dict(p, bias=False)
-    deconv, x = _conv_case(p, "Deconvolution")
+    deconv, x = _conv_case(p, "Deconvolution", engine)
     y = run_forward(deconv, x)[0]
-    # <deconv(x), v> == <x, conv(v)> when the convolution uses the same weight blob
+    # <deconv(x), v> == <x, conv(v)> when the convolution (the reference) uses the same weights
     conv = make_layer(conv_text("Convolution", x.shape[1], (p["kh"], p["kw"]), (p["sh"], p["sw"]),
-                                (p["ph"], p["pw"]), p["dilation"], p["group"], False))
+                                (p["ph"], p["pw"]), p["dilation"], p["group"], False),
+                      engine="reference")
     v = RNG.standard_normal(y.shape)
     run_forward(conv, v)
     conv.blobs[0].data[...] = deconv.blobs[0].data
     conv_v = run_forward_with_weights(conv, v)
     assert conv_v.shape == x.shape
     assert (y * v).sum() == pytest.approx((x * conv_v).sum(), rel=1e-10, abs=1e-10)
-    deconv, x = _conv_case(dict(p, bias=True), "Deconvolution")
+    deconv, x = _conv_case(dict(p, bias=True), "Deconvolution", engine)
     assert_gradients(deconv, x)
 
 
@@ -95,53 +118,34 @@ def run_forward_with_weights(layer, x):
     return top[0].data
 
 
-@pytest.mark.parametrize("n,group", [(1, 1), (2, 1)])
-def test_pointwise_convolution_fast_path(n, group):
-    layer = make_layer(conv_text(num_output=3, kernel=(1, 1), group=group))
-    x = RNG.standard_normal((n, 4, 5, 6))
-    y = run_forward(layer, x)[0]
-    w, b = layer.blobs[0].data, layer.blobs[1].data
-    np.testing.assert_allclose(y, naive_conv(x, w, b, (1, 1), (0, 0), 1, group), atol=1e-12)
-    assert_gradients(make_layer(conv_text(num_output=3, kernel=(1, 1), group=group)), x)
+def forward_and_backward(layer, x, dy):
+    bottom, top = blobs_of(x), blobs_of(np.zeros(1))
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    return top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()
 
 
-def test_data_gradient_by_correlation_equals_col2im():
-    x = RNG.standard_normal((2, 4, 7, 6))          # 4 input channels > 2 outputs: correlation
-    dy = RNG.standard_normal((2, 2, 5, 5))
-    grads = []
-    for correlate in (True, False):
-        layer = make_layer(conv_text(num_output=2, kernel=(3, 2)))
-
-        class Chosen(type(layer)):
-            correlates_back = correlate
-        layer.__class__ = Chosen
-        bottom, top = blobs_of(x), blobs_of(np.zeros(1))
-        layer.setup(bottom, top)
-        layer.reshape(bottom, top)
-        layer.forward(bottom, top)
-        top[0].diff[...] = dy
-        layer.backward(top, [True], bottom)
-        grads.append((bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
-    for by_correlation, by_col2im in zip(*grads):
-        np.testing.assert_allclose(by_correlation, by_col2im, atol=1e-12)
-    layer = make_layer(conv_text(num_output=2, kernel=(3, 2)))
-    assert_gradients(layer, x)
-    assert layer.correlates_back
-
-
-@pytest.mark.parametrize("kernel,group", [((2, 2), 1), ((3, 2), 2)])
-def test_deconvolution_block_fast_path(kernel, group):
-    text = conv_text("Deconvolution", 2 * group, kernel, kernel, group=group)
-    x = RNG.standard_normal((2, 2 * group, 3, 4))
-    y = run_forward(make_layer(text), x)[0]
-    general = make_layer(text)                  # same seed, same weights
-
-    class GeneralDeconvolution(type(general)):
-        tiles_output = False                    # force the col2im path
-    general.__class__ = GeneralDeconvolution
-    y_general = run_forward(general, x)[0]
-    np.testing.assert_allclose(y, y_general, atol=1e-12)
-    assert_gradients(make_layer(text), x)
+@pytest.mark.parametrize("kind,engine,c_in,c_out,kernel,stride", [
+    ("Convolution", "pointwise", 16, 8, (1, 1), (1, 1)),
+    ("Convolution", "correlation", 12, 6, (3, 3), (1, 1)),
+    ("Convolution", "flat", 16, 16, (3, 3), (1, 1)),
+    ("Convolution", "flat", 32, 16, (3, 2), (1, 1)),
+    ("Deconvolution", "blocks", 16, 8, (2, 2), (2, 2))])
+def test_each_engine_is_the_one_auto_picks_and_equals_the_reference(kind, engine, c_in, c_out,
+                                                                    kernel, stride):
+    """At U-Net-like channel counts, engine "auto" picks the engine, and its forward, data
+    gradient and weight gradient equal the reference's to rounding."""
+    text = conv_text(kind, c_out, kernel, stride)
+    x = RNG.standard_normal((2, c_in, 9, 10))
+    assert make_layer(text, shapes=[x.shape]).engine == engine
+    dy = RNG.standard_normal(run_forward(make_layer(text), x)[0].shape)
+    reference = make_layer(text, shapes=[x.shape], engine="reference")   # the same weights
+    for fast, slow in zip(forward_and_backward(make_layer(text, shapes=[x.shape]), x, dy),
+                          forward_and_backward(reference, x, dy)):
+        np.testing.assert_allclose(fast, slow, atol=1e-12)
 
 
 def test_upconvolution_2x2_stride_2_hand_case():
@@ -172,39 +176,48 @@ flat_params = st.fixed_dictionaries({
 
 
 @given(flat_params)
-def test_flat_im2col_path_matches_direct_sum_and_gradients(p):
-    """The flat path (stride 1, no padding), forced for any channel count, with bands of
-    1 to 8 rows: the same forward as the direct sum, and gradients that check."""
+def test_flat_engine_in_cache_bands_matches_direct_sum_and_gradients(p):
+    """The flat engine, for any channel count, with cache bands of 1 to 8 rows: the same
+    forward as the direct sum, and gradients that check."""
     from unetcore import backend
-    from unetcore.layers import convolution
     assume((p["kh"], p["kw"]) != (1, 1))
     text = conv_text(num_output=p["cout"], kernel=(p["kh"], p["kw"]), bias=p["bias"])
     x = RNG.standard_normal((p["n"], p["cin"], p["h"], p["w"]))
     k_rows = max(p["cin"], p["cout"]) * p["kh"] * p["kw"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(convolution, "FLAT_MIN_CHANNELS", 1)
         patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * p["w"] * 8 * p["band_rows"])
-        layer = make_layer(text)
+        layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
-        assert layer.flat
         bias = layer.blobs[1].data if p["bias"] else None
         expected = naive_conv(x, layer.blobs[0].data, bias, (1, 1), (0, 0), 1, 1)
         np.testing.assert_allclose(y, expected, atol=1e-12)
-        assert_gradients(make_layer(text), x)
+        assert_gradients(make_layer(text, shapes=[x.shape], engine="flat"), x)
 
 
-def test_flat_path_is_chosen_for_thin_layers_only():
-    """The U-Net's 64- and 128-channel layers take the flat path; the first layer (1 input
-    channel), the 256-channel ones, strided and padded ones take the banded im2col."""
-    def layer_for(c_in, c_out, extra=""):
-        layer = make_layer(f'name: "c" type: "Convolution" convolution_param {{ '
-                           f'num_output: {c_out} kernel_size: 3 {extra} }}')
-        run_forward(layer, np.zeros((1, c_in, 5, 5)))
-        return layer
-    assert layer_for(64, 64).flat and layer_for(128, 64).flat and layer_for(64, 128).flat
-    assert not layer_for(1, 64).flat
-    assert not layer_for(256, 128).flat and not layer_for(128, 256).flat
-    assert not layer_for(64, 64, "stride: 2").flat and not layer_for(64, 64, "pad: 1").flat
+def test_auto_picks_flat_for_thin_layers_only():
+    """The U-Net's 64- and 128-channel layers take the flat engine; the first layer (1 input
+    channel), the 256-channel ones, strided and padded ones take the banded im2col (or the
+    correlation, where more channels come in than go out)."""
+    def engine_for(c_in, c_out, extra=""):
+        text = (f'name: "c" type: "Convolution" convolution_param {{ '
+                f'num_output: {c_out} kernel_size: 3 {extra} }}')
+        return make_layer(text, shapes=[(1, c_in, 5, 5)]).engine
+    assert engine_for(64, 64) == engine_for(128, 64) == engine_for(64, 128) == "flat"
+    assert engine_for(1, 64) == engine_for(128, 256) == "reference"
+    assert engine_for(256, 128) == "correlation"
+    assert engine_for(64, 64, "stride: 2") == engine_for(64, 64, "pad: 1") == "reference"
+
+
+def test_engine_caffe_in_the_prototxt_and_the_reference_setting_give_the_reference():
+    from unetcore import config
+    text = 'name: "c" type: "Convolution" convolution_param { num_output: 64 kernel_size: 3 %s }'
+    assert make_layer(text % "", shapes=[(1, 64, 5, 5)]).engine == "flat"
+    assert make_layer(text % "engine: CAFFE", shapes=[(1, 64, 5, 5)]).engine == "reference"
+    assert make_layer(text % "engine: CUDNN", shapes=[(1, 64, 5, 5)]).engine == "flat"
+    with config.using_engine("reference"):
+        assert make_layer(text % "", shapes=[(1, 64, 5, 5)]).engine == "reference"
+    with config.using_engine("winograd"), pytest.raises(NetError, match="unknown engine 'winograd'"):
+        make_layer(text % "", shapes=[(1, 64, 5, 5)])
 
 
 def test_convolution_errors():
@@ -240,23 +253,22 @@ def test_max_pooling_hand_case_with_mask():
     np.testing.assert_array_equal(mask[0, 0], [[5, 2], [12, 11]])
 
 
-@pytest.mark.parametrize("kernel", [2, 3])
-def test_max_pooling_fast_path_equals_the_general_one_with_ties(kernel):
-    x = RNG.integers(0, 3, (2, 3, 6, 12)).astype(float)        # many ties: first max wins
-    dy = RNG.normal(size=(2, 3, 6 // kernel, 12 // kernel))
+@pytest.mark.parametrize("kernel,size", [(2, (6, 12)), (3, (6, 12)), (2, (7, 9)), (3, (7, 8))])
+def test_tiled_max_pooling_equals_the_reference_with_ties_and_partial_windows(kernel, size):
+    """Many ties (the first maximum wins in both), and sizes that leave a partial window."""
+    x = RNG.integers(0, 3, (2, 3) + size).astype(float)
     results = []
-    for tiled in (True, False):
-        layer = make_layer(pool_text("MAX", kernel, kernel))
-        layer.tiles_exactly = lambda tiled=tiled: tiled
+    for engine in ("tiled", "reference"):
+        layer = make_layer(pool_text("MAX", kernel, kernel), shapes=[x.shape], engine=engine)
         bottom, top = blobs_of(x), blobs_of(np.zeros((1,)), np.zeros((1,)))
         layer.setup(bottom, top)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
-        top[0].diff[...] = dy
+        top[0].diff[...] = np.arange(top[0].count).reshape(top[0].shape)
         layer.backward(top, [True], bottom)
         results.append((top[0].data.copy(), top[1].data.copy(), bottom[0].diff.copy()))
-    for fast, general in zip(*results):
-        np.testing.assert_array_equal(fast, general)
+    for tiled, reference in zip(*results):
+        np.testing.assert_array_equal(tiled, reference)
 
 
 def test_max_pooling_odd_size_ceil_window():
@@ -273,12 +285,16 @@ def test_average_pooling_divisor_counts_padding_but_not_overhang():
     np.testing.assert_allclose(y[0, 0], [[0.25, 0.5], [0.5, 1.0]])
 
 
+@pytest.mark.parametrize("engine", ["reference", "tiled"])
 @given(st.sampled_from(["MAX", "AVE"]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
        st.integers(1, 7), st.integers(1, 7), st.integers(1, 2))
-def test_pooling_gradients(method, kernel, stride, pad, h, w, n):
+def test_pooling_gradients(engine, method, kernel, stride, pad, h, w, n):
+    if engine == "tiled":                  # what the tiled engine runs: MAX, stride = kernel
+        method, stride, pad = "MAX", kernel, 0
     assume(pad < kernel and stride <= kernel and h + 2 * pad >= kernel and w + 2 * pad >= kernel)
     x = RNG.permutation(n * 2 * h * w).reshape(n, 2, h, w) / 7.0     # distinct values: no ties
-    assert_gradients(make_layer(pool_text(method, kernel, stride, pad)), x)
+    layer = make_layer(pool_text(method, kernel, stride, pad), shapes=[x.shape], engine=engine)
+    assert_gradients(layer, x)
 
 
 def test_global_and_rectangular_pooling():

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 import unetcore
-from unetcore import unet
+from unetcore import config, unet
 from unetcore.errors import NetError
 from unetcore.gradcheck import check_net, randomize_params, random_inputs
 from unetcore.net import load_net_param
+from unetcore.prototxt import parse
+from unetcore.unet import train_text
 from unetcore.sizes import valid_sizes
 
 PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
@@ -62,16 +64,42 @@ def test_crop_offsets_match_the_release():
     assert unet.crop_offsets(4) == {3: 4, 2: 16, 1: 40, 0: 88}
 
 
-def test_small_unet_gradient_checked_end_to_end():
+def engines_of(net):
+    return {type(layer).engine for layer in net.layers}
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference", "flat"])
+def test_small_unet_gradient_checked_end_to_end(engine):
+    """With the engines that "auto" picks for its few channels (pointwise, correlation,
+    tiled, blocks), with the reference layers alone, and with the flat engine forced."""
     param = load_net_param(PROTOTXT / "unet-small-train.prototxt")
     param.set("force_backward", True)
-    net = unetcore.Net(param, unetcore.TRAIN, dtype=np.float64, seed=3)
+    with config.using_engine(engine):
+        net = unetcore.Net(param, unetcore.TRAIN, dtype=np.float64, seed=3)
+    expected = {"auto": {"reference", "pointwise", "correlation", "tiled", "blocks"},
+                "reference": {"reference"}, "flat": {"reference", "flat"}}[engine]
+    assert engines_of(net) == expected
     assert {"Crop", "Concat", "Deconvolution", "Dropout", "SoftmaxWithLoss"} <= {l.type for l in net.layers}
     rng = np.random.default_rng(3)
     randomize_params(net, rng)
     random_inputs(net, rng)
     results = check_net(net, max_checks=25, seed=3)
     assert len(results) == 2 * 13 + 1                      # weight and bias of 13 convs + the input
+    failed = [r.line() for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+
+
+def test_a_unet_wide_enough_for_the_flat_engine_gradient_checked_end_to_end():
+    """16 base channels at depth 1: "auto" picks flat for the 16- and 32-channel layers."""
+    param = parse(train_text("wide", depth=1, channels=16, size=20), "NetParameter")
+    param.set("force_backward", True)
+    net = unetcore.Net(param, unetcore.TRAIN, dtype=np.float64, seed=4)
+    assert engines_of(net) == {"reference", "flat", "pointwise", "tiled", "blocks"}
+    rng = np.random.default_rng(4)
+    randomize_params(net, rng, scale=0.1)          # 0.5 saturates the softmax at this width
+    random_inputs(net, rng)
+    results = check_net(net, max_checks=20, seed=4)
+    assert len(results) == 2 * 8 + 1                       # weight and bias of 8 layers + the input
     failed = [r.line() for r in results if not r.passed]
     assert not failed, "\n".join(failed)
 

@@ -51,6 +51,11 @@ def array_module(array):
     return cupy.get_array_module(array)
 
 
+def on_gpu(array):
+    """Whether `array` lives on a GPU (a CuPy array): how every op chooses its twin."""
+    return not isinstance(array, np.ndarray)
+
+
 def ndimage_for(xp):
     """scipy.ndimage for NumPy, cupyx.scipy.ndimage (the same functions, on the GPU) for CuPy."""
     if xp is np:

@@ -57,6 +57,20 @@ def _phase(value):
     return value.upper()
 
 
+def _set_engine(ctx, param, value):
+    from . import config
+    config.engine = value
+
+
+def _engine_option(f):
+    """--engine: which implementation runs layers that have several (unetcore.config)."""
+    from .layer import engine_names
+    return click.option("--engine", type=click.Choice(engine_names()), default="auto",
+                        show_default=True, expose_value=False, callback=_set_engine,
+                        help="auto: the fastest engine whose conditions hold; reference: the "
+                             "reference layers only (docs/backprop.md); or one engine.")(f)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--size", type=int, help="Square input edge length (default: the prototxt's).")
@@ -105,6 +119,7 @@ def _print_receptive_field(net, model):
 @click.option("--step", type=float, default=1e-6, show_default=True)
 @click.option("--threshold", type=float, default=1e-6, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@_engine_option
 def gradcheck(model, phase, max_checks, step, threshold, seed):
     """Check a net's backward against central differences in float64."""
     from .gradcheck import check_net, randomize_params, random_inputs
@@ -223,6 +238,7 @@ def _modeldef_solver(path, images_path, labels_path, element_size, folder):
 @click.option("--sighup-effect", type=click.Choice(["stop", "snapshot", "none"]),
               default="snapshot", show_default=True)
 @_solver_options
+@_engine_option
 def train(model, solver_path, modeldef, images, labels, element_size, weights, resume, gpu,
           log_path, sigint_effect, sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
@@ -452,6 +468,7 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
                    "model's (default: taken to be the model's, no rescaling).")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
+@_engine_option
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
             mean, bits, element_size, average_mirror):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
@@ -545,6 +562,7 @@ def plot_log(log, output):
 @click.option("--phase", type=click.Choice(["train", "test"], case_sensitive=False),
               default="train", show_default=True)
 @click.option("--gpu", type=int, default=None)
+@_engine_option
 def time_command(model, size, iterations, phase, gpu):
     """Per-layer forward/backward times, medians over iterations (Caffe's `caffe time`)."""
     from .net import Net

@@ -172,13 +172,15 @@ def _input_roles(net):
     return roles
 
 
-def layer_from_text(text, phase="TRAIN", dtype=np.float64, seed=0):
+def layer_from_text(text, phase="TRAIN", dtype=np.float64, seed=0, bottom_shapes=(), xp=np):
     """One layer built from its prototxt text (a `layer { ... }` body), alone, as a net would
-    build it: for trying and checking a layer, your own included."""
+    build it for bottoms of `bottom_shapes` (which choose its engine, unetcore.config): for
+    trying and checking a layer, your own included."""
     from .layer import layer_class
     from .prototxt import parse
     param = parse(text, "LayerParameter")
-    return layer_class(param)(param, phase, dtype, np, np.random.default_rng(seed))
+    cls = layer_class(param, bottom_shapes, xp)
+    return cls(param, phase, dtype, xp, np.random.default_rng(seed))
 
 
 def check_gradients(layer, *inputs, tops=1, check_bottoms=None, max_checks=None, seed=0):
@@ -186,7 +188,8 @@ def check_gradients(layer, *inputs, tops=1, check_bottoms=None, max_checks=None,
     bottom: [BlobCheck] for every bottom and parameter blob, each with `.passed` and
     `.line()`. The layer must compute in float64 (layer_from_text builds it so)."""
     from .blob import Blob
-    layer = layer_from_text(layer) if isinstance(layer, str) else layer
+    if isinstance(layer, str):
+        layer = layer_from_text(layer, bottom_shapes=[np.shape(a) for a in inputs])
     bottom = []
     for array in inputs:
         blob = Blob(np.shape(array), np.float64)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NetError
+from .backend import on_gpu
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,21 @@ def input_band(x_padded, geom, row0, row1):
 
 def im2col(xp, x_padded, geom, out_width, row0, row1, out):
     """Write the columns of output rows [row0, row1) into `out` (C*kh*kw, rows*out_width)."""
-    if xp is not np:                                   # kernels/im2col.cu
-        from . import gpu
-        gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_width, out)
-        return out
-    view = patch_view(xp, x_padded, geom, out_width, row0, row1)
+    if on_gpu(x_padded):
+        return im2col_gpu(x_padded, geom, out_width, row0, row1, out)
+    return im2col_cpu(x_padded, geom, out_width, row0, row1, out)
+
+
+def im2col_cpu(x_padded, geom, out_width, row0, row1, out):
+    view = patch_view(np, x_padded, geom, out_width, row0, row1)
     out.reshape(view.shape)[...] = view
+    return out
+
+
+def im2col_gpu(x_padded, geom, out_width, row0, row1, out):
+    """kernels/im2col.cu: one thread per column element."""
+    from . import gpu
+    gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_width, out)
     return out
 
 
@@ -139,10 +148,12 @@ def im2col_flat(x_flat, offsets, start, count, out):
 
 def col2im_add(col, dx_padded, geom, out_width, row0, row1):
     """dx_padded += the adjoint of im2col for output rows [row0, row1) (overlaps are summed)."""
-    if not isinstance(dx_padded, np.ndarray):          # kernels/im2col.cu
-        from . import gpu
-        gpu.col2im_add(col, geom, row1 - row0, out_width, input_band(dx_padded, geom, row0, row1))
-        return dx_padded
+    if on_gpu(dx_padded):
+        return col2im_add_gpu(col, dx_padded, geom, out_width, row0, row1)
+    return col2im_add_cpu(col, dx_padded, geom, out_width, row0, row1)
+
+
+def col2im_add_cpu(col, dx_padded, geom, out_width, row0, row1):
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     rows = row1 - row0
     col = col.reshape(dx_padded.shape[0], kh, kw, rows, out_width)
@@ -152,4 +163,11 @@ def col2im_add(col, dx_padded, geom, out_width, row0, row1):
             x0 = q * dw
             dx_padded[:, y0:y0 + sh * (rows - 1) + 1:sh,
                       x0:x0 + sw * (out_width - 1) + 1:sw] += col[:, p, q]
+    return dx_padded
+
+
+def col2im_add_gpu(col, dx_padded, geom, out_width, row0, row1):
+    """kernels/im2col.cu: one thread per input element, gathering its columns."""
+    from . import gpu
+    gpu.col2im_add(col, geom, row1 - row0, out_width, input_band(dx_padded, geom, row0, row1))
     return dx_padded

@@ -5,32 +5,80 @@ A layer type registers its Caffe type name with ``@register``. The net calls, in
 ``backward(top, propagate_down, bottom)`` when gradients are needed.
 ``bottom`` and ``top`` are lists of Blob. Backward *writes* bottom diffs and
 *accumulates* into parameter diffs, exactly as in Caffe.
+
+A type may have faster *engines* beside its reference class (Caffe's layer_factory.cpp picks
+CAFFE or CUDNN the same way): subclasses registered with ``@register_engine``, each with a
+name, a priority (lower is faster) and two classmethods of (param, bottom_shapes, xp):
+``can_run``, whether it computes this layer at all, and ``pays``, whether it is faster than
+the reference here. ``layer_class`` picks one, as unetcore.config.engine asks. The registry
+is filled by importing unetcore.layers (unetcore/__init__ does).
 """
 import numpy as np
 
+from . import config
 from .errors import NetError
 
-LAYER_TYPES = {}
+LAYER_TYPES = {}    # Caffe type name -> the reference class
+ENGINES = {}        # Caffe type name -> its engine classes, fastest first
 
 
 def register(cls):
-    """Class decorator: make `cls` the implementation of the Caffe type `cls.type`."""
+    """Class decorator: make `cls` the reference implementation of the Caffe type `cls.type`."""
     LAYER_TYPES[cls.type] = cls
     return cls
 
 
-def layer_class(layer_param):
-    from . import layers  # noqa: F401  (importing the package registers every layer)
-    cls = LAYER_TYPES.get(layer_param.type)
-    if cls is None:
+def register_engine(cls):
+    """Class decorator: add `cls` as an engine of the Caffe type `cls.type`."""
+    engines = ENGINES.setdefault(cls.type, [])
+    engines.append(cls)
+    engines.sort(key=lambda engine: engine.priority)
+    return cls
+
+
+def engine_names():
+    return ["auto", "reference"] + sorted({cls.engine for classes in ENGINES.values()
+                                           for cls in classes})
+
+
+def layer_class(layer_param, bottom_shapes=(), xp=np):
+    """The class that runs this layer on bottoms of `bottom_shapes` on device `xp`. With
+    engine "auto", the fastest engine of its type that can run it and pays; with an engine's
+    name, that engine wherever it can run; else, and with "reference", the reference."""
+    reference = LAYER_TYPES.get(layer_param.type)
+    if reference is None:
         where = layer_param.location()
         raise NetError(f"layer '{layer_param.name}' ({where}) has unknown type "
                        f"'{layer_param.type}'; known types: {', '.join(sorted(LAYER_TYPES))}")
-    return cls
+    wanted = wanted_engine(layer_param, reference)
+    for cls in ENGINES.get(layer_param.type, ()):
+        if not cls.can_run(layer_param, bottom_shapes, xp):
+            continue
+        if wanted == cls.engine or (wanted == "auto" and cls.pays(layer_param, bottom_shapes, xp)):
+            return cls
+    return reference
+
+
+def wanted_engine(layer_param, reference):
+    """config.engine, unless the layer's own `engine` field asks for CAFFE (the reference).
+    DEFAULT and CUDNN leave the choice to config.engine."""
+    if config.engine not in engine_names():
+        raise NetError(f"unknown engine '{config.engine}'; known: {', '.join(engine_names())}")
+    field = reference.engine_param
+    if field and getattr(layer_param, field).engine == "CAFFE":
+        return "reference"
+    return config.engine
 
 
 class Layer:
     type = None
+    engine = "reference"            # an engine subclass names itself
+    engine_param = None             # the field whose `engine` may ask for the reference
+
+    @classmethod
+    def pays(cls, param, bottom_shapes, xp):
+        """Whether this engine beats the reference on these bottoms (for engine "auto")."""
+        return True
     # Blob-count rules, as Caffe's ExactNumBottomBlobs() and friends; None = no rule.
     exact_bottoms = min_bottoms = max_bottoms = None
     exact_tops = min_tops = max_tops = None

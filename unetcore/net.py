@@ -184,9 +184,10 @@ class Net:
 
     def _add_layer(self, spec):
         lp = spec.param
-        layer = layer_class(lp)(lp, self.phase, self.dtype, self.xp,
-                                np.random.default_rng(self.rng.integers(2 ** 63)))
         bottoms = [self.blobs[name] for name in spec.bottoms]
+        cls = layer_class(lp, [b.shape for b in bottoms], self.xp)
+        layer = cls(lp, self.phase, self.dtype, self.xp,
+                    np.random.default_rng(self.rng.integers(2 ** 63)))
         tops = []
         for j, name in enumerate(spec.tops):
             if j < len(spec.bottoms) and spec.bottoms[j] == name:

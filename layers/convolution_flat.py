@@ -1,0 +1,113 @@
+"""Convolution engine "flat": stride 1 with 16 to 128 channels, on the CPU.
+
+Index the output on the input's grid, pixel (i, j) at column i*W + j, with W the input
+width. Then every row of the im2col matrix is one contiguous slice of the flattened image,
+shifted by its tap's offset p*W + q (the flat im2col, unetcore/im2col.py): one slice copy
+per row, in bands of a few rows that stay in the CPU's cache while the GEMM reads them. The
+kw - 1 wrapped-around columns of each output row are computed and thrown away.
+
+There the GEMMs are thin (M = C_out, K = 9 C_in), and im2col through main memory costs as
+much as the GEMM; with more channels the GEMM dominates and large bands suit BLAS better
+(docs/benchmarks.md has the measurements behind both limits). The data gradient is the
+correlation engine's full correlation with the turned kernel, on the same flat grid.
+"""
+import numpy as np
+
+from unetcore import backend
+from unetcore.im2col import im2col_flat, tap_offsets
+from unetcore.layer import register_engine
+
+from .convolution import row_bands
+from .convolution_correlation import CorrelationConvolution, unit_stride_unpadded
+
+# The flat path pays where the GEMMs are thin: up to this many input and output channels.
+FLAT_MAX_CHANNELS = 128
+# ... and from this many input channels: below, im2col is small and the band copies cost more.
+FLAT_MIN_CHANNELS = 16
+
+
+@register_engine
+class FlatConvolution(CorrelationConvolution):
+    engine = "flat"
+    priority = 1
+
+    @classmethod
+    def can_run(cls, param, bottom_shapes, xp):
+        return xp is np and unit_stride_unpadded(param)
+
+    @classmethod
+    def pays(cls, param, bottom_shapes, xp):
+        if not bottom_shapes or len(bottom_shapes[0]) != 4:
+            return False
+        c_in, c_out = bottom_shapes[0][1], param.convolution_param.num_output
+        return FLAT_MIN_CHANNELS <= c_in <= FLAT_MAX_CHANNELS and c_out <= FLAT_MAX_CHANNELS
+
+    def forward_gemm(self, x, w, y):
+        """y = W @ col band by band, keeping the first W_out of every W columns."""
+        (c_out, out_h, out_w), wid = y.shape, x.shape[2]
+        for r0, r1, col in self.flat_columns(x, out_h):
+            count = col.shape[1]
+            band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
+            np.matmul(w[0], col, out=band[:, :count])
+            y[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
+
+    def weight_gemm(self, x, dy, dw):
+        """dW += dY_flat @ col^T over bands of output rows, dY shifted onto the flat grid."""
+        (c_out, out_h, out_w), wid = dy.shape, x.shape[2]
+        shift = wid - out_w                                   # kw - 1
+        product = self.band_buffer(c_out, dw.shape[2], "product")
+        for r0, r1, col in self.flat_columns(x, out_h):
+            dy_flat = self.shifted_rows(dy, r0, r1, wid)     # zeros in the wrapped columns
+            np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
+            dw[0] += product
+
+    def backward_gemm(self, dy, w, dx):
+        """dx[c, i*W + j] = sum over o, p, q of W_rot[c, o, p, q] dyP[o, i*W + j + p*W + q]:
+        a valid correlation of dyP, the rows of dy shifted down by kh - 1 and right by kw - 1,
+        with zeros around. On the flat grid the kw - 1 zero columns at the start of one row
+        pad the end of the row above, so each dx band is written directly, without waste."""
+        kh, (c_in, h, wid), w_rot = self.geom.kernel[0], dx.shape, self.turned_weights()
+        offsets, k = tap_offsets(self.geom.kernel, wid), w_rot.shape[1]
+        dx_flat = dx.reshape(c_in, -1)
+        for r0, r1 in self.flat_bands(h, k, wid):
+            dy_pad = self.shifted_rows(dy, r0 - (kh - 1), r1, wid)
+            col = im2col_flat(dy_pad, offsets, 0, (r1 - r0) * wid,
+                              self.column_buffer(k, r1 - r0, wid))
+            np.matmul(w_rot, col, out=dx_flat[:, r0 * wid:r1 * wid])
+
+    # ---- the flat grid
+    def flat_columns(self, x, out_h):
+        """(r0, r1, col) for each band of output rows: the flat im2col of x, with
+        (r1 - r0) * W columns less the last kw - 1. Those are wrapped-around columns of the
+        band's last row, thrown away like the others; in the last band they would read past
+        the end of the image."""
+        (c_in, _, wid), kw = x.shape, self.geom.kernel[1]
+        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
+        k = c_in * len(offsets)
+        for r0, r1 in self.flat_bands(out_h, k, wid):
+            count = (r1 - r0) * wid - (kw - 1)
+            yield r0, r1, im2col_flat(x_flat, offsets, r0 * wid, count,
+                                      self.column_buffer(k, r1 - r0, wid))
+
+    def shifted_rows(self, dy, row0, row1, wid):
+        """Rows row0:row1 of dy (zeros outside dy) on a flat grid of width `wid`, each row
+        shifted right by kw - 1 = wid - W_out, with kw - 1 zeros of slack at the end:
+        out[o, (a - row0) * wid + kw - 1 + b] = dy[o, a, b]."""
+        (c_out, out_h, _), pad = dy.shape, wid - dy.shape[2]
+        rows = row1 - row0
+        band = self.band_buffer(c_out, rows * wid + pad, "band")
+        grid = band[:, :rows * wid].reshape(c_out, rows, wid)
+        lo, hi = max(row0, 0), min(row1, out_h)
+        grid[:, :lo - row0] = 0
+        grid[:, hi - row0:] = 0
+        grid[:, lo - row0:hi - row0, :pad] = 0
+        grid[:, lo - row0:hi - row0, pad:] = dy[:, lo:hi]
+        band[:, rows * wid:] = 0
+        return band
+
+    def flat_bands(self, rows, k_rows, width):
+        """Bands of rows whose flat im2col matrix (k_rows x rows*width) fits a cache band."""
+        return row_bands(rows, k_rows * width * self.dtype.itemsize, backend.CACHE_BAND_BYTES)
+
+    def band_buffer(self, channels, count, slot):
+        return backend.workspace(np, self.dtype, channels * count, slot).reshape(channels, count)
