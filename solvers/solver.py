@@ -10,8 +10,10 @@ One iteration (Solver::Step):
         ComputeUpdateValue (the subclass: SGD, Adam, ...), with lr * lr_mult
         W -= diff
     snapshot every `snapshot` iterations, or when a signal asks for one
+
+The loop is here; the stop at the first NaN or Inf and its report are in non_finite.py,
+snapshot and resume in solver_state.py.
 """
-import json
 import math
 import os
 import signal
@@ -27,12 +29,11 @@ from unetcore.errors import SolverError
 from unetcore.logs import log
 from unetcore.net import TEST, TRAIN, Net
 from unetcore.prototxt import Message, parse_file
-from unetcore.caffemodel import encode_solverstate
 from unetcore.threads import thread_tuner
-from unetcore.snapshot import (atomic_file, atomic_h5, read_state, save_binary_weights,
-                               save_weights, weight_layers)
 
 from .lr_policies import learning_rate
+from .non_finite import gradients_finite, non_finite_report
+from .solver_state import restore_state, write_snapshot
 
 SOLVERS = {}
 
@@ -232,8 +233,8 @@ class Solver:
     def _forward_backward(self):
         loss = self.net.forward_layers()
         self.net.backward()
-        if not math.isfinite(loss) or not self._gradients_finite():
-            raise SolverError(self._non_finite_report(loss))
+        if not math.isfinite(loss) or not gradients_finite(self.net):
+            raise SolverError(non_finite_report(self, loss))
         return loss
 
     def _smooth(self, losses, loss, start):
@@ -245,52 +246,6 @@ class Solver:
             oldest = losses[0]
             self.smoothed_loss += (loss - oldest) / losses.maxlen
             losses.append(loss)
-
-    # ------------------------------------------------------------------ NaN / Inf
-    def _gradients_finite(self):
-        """A sum is NaN or Inf when any term is: one reduction per blob, summed in float64
-        where the arrays live, and one scalar read (on a GPU, one wait for the device)."""
-        total = sum(b.diff.sum(dtype=np.float64) for b in self.net.learnable_params)
-        return math.isfinite(float(total))
-
-    def _non_finite_report(self, loss):
-        """Name the first layer whose output (forward) or gradient (backward) is not finite."""
-        net = self.net
-        where = "no layer output; check the input data"
-        for layer, spec, top in zip(net.layers, net.specs, net.top_vecs):
-            bad = [n for n, b in zip(spec.tops, top) if not self.xp.isfinite(b.data).all()]
-            if bad:
-                where = f"forward: top '{bad[0]}' of layer '{layer.name}' ({layer.type})"
-                break
-        else:
-            for i in reversed(range(len(net.layers))):
-                layer = net.layers[i]
-                blobs = [(f"parameter blob {k}", b) for k, b in enumerate(layer.blobs)] + \
-                    [(f"bottom '{n}'", b) for n, b, need in zip(
-                        net.specs[i].bottoms, net.bottom_vecs[i], net.bottom_need_backward[i])
-                     if need]
-                bad = [what for what, b in blobs          # (released gradients were finite)
-                       if b.has_diff and not self.xp.isfinite(b.diff).all()]
-                if bad:
-                    where = f"backward: gradient of {bad[0]} of layer '{layer.name}' ({layer.type})"
-                    break
-        if self.unproven_snapshot and not self._holds_current_weights(self.unproven_snapshot[0]):
-            self.last_snapshot = self.unproven_snapshot     # its weights were changed since
-        kept = f"the last good snapshot is {self.last_snapshot[0]}" if self.last_snapshot else \
-            "no snapshot whose weights gave a finite step was written"
-        if self.unproven_snapshot and self.last_snapshot != self.unproven_snapshot:
-            kept += (f"; {self.unproven_snapshot[0]} holds the weights that gave this "
-                     "non-finite value")
-        return (f"iteration {self.iter}: loss = {loss:g}, training stopped at the first non-finite "
-                f"value, in the {where}. Nothing was saved ({kept}). Lower base_lr, set "
-                "clip_gradients, or check the data for NaN.")
-
-    def _holds_current_weights(self, path):
-        """Whether the weights file holds exactly the net's current weights."""
-        saved = {name: arrays for name, arrays, _ in weight_layers(path)}
-        return all(name in saved and all(np.array_equal(a, backend.to_numpy(b.data))
-                                         for a, b in zip(saved[name], blobs))
-                   for name, blobs in self.net.params.items())
 
     # ------------------------------------------------------------------ update
     def apply_update(self):
@@ -375,89 +330,13 @@ class Solver:
                 index += 1
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot_paths(self):
-        prefix = self.param.snapshot_prefix or self.net.name
-        stem = f"{prefix}_iter_{self.iter}"
-        if self.param.snapshot_format == "BINARYPROTO":
-            return Path(stem + ".caffemodel"), Path(stem + ".solverstate")
-        return Path(stem + ".caffemodel.h5"), Path(stem + ".solverstate.h5")
-
     def snapshot(self):
-        """Write weights and solver state (each atomically): HDF5, unetcore's default and
-        caffe_unet's, or with snapshot_format: BINARYPROTO Caffe's binary protobuf."""
-        model, state = self.snapshot_paths()
-        history = [backend.to_numpy(h) for per_set in self.history for h in per_set]  # Caffe's layout
-        rng_states = json.dumps(self._rng_states())
-        if self.param.snapshot_format == "BINARYPROTO":
-            log(f"Snapshotting to binary proto file {model}")
-            save_binary_weights(self.net, model)
-            log(f"Snapshotting solver state to binary proto file {state}")
-            with atomic_file(state) as f:
-                f.write(encode_solverstate(self.iter, str(model), history,
-                                           self._current_step(), rng_states))
-        else:
-            log(f"Snapshotting to HDF5 file {model}")
-            save_weights(self.net, model)
-            log(f"Snapshotting solver state to HDF5 file {state}")
-            with atomic_h5(state) as f:
-                f["iter"] = self.iter
-                f["learned_net"] = str(model)
-                f["current_step"] = self._current_step()
-                group = f.create_group("history")
-                for i, h in enumerate(history):
-                    group.create_dataset(str(i), data=h)
-                f.attrs["rng_states"] = rng_states
-        self.unproven_snapshot = (model, state)
-        return model, state
-
-    def _current_step(self):
-        p = self.param
-        if p.lr_policy == "step" and p.stepsize > 0:
-            return self.iter // p.stepsize
-        return sum(1 for v in p.stepvalue if self.iter >= v)
-
-    def _rng_states(self):
-        """Every random generator that shapes the run, so a resumed run is bit-identical."""
-        states = {"solver": self.rng.bit_generator.state}
-        states.update((key, layer.rng.bit_generator.state) for key, layer in self._layers())
-        return states
-
-    def _layers(self):
-        """("train/<layer>" or "test<k>/<layer>", layer) for every layer of every net."""
-        nets = [("train", self.net)] + [(f"test{k}", n) for k, n in enumerate(self.test_nets)]
-        return [(f"{tag}/{layer.name}", layer) for tag, net in nets for layer in net.layers]
+        """Write weights and solver state, each atomically (solvers/solver_state.py)."""
+        return write_snapshot(self)
 
     def restore(self, path):
-        """Resume from a solver state (HDF5 or binary): iteration, history, weights and
-        random state."""
-        log(f"Restoring previous solver status from {path}")
-        state = read_state(path)
-        self.iter = state["iter"]
-        self._restore_history(state["history"], path)
-        model = Path(state["learned_net"])
-        if not model.exists():
-            model = Path(path).parent / model.name
-        self.net.copy_from(model)
-        self._restore_rngs(json.loads(state["rng_states"]) if state["rng_states"] else {})
-
-    def _restore_history(self, saved, path):
-        flat = [h for per_set in self.history for h in per_set]
-        if len(saved) != len(flat):
-            raise SolverError(f"{path}: holds {len(saved)} history blobs, this {self.type} solver "
-                              f"on this net needs {len(flat)}; was it written for another net "
-                              "or solver type?")
-        for i, (values, h) in enumerate(zip(saved, flat)):
-            if values.shape != h.shape:
-                raise SolverError(f"{path}: history blob {i} has shape {values.shape}, the net's "
-                                  f"parameter has {h.shape}")
-            h[...] = self.xp.asarray(values)
-
-    def _restore_rngs(self, states):
-        if "solver" in states:
-            self.rng.bit_generator.state = states["solver"]
-        for key, layer in self._layers():
-            if key in states:
-                layer.rng.bit_generator.state = states[key]
+        """Resume from a solver state: iteration, history, weights and random state."""
+        restore_state(self, path)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 same numbers with it as without it."""
 import numpy as np
 
-from unetcore.arena import Arena
+from unetcore.arena import Allocator, Arena
 from unetcore.blob import Blob
 
 from test_solvers import small_unet_solver, weights_of
@@ -52,7 +52,7 @@ def test_a_changed_sequence_is_planned_again():
 def test_blob_diffs_come_from_the_arena_and_go_back():
     arena = Arena(np, np.float64)
     blob = Blob((2, 3), np.float64)
-    blob.diff_arena = arena
+    blob.allocator = Allocator(np, np.float64, diff=arena)
     blob.diff[...] = 5
     blob.release_diff()
     assert not blob.has_diff and (blob.diff == 0).all()
@@ -63,7 +63,7 @@ def test_training_with_the_arena_gives_the_same_weights(tmp_path):
     plain.net.release_diffs = False
     planned.step(6)
     plain.step(6)
-    assert planned.net._diff_arena.plan is not None
+    assert planned.net.memory.diff_arena.plan is not None
     for a, b in zip(weights_of(planned), weights_of(plain)):
         assert np.array_equal(a, b)
 
@@ -85,7 +85,7 @@ def test_forward_only_nets_free_activations_and_give_the_same_outputs():
     for out in outputs[1:]:
         np.testing.assert_array_equal(out, outputs[0])
     total = sum(b.count for name, b in net.blobs.items() if b._source is None) * 4
-    assert net._data_arena.nbytes < 0.6 * total
+    assert net.memory.data_arena.nbytes < 0.6 * total
     np.testing.assert_array_equal(net.blobs["data"].data, image.astype(np.float32))  # kept
     with pytest.raises(NetError, match="frees its activations during forward"):
         net.backward()

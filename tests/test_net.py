@@ -152,6 +152,23 @@ def test_reshape_when_input_size_changes():
     assert out["c"].shape == (1, 2, 7, 5)
 
 
+def test_hooks_run_after_each_layer_and_each_pass():
+    """Net's loops call their hooks (Caffe's Net callbacks); the memory plan uses them."""
+    text = CONV.format(name="c", bottom="data", top="c", extra="") + \
+        'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }'
+    net = net_of(text)
+    calls = []
+    net.after_forward.append(lambda i: calls.append(("forward", net.layers[i].name)))
+    net.end_forward.append(lambda: calls.append(("forward", "end")))
+    net.after_backward.append(lambda i: calls.append(("backward", net.layers[i].name)))
+    net.end_backward.append(lambda: calls.append(("backward", "end")))
+    net.forward(data=np.ones((2, 3, 6, 6)))
+    net.backward()
+    assert calls == [("forward", "input"), ("forward", "c"), ("forward", "r"), ("forward", "end"),
+                     ("backward", "r"), ("backward", "c"), ("backward", "input"),
+                     ("backward", "end")]
+
+
 def test_set_input_errors():
     net = net_of(CONV.format(name="c", bottom="data", top="c", extra=""))
     with pytest.raises(NetError, match="'img' is not an input of the net; its inputs are: data"):

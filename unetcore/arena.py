@@ -14,6 +14,9 @@ so we plan it once instead:
    interval (the offset calculation of TensorFlow Lite's memory planner).
 3. Later passes hand out zeroed views of the arena at the planned offsets. If the sequence
    ever changes (a new input size), they fall back to step 1 and plan again.
+
+A MemoryPlan puts this into a net from outside: it adds hooks to the net's loops that free
+the arrays, and gives each blob an Allocator that takes them from the arenas.
 """
 import numpy as np
 
@@ -82,3 +85,101 @@ class Arena:
     @property
     def nbytes(self):
         return 0 if self.arena is None else self.arena.nbytes
+
+
+class Allocator:
+    """Where one blob's arrays come from: an Arena for its data and one for its diff where
+    a memory plan gives them, else a fresh zeroed array each time."""
+
+    def __init__(self, xp, dtype, data=None, diff=None):
+        self.xp, self.dtype = xp, np.dtype(dtype)
+        self.arenas = {"data": data, "diff": diff}
+
+    def take(self, shape, kind):
+        arena = self.arenas[kind]
+        return self.xp.zeros(shape, dtype=self.dtype) if arena is None else arena.take(shape)
+
+    def give(self, array, kind):
+        arena = self.arenas[kind]
+        if arena is not None:
+            arena.give(array)
+
+
+class MemoryPlan:
+    """Frees a net's arrays during a pass, through the net's hooks, and serves them from
+    planned arenas, through its blobs' allocators.
+
+    release_diffs: backward frees each intermediate gradient once its producer has read it.
+    release_activations: forward frees each activation after its last reader (forward-only
+    use); inputs, outputs and the tops of data layers are kept."""
+
+    def __init__(self, net):
+        self.net = net
+        self.diff_arena = self.data_arena = None
+        self.last_reads = None                 # per layer: the activations it reads last
+        net.after_forward.append(self.after_forward)
+        net.end_forward.append(self.end_forward)
+        net.after_backward.append(self.after_backward)
+        net.end_backward.append(self.end_backward)
+
+    def release_diffs(self, on):
+        self.diff_arena = Arena(self.net.xp, self.net.dtype) if on else None
+        for blob in self.net.blobs.values():
+            blob.release_diff()
+        self.assign_allocators()
+
+    def release_activations(self, on):
+        self.data_arena = Arena(self.net.xp, self.net.dtype) if on else None
+        self.last_reads = self.plan_activation_release() if on else None
+        for blob in self.released_activations():
+            blob.release_data()
+        self.assign_allocators()
+
+    def released_activations(self):
+        return {id(b): b for step in self.last_reads or [] for b in step}.values()
+
+    def assign_allocators(self):
+        released = {id(b) for b in self.released_activations()}
+        for blob in self.net.blobs.values():
+            data = self.data_arena if id(blob) in released else None
+            blob.allocator = Allocator(self.net.xp, self.net.dtype, data, self.diff_arena)
+
+    def plan_activation_release(self):
+        """For each layer, the activations it is the last to read (Split tops and in-place
+        layers share their bottom's array, so the array's owner is what is planned)."""
+        net = self.net
+        keep = {id(net.blobs[name].owner) for name in net.outputs + net.inputs}
+        keep |= {id(t.owner) for spec, top in zip(net.specs, net.top_vecs)
+                 if not spec.bottoms for t in top}
+        last = {}
+        for i, bottom in enumerate(net.bottom_vecs):
+            for blob in bottom:
+                last[id(blob.owner)] = (i, blob.owner)
+        plan = [[] for _ in net.layers]
+        for key, (i, blob) in last.items():
+            if key not in keep:
+                plan[i].append(blob)
+        return plan
+
+    # ---- the net's hooks
+    def after_forward(self, i):
+        if self.data_arena is not None:
+            for blob in self.last_reads[i]:
+                blob.release_data()
+
+    def end_forward(self):
+        if self.data_arena is not None:
+            self.data_arena.end_pass()
+
+    def after_backward(self, i):
+        """After layer i's backward nobody reads its tops' gradients again (in-place tops are
+        its bottoms too, and their gradient is still needed below)."""
+        if self.diff_arena is not None:
+            spec = self.net.specs[i]
+            for name, blob in zip(spec.tops, self.net.top_vecs[i]):
+                if name not in spec.bottoms:
+                    blob.release_diff()
+
+    def end_backward(self):
+        if self.diff_arena is not None:
+            self.diff_arena.end_pass()

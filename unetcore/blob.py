@@ -1,20 +1,23 @@
 """Blob: an N-d array of data with a same-shaped array of gradients (diff), as in Caffe."""
 import numpy as np
 
+from .arena import Allocator
+
 
 class Blob:
     """Data and diff of one named tensor.
 
     Arrays are allocated on first use: a shape-only pass (``Net.reshape``, the valid-size
-    search) costs nothing, and a net that only runs forward never pays for gradients.
+    search) costs nothing, and a net that only runs forward never pays for gradients. They
+    come from the blob's allocator (Caffe's SyncedMemory): fresh zeroed arrays, or a memory
+    plan's arenas (unetcore.arena).
     """
 
     def __init__(self, shape=(), dtype=np.float32, xp=np):
         self.xp = xp
         self.dtype = np.dtype(dtype)
+        self.allocator = Allocator(xp, dtype)
         self._shape = self._diff = self._data = None
-        self.diff_arena = None   # an Arena that lends this blob its diff, if any
-        self.data_arena = None   # an Arena that lends this blob its data, if any
         self.reshape(shape)
 
     def reshape(self, shape):
@@ -36,6 +39,11 @@ class Blob:
         self._source, self._data = other, None
 
     @property
+    def owner(self):
+        """The blob that owns this blob's data array (itself, unless it shares another's)."""
+        return self if self._source is None else self._source.owner
+
+    @property
     def shape(self):
         return self._shape
 
@@ -48,8 +56,7 @@ class Blob:
         if self._source is not None:
             return self._source.data
         if self._data is None:
-            self._data = self.xp.zeros(self._shape, dtype=self.dtype) \
-                if self.data_arena is None else self.data_arena.take(self._shape)
+            self._data = self.allocator.take(self._shape, "data")
         return self._data
 
     @data.setter
@@ -59,8 +66,7 @@ class Blob:
     @property
     def diff(self):
         if self._diff is None:
-            self._diff = self.xp.zeros(self._shape, dtype=self.dtype) \
-                if self.diff_arena is None else self.diff_arena.take(self._shape)
+            self._diff = self.allocator.take(self._shape, "diff")
         return self._diff
 
     @diff.setter
@@ -69,14 +75,14 @@ class Blob:
 
     def release_diff(self):
         """Free the gradient array (it is re-made, zeroed, on next use)."""
-        if self._diff is not None and self.diff_arena is not None:
-            self.diff_arena.give(self._diff)
+        if self._diff is not None:
+            self.allocator.give(self._diff, "diff")
         self._diff = None
 
     def release_data(self):
         """Free the data array (it is re-made, zeroed, on next use)."""
-        if self._data is not None and self.data_arena is not None:
-            self.data_arena.give(self._data)
+        if self._data is not None:
+            self.allocator.give(self._data, "data")
         self._data = None
 
     @property

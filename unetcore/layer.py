@@ -16,7 +16,10 @@ is filled by importing unetcore.layers (unetcore/__init__ does).
 import numpy as np
 
 from . import config
+from .blob import Blob
 from .errors import NetError
+from .fillers import fill
+from .memory import require_bytes
 
 LAYER_TYPES = {}    # Caffe type name -> the reference class
 ENGINES = {}        # Caffe type name -> its engine classes, fastest first
@@ -138,9 +141,6 @@ class Layer:
         return self.xp.random.random(shape, dtype=self.dtype)
 
     def make_param_blob(self, shape, filler):
-        from .blob import Blob
-        from .fillers import fill
-        from .memory import require_bytes
         require_bytes(int(np.prod(shape, dtype=np.float64)) * self.dtype.itemsize,
                       f"the parameter blob {tuple(shape)} of layer '{self.name}'")
         blob = Blob(shape, self.dtype, self.xp)

@@ -4,131 +4,36 @@ Building follows Caffe step by step:
 1. net-level ``input``/``input_shape``/``input_dim`` become an Input layer;
 2. layers are kept or dropped by their include/exclude rules for the phase, level, stages;
 3. a Split layer is inserted after every blob read by more than one layer, so that
-   backward sums the gradients of its consumers;
-4. each layer is created, set up and reshaped; a top named like its bottom runs in place;
+   backward sums the gradients of its consumers (steps 1-3: unetcore/graph.py);
+4. each layer is created (by the engine that unetcore.layer.layer_class picks for its
+   bottoms), set up and reshaped; a top named like its bottom runs in place;
 5. parameters are shared by ParamSpec name; which layers need backward is worked out from
    lr_mult, propagate_down, force_backward and whether a layer leads to a loss.
 """
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
+from .arena import MemoryPlan
 from .blob import Blob
 from .errors import NetError
+from .graph import filter_layers, input_layer, insert_splits
 from .layer import layer_class
+from .memory import require_bytes
 from .prototxt import Message, parse_file
+from .sizes import check_alignment
+from .snapshot import load_weights, save_weights
+from .upgrade import upgrade_v1_net
 
 TRAIN, TEST = "TRAIN", "TEST"
-
-
-@dataclass
-class LayerSpec:
-    """A layer's parameters with the blob names the net wires it to (after split insertion)."""
-    param: Message
-    bottoms: list
-    tops: list
-    loss_weights: list = field(default_factory=list)
 
 
 def load_net_param(model):
     if isinstance(model, Message):
         return model
     return parse_file(str(model), "NetParameter")
-
-
-def _rule_met(rule, phase, level, stages):
-    """Caffe's StateMeetsRule."""
-    if rule.has("phase") and rule.phase != phase:
-        return False
-    if rule.has("min_level") and level < rule.min_level:
-        return False
-    if rule.has("max_level") and level > rule.max_level:
-        return False
-    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
-
-
-def filter_layers(layer_params, phase, level=0, stages=()):
-    """The layers whose include/exclude rules admit this phase, level and stages."""
-    kept = []
-    for lp in layer_params:
-        if lp.include and lp.exclude:
-            raise NetError(f"layer '{lp.name}' ({lp.location()}) has both include and exclude "
-                           "rules; use one of them")
-        if lp.include:
-            keep = any(_rule_met(r, phase, level, stages) for r in lp.include)
-        else:
-            keep = not any(_rule_met(r, phase, level, stages) for r in lp.exclude)
-        if keep:
-            kept.append(lp)
-    return kept
-
-
-def input_layer(net_param):
-    """The Input layer that Caffe makes of the net-level input fields, or None."""
-    names = list(net_param.input)
-    if not names:
-        return None
-    shapes = [list(s.dim) for s in net_param.input_shape]
-    if not shapes and net_param.input_dim:
-        dims = list(net_param.input_dim)
-        if len(dims) != 4 * len(names):
-            raise NetError(f"the net has {len(names)} input(s) and {len(dims)} input_dim "
-                           "values; give 4 (N, C, H, W) per input")
-        shapes = [dims[4 * i:4 * i + 4] for i in range(len(names))]
-    if len(shapes) != len(names):
-        raise NetError(f"the net has {len(names)} input(s) but {len(shapes)} input shape(s); "
-                       "give one input_shape (or 4 input_dim) per input")
-    lp = Message("LayerParameter", net_param._where).set("name", "input").set("type", "Input")
-    param = Message("InputParameter")
-    for name, dims in zip(names, shapes):
-        lp.set("top", name)
-        shape = Message("BlobShape")
-        for d in dims:
-            shape.set("dim", d)
-        param.set("shape", shape)
-    return lp.set("input_param", param)
-
-
-def insert_splits(layer_params, phase):
-    """LayerSpecs with a Split layer after every blob that several layers read (Caffe's InsertSplits)."""
-    last_producer, source, consumers = {}, {}, {}
-    for i, lp in enumerate(layer_params):
-        for j, name in enumerate(lp.bottom):
-            if name not in last_producer:
-                known = ", ".join(sorted(last_producer)) or "none"
-                raise NetError(f"layer '{lp.name}' ({lp.location()}) takes bottom '{name}', which "
-                               f"no layer before it produces in phase {phase}; known blobs: {known}")
-            src = last_producer[name]
-            source[(i, j)] = src
-            consumers[src] = consumers.get(src, 0) + 1
-        for j, name in enumerate(lp.top):
-            last_producer[name] = (i, j)
-    specs, next_split = [], {}
-    for i, lp in enumerate(layer_params):
-        bottoms = []
-        for j, name in enumerate(lp.bottom):
-            src = source[(i, j)]
-            if consumers[src] > 1:
-                k = next_split.get(src, 0)
-                next_split[src] = k + 1
-                name = _split_blob_name(layer_params[src[0]].name, name, src[1], k)
-            bottoms.append(name)
-        specs.append(LayerSpec(lp, bottoms, list(lp.top)))
-        for j, name in enumerate(lp.top):
-            n = consumers.get((i, j), 0)
-            if n > 1:
-                split = Message("LayerParameter", lp._where)
-                split.set("name", f"{name}_{lp.name}_{j}_split").set("type", "Split")
-                specs.append(LayerSpec(split, [name], [_split_blob_name(lp.name, name, j, k)
-                                                       for k in range(n)]))
-    return specs
-
-
-def _split_blob_name(layer_name, blob_name, top_index, split_index):
-    return f"{blob_name}_{layer_name}_{top_index}_split_{split_index}"
 
 
 class Net:
@@ -151,15 +56,17 @@ class Net:
         self.xp = backend.xp_for(gpu)
         self.rng = np.random.default_rng(seed)
         if self.param.layers:                 # Caffe's V1 format, as the 2015 release
-            from .upgrade import upgrade_v1_net
             self.param = upgrade_v1_net(self.param)
         layer_params = list(self.param.layer)
         first = input_layer(self.param)
         if first is not None:
             layer_params.insert(0, first)
         layer_params = filter_layers(layer_params, phase, level, stages)
-        self._diff_arena = self._data_arena = None
+        # Hooks of the loops (Caffe's Net callbacks): after_* get the layer's index.
+        self.after_forward, self.end_forward, self.after_backward, self.end_backward = \
+            [], [], [], []
         self._build(insert_splits(layer_params, phase))
+        self.memory = MemoryPlan(self)
         self.check_memory()
         self.check_input_size()
         if weights is not None:
@@ -318,7 +225,6 @@ class Net:
     def check_input_size(self):
         """In a net that upsamples (a U-Net), refuse an input size that misaligns a pool."""
         if self.image_input and any(l.type == "Deconvolution" for l in self.layers):
-            from .sizes import check_alignment
             check_alignment(self, self.image_input)
 
     def set_input(self, name, value):
@@ -354,7 +260,6 @@ class Net:
         self.check_memory()
 
     def check_memory(self):
-        from .memory import require_bytes
         copies = 2 if self.phase == TRAIN else 1           # data, and diffs for backward
         size = " x ".join(map(str, self.blobs[self.image_input].shape[2:])) \
             if self.image_input else ""
@@ -377,11 +282,10 @@ class Net:
             for blob, weight in zip(top, self.specs[i].loss_weights):
                 if weight:
                     loss += weight * float(blob.data.sum())
-            if self.release_activations:
-                for blob in self._last_reads[i]:
-                    blob.release_data()
-        if self.release_activations:
-            self._data_arena.end_pass()
+            for hook in self.after_forward:
+                hook(i)
+        for hook in self.end_forward:
+            hook()
         self.loss = loss
         return loss
 
@@ -398,10 +302,10 @@ class Net:
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
                                         self.bottom_vecs[i])
-            if self.release_diffs:
-                self._release_top_diffs(i)
-        if self.release_diffs:
-            self._diff_arena.end_pass()
+            for hook in self.after_backward:
+                hook(i)
+        for hook in self.end_backward:
+            hook()
         return OrderedDict((name, self.blobs[name].diff) for name in self.inputs
                            if self.blobs[name].has_diff)
 
@@ -412,60 +316,21 @@ class Net:
         The solver turns this on: it cuts training memory by about the size of the
         activations, and a planned arena serves the gradients (unetcore.arena). Off by
         default so that, as in pycaffe, net.blobs[name].diff can be read after backward()."""
-        return self._diff_arena is not None
+        return self.memory.diff_arena is not None
 
     @release_diffs.setter
     def release_diffs(self, on):
-        from .arena import Arena
-        self._diff_arena = Arena(self.xp, self.dtype) if on else None
-        for blob in self.blobs.values():
-            blob.release_diff()
-            blob.diff_arena = self._diff_arena
+        self.memory.release_diffs(on)
 
     @property
     def release_activations(self):
         """Whether forward frees each activation after its last reader (forward-only use:
         segmentation). Inputs and outputs are kept; backward is then refused."""
-        return self._data_arena is not None
+        return self.memory.data_arena is not None
 
     @release_activations.setter
     def release_activations(self, on):
-        from .arena import Arena
-        self._data_arena = Arena(self.xp, self.dtype) if on else None
-        self._last_reads = self._plan_activation_release() if on else None
-        for blob in {id(b): b for step in self._last_reads or [] for b in step}.values():
-            blob.release_data()
-            blob.data_arena = self._data_arena
-        if not on:
-            for blob in self.blobs.values():
-                blob.data_arena = None
-
-    def _plan_activation_release(self):
-        """For each layer, the activations it is the last to read (Split tops and in-place
-        layers share their bottom's array, so the array's owner is what is planned)."""
-        def owner(blob):
-            while blob._source is not None:
-                blob = blob._source
-            return blob
-        keep = {id(owner(self.blobs[name])) for name in self.outputs + self.inputs}
-        keep |= {id(owner(t)) for spec, top in zip(self.specs, self.top_vecs)
-                 if not spec.bottoms for t in top}
-        last = {}
-        for i, bottom in enumerate(self.bottom_vecs):
-            for blob in map(owner, bottom):
-                last[id(blob)] = (i, blob)
-        plan = [[] for _ in self.layers]
-        for key, (i, blob) in last.items():
-            if key not in keep:
-                plan[i].append(blob)
-        return plan
-
-    def _release_top_diffs(self, i):
-        """After layer i's backward nobody reads its tops' gradients again (in-place tops are
-        its bottoms too, and their gradient is still needed below)."""
-        for name, blob in zip(self.specs[i].tops, self.top_vecs[i]):
-            if name not in self.specs[i].bottoms:
-                blob.release_diff()
+        self.memory.release_activations(on)
 
     def clear_param_diffs(self):
         for blob in self.learnable_params:
@@ -476,10 +341,8 @@ class Net:
         """Load weights, from Caffe's HDF5 layout or a binary .caffemodel; the names of the
         layers copied. Layers missing from the file keep theirs; layers of the file that the
         net lacks are skipped (an error with `strict`)."""
-        from .snapshot import load_weights
         return load_weights(self, path, strict)
 
     def save(self, path):
         """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""
-        from .snapshot import save_weights
         save_weights(self, Path(path))
