@@ -4,6 +4,7 @@ the challenge's thresholds) and both classes' IoU at each checkpoint, beside an 
 baseline on the raw image, and draws the training curve as SVG.
 
     python bench/isbi.py                          # the README demo's thinned net, 600 iterations
+    python bench/isbi.py --torch-python /tmp/torchvenv/bin/python   # and PyTorch on the same tiles
     python bench/isbi.py --channels 64 --size 572 --checkpoints 1000,5000 --gpu 0   # the paper's net
 """
 import argparse
@@ -13,10 +14,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import tifffile
 
 from unetcore import TEST, Net
+from unetcore.backend import to_numpy
 from unetcore.data.stacks import normalize_grey
 from unetcore.metrics import evaluate, iou
 from unetcore.plotlog import plot_svg
@@ -111,6 +114,8 @@ def main():
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--checkpoints", default="200,600")
     ap.add_argument("--gpu", type=int, default=None, help="CUDA device number (default: CPU)")
+    ap.add_argument("--torch-python", help="a Python with torch and h5py: also train "
+                    "bench/isbi_torch.py's PyTorch U-Net on the same tiles, from the same weights")
     args = ap.parse_args()
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     out = args.out.resolve()
@@ -127,6 +132,8 @@ def main():
     grey = as_channel_images(normalize_grey(images, path="test-volume"), 1, "test-volume")
     curve = []
     solver.callbacks.append(lambda s: record_smoothed_loss(s, curve))
+    if args.torch_python:
+        solver.callbacks.append(TileRecorder("tiles.h5", solver, checkpoints[-1]))
 
     print(f"# ISBI 2012, train slices 1-20, test 21-25; {host()}; on {device_name(args.gpu)}")
     print(f"# net: depth 4, {args.channels} base channels, {args.size} px tiles, "
@@ -144,8 +151,79 @@ def main():
         start = time.perf_counter() - seconds        # evaluation time is not training time
         if curve:                                    # drawn at each checkpoint: a run cut
             plot_svg({"loss": curve, "lr": []}, "isbi-curve.svg")   # short keeps its curve
+    if args.torch_python:
+        torch_row(args, deploy, grey, truth, solver.param.average_loss)
     print(f"# training curve (loss, mean of {solver.param.average_loss} iterations): "
           f"{out / 'isbi-curve.svg'}")
+
+
+class TileRecorder:
+    """A solver callback that writes every tile the train net's data layer draws (data,
+    label, weights), with the initial weights, each parameter's lr_mult and decay_mult, the
+    solver's settings and the loss of every iteration, to HDF5: the same run, replayable by
+    another framework (bench/isbi_torch.py)."""
+
+    def __init__(self, path, solver, iterations):
+        net, self.iterations = solver.net, iterations
+        self.file = h5py.File(path, "w")
+        for name in ("data", "label", "weights"):
+            self.file.create_dataset(name, (iterations,) + net.blobs[name].shape, "f4")
+        self.file.create_dataset("loss", (iterations,), "f8")
+        for layer, blobs in net.params.items():
+            for i, blob in enumerate(blobs):
+                self.file[f"init/{layer}/{i}"] = to_numpy(blob.data)
+        index = {id(b): i for i, b in enumerate(net.learnable_params)}
+        for layer, blobs in net.params.items():
+            self.file[f"mults/{layer}"] = [[net.lr_mults[index[id(b)]],
+                                            net.decay_mults[index[id(b)]]] for b in blobs]
+        for field in ("base_lr", "momentum", "weight_decay"):
+            self.file.attrs[field] = getattr(solver.param, field)
+
+    def __call__(self, solver):
+        i = solver.iter - 1
+        if i >= self.iterations:
+            return
+        for name in ("data", "label", "weights"):
+            self.file[name][i] = to_numpy(solver.net.blobs[name].data)
+        self.file["loss"][i] = solver.net.loss
+        if i == self.iterations - 1:
+            self.file.close()
+
+
+def window_means(losses, window):
+    """(i, mean of losses[i - window:i]) for i = window, 2 window, ...: Caffe's smoothed loss
+    at those iterations."""
+    return [(i, float(np.mean(losses[i - window:i])))
+            for i in range(window, len(losses) + 1, window)]
+
+
+def torch_row(args, deploy, grey, truth, window):
+    """Train bench/isbi_torch.py's U-Net on the recorded tiles, score it as unetcore's net is
+    scored, and draw both loss curves in one picture."""
+    script = ROOT / "bench" / "isbi_torch.py"
+    done = subprocess.run([args.torch_python, str(script), "tiles.h5", "torch.h5"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        print(f"# PyTorch run failed: {done.stderr.strip().splitlines()[-1:]}")
+        return
+    print("# " + done.stdout.strip())
+    iterations = int(args.checkpoints.split(",")[-1])
+    torch_net = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"),
+                    TEST, gpu=args.gpu)
+    torch_net.release_activations = True
+    torch_net.copy_from("torch.h5", strict=True)
+    with h5py.File("torch.h5", "r") as f:
+        torch_losses, seconds = f["loss"][()], f.attrs["seconds"]
+    with h5py.File("tiles.h5", "r") as f:
+        our_losses = f["loss"][()]
+    print(format_row(f"PyTorch, iter {iterations}", network_row(torch_net, grey, truth), seconds))
+    plot_svg({"unetcore": window_means(our_losses, window),
+              "PyTorch, same tiles": window_means(torch_losses, window), "lr": []},
+             "isbi-curves-unetcore-pytorch.svg")
+    gap = np.abs(np.array(window_means(our_losses, window)) -
+                 np.array(window_means(torch_losses, window)))[:, 1]
+    print(f"# loss curves (means of {window}): largest gap {gap.max():.4f}, median "
+          f"{np.median(gap):.4f}; isbi-curves-unetcore-pytorch.svg")
 
 
 def record_smoothed_loss(solver, curve):

@@ -138,20 +138,67 @@ def im2col_example():
             + _matrix(w) + "\n\ny = W @ col, reshaped to 2 x 2:\n\n" + _matrix(y) + "\n")
 
 
+def _link(fn, needle=None):
+    """A link to a function's lines, or to its first line that contains `needle`."""
+    path = Path(inspect.getsourcefile(fn)).resolve().relative_to(REPO)
+    lines, start = inspect.getsourcelines(fn)
+    if needle is None:
+        end = start + len(lines) - 1
+        return f"[{path}:{start}-{end}](../{path}#L{start}-L{end})"
+    line = start + next(i for i, text in enumerate(lines) if needle in text)
+    return f"[{path}:{line}](../{path}#L{line})"
+
+
 def layer_sources():
+    """Each type's reference forward and backward, and its engines (same math, faster)."""
     from . import layer as layer_module
-    import unetcore.layers  # noqa: F401 (registers them)
-    rows = ["| type | forward | backward |", "| --- | --- | --- |"]
+    rows = ["| type | forward | backward | same math, faster |", "| --- | --- | --- | --- |"]
     for name, cls in sorted(layer_module.LAYER_TYPES.items()):
-        links = []
-        for method in ("forward", "backward"):
-            fn = getattr(cls, f"{method}_one", None) or getattr(cls, method)   # the real work
-            path = Path(inspect.getsourcefile(fn)).resolve().relative_to(REPO)
-            lines, start = inspect.getsourcelines(fn)
-            links.append(f"[{path}:{start}-{start + len(lines) - 1}](../{path}#L{start}-L"
-                         f"{start + len(lines) - 1})")
-        rows.append(f"| {name} | {links[0]} | {links[1]} |")
+        engines = ", ".join(f"[{e.engine}](../{Path(inspect.getsourcefile(e)).resolve().relative_to(REPO)})"
+                            for e in layer_module.ENGINES.get(name, ()))
+        rows.append(f"| {name} | {_link(cls.forward)} | {_link(cls.backward)} | {engines} |")
     return "\n".join(rows) + "\n"
+
+
+def convolution_products():
+    """Where the reference Convolution computes each product of the derivation."""
+    from .layers.convolution import ConvolutionLayer as Conv
+    return (f"- Y = W_mat @ col: `forward_gemm`, {_link(Conv.forward_gemm, 'matmul_into')}\n"
+            f"- dW_mat += dY @ col^T: `weight_gemm`, {_link(Conv.weight_gemm, 'dw[g] +=')}\n"
+            f"- dcol = W_mat^T @ dY: `backward_gemm`, {_link(Conv.backward_gemm, '.T, dy_g')}\n"
+            f"- dx = col2im(dcol): `backward_gemm`, {_link(Conv.backward_gemm, 'col2im_add(')}\n"
+            f"- db += the sum of dY: `bias_backward`, {_link(Conv.bias_backward, '.sum(')}\n")
+
+
+def deconvolution_matrix():
+    """A 2x2 kernel on a 3x3 image as a 4x9 matrix M, and Deconvolution as M^T, computed by
+    the layers themselves."""
+    from .gradcheck import layer_from_text
+    from .blob import Blob
+    kernel = np.array([[1.0, 2.0], [3.0, 4.0]])
+
+    def run(kind, x):
+        layer = layer_from_text(f'name: "m" type: "{kind}" convolution_param {{ num_output: 1 '
+                                'kernel_size: 2 bias_term: false }')
+        bottom, top = [Blob(x.shape, np.float64)], [Blob((), np.float64)]
+        bottom[0].data[...] = x
+        layer.setup(bottom, top)
+        layer.blobs[0].data[...] = kernel
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        return top[0].data.copy()
+    units = np.eye(9).reshape(9, 1, 1, 3, 3)
+    m = np.stack([run("Convolution", u).ravel() for u in units], axis=1)      # 4 x 9
+    y = np.array([[1.0, -1.0], [2.0, 0.5]])
+    deconv = run("Deconvolution", y.reshape(1, 1, 2, 2))[0, 0]
+    assert np.allclose(deconv.ravel(), m.T @ y.ravel())
+    return ("Kernel w = [[1, 2], [3, 4]]. Convolution of a 3 x 3 image x (flattened row by row) is "
+            "y = M x with the 4 x 9 matrix\n\n" + _matrix(m)
+            + "\n\nEach row is one output pixel: the kernel laid over its 2 x 2 window. The "
+            "Deconvolution layer with the same weights, given\n\n" + _matrix(y)
+            + "\n\nreturns the 3 x 3 image\n\n" + _matrix(deconv)
+            + "\n\nwhich is M^T y, reshaped: each input pixel of the up-convolution scatters "
+            "the kernel, scaled by its value, onto its window, and overlaps add.\n")
 
 
 def overlap_tile_numbers():
@@ -370,7 +417,8 @@ def exercises_overlap_tile():
 
 
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
-          "layer-sources": layer_sources, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
+          "layer-sources": layer_sources, "convolution-products": convolution_products,
+          "deconvolution-matrix": deconvolution_matrix, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,
           "receptive-picture": receptive_picture,
           "im2col-size": im2col_size, "worked-backprop": worked_backprop,

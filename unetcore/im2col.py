@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import gpu
 from .backend import on_gpu
 
 
@@ -124,7 +125,6 @@ def im2col_cpu(x_padded, geom, out_width, row0, row1, out):
 
 def im2col_gpu(x_padded, geom, out_width, row0, row1, out):
     """kernels/im2col.cu: one thread per column element."""
-    from . import gpu
     gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_width, out)
     return out
 
@@ -168,6 +168,5 @@ def col2im_add_cpu(col, dx_padded, geom, out_width, row0, row1):
 
 def col2im_add_gpu(col, dx_padded, geom, out_width, row0, row1):
     """kernels/im2col.cu: one thread per input element, gathering its columns."""
-    from . import gpu
     gpu.col2im_add(col, geom, row1 - row0, out_width, input_band(dx_padded, geom, row0, row1))
     return dx_padded

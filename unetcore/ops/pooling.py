@@ -6,6 +6,7 @@ max_pool_backward routes each dy to its argmax: dx[argmax] += dy.
 """
 import numpy as np
 
+from unetcore import gpu
 from unetcore.backend import on_gpu
 
 
@@ -65,7 +66,6 @@ def max_pool_backward_cpu(dy, argmax, dx, kernel, stride, pad):
 def max_pool_forward_gpu(x, y, kernel, stride, pad):
     """kernels/pooling.cu: one thread per output."""
     import cupy
-    from unetcore import gpu
     argmax = cupy.empty(y.shape, dtype=cupy.int32)
     gpu.max_pool_forward(x, y, argmax, kernel, stride, pad)
     return argmax
@@ -73,5 +73,4 @@ def max_pool_forward_gpu(x, y, kernel, stride, pad):
 
 def max_pool_backward_gpu(dy, argmax, dx, kernel, stride, pad):
     """kernels/pooling.cu: each input gathers the dy of the windows whose maximum it is."""
-    from unetcore import gpu
     gpu.max_pool_backward(dy, argmax, dx, kernel, stride, pad)
