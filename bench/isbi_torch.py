@@ -118,7 +118,7 @@ def main():
             out[f"data/{layer}/1"] = modules[module_name].bias.detach().numpy()
         out["loss"] = losses
         out.attrs["seconds"] = seconds
-        out.attrs["torch"] = torch.__version__
+        out.attrs["torch"] = str(torch.__version__)
     print(f"PyTorch {torch.__version__}: {iterations} iterations in {seconds:.0f} s, "
           f"loss {losses[:20].mean():.4f} -> {losses[-20:].mean():.4f}")
 

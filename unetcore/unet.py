@@ -184,6 +184,8 @@ FILES = {
     "unet-demo-solver.prototxt": lambda: solver_text(
         "prototxt/unet-demo-train.prototxt", 0.001, 600, 200, "snapshots/unet-demo",
         test="test_iter: 10\ntest_interval: 200\ntest_initialization: false\n"),
+    "isbi-cpu-solver.prototxt": lambda: solver_text(
+        "prototxt/unet-demo-train.prototxt", 0.001, 3000, 1000, "snapshots/isbi-cpu"),
     "unet-small-deploy.prototxt": lambda: deploy_text("unet-small", depth=2, channels=2, size=44),
     "unet-small-train.prototxt": lambda: train_text("unet-small", depth=2, channels=2, size=44),
 }
