@@ -115,15 +115,11 @@ class ConvolutionLayer(Layer):
     def forward_gemm(self, x, w, y):
         """y = W @ col(x) for one image: x (C, H, W) on the input grid, y on the output grid,
         w (group, M, K) with K = C/group * kh * kw."""
-        xp, k, m = self.xp, w.shape[2], w.shape[1]
-        out_h, out_w = y.shape[1:]
-        x_pad = pad_image(xp, x, self.geom.pad)
-        for r0, r1 in self.bands(out_h, k, out_w):
-            col = im2col(xp, x_pad, self.geom, out_w, r0, r1,
-                         self.column_buffer(k * self.group, r1 - r0, out_w))
+        k, m = w.shape[2], w.shape[1]
+        for r0, r1, col in self.column_bands(x, k, y.shape[1:]):
             for g in range(self.group):      # rows r0:r1 of each channel: a strided view
                 y_g = y[g * m:(g + 1) * m, r0:r1].reshape(m, -1)
-                backend.matmul_into(xp, w[g], col[g * k:(g + 1) * k], y_g)
+                backend.matmul_into(self.xp, w[g], col[g * k:(g + 1) * k], y_g)
 
     def backward_gemm(self, dy, w, dx):
         """dx = col2im(W^T @ dy) for one image: dy (M*group, H_out, W_out) on the output grid,
@@ -145,15 +141,20 @@ class ConvolutionLayer(Layer):
     def weight_gemm(self, x, dy, dw):
         """dW += dy @ col(x)^T for one image: x on the input grid, dy on the output grid,
         dw (group, M, K)."""
-        xp, k, m = self.xp, dw.shape[2], dw.shape[1]
-        out_h, out_w = dy.shape[1:]
-        x_pad = pad_image(xp, x, self.geom.pad)
-        for r0, r1 in self.bands(out_h, k, out_w):
-            col = im2col(xp, x_pad, self.geom, out_w, r0, r1,
-                         self.column_buffer(k * self.group, r1 - r0, out_w))
+        k, m = dw.shape[2], dw.shape[1]
+        for r0, r1, col in self.column_bands(x, k, dy.shape[1:]):
             for g in range(self.group):
                 dy_g = dy[g * m:(g + 1) * m, r0:r1].reshape(m, -1)
-                dw[g] += xp.matmul(dy_g, col[g * k:(g + 1) * k].T)
+                dw[g] += self.xp.matmul(dy_g, col[g * k:(g + 1) * k].T)
+
+    def column_bands(self, x, k, out_shape):
+        """(r0, r1, col) for each band of output rows: col = im2col(x) for those rows, with
+        K = k rows per group, in the shared workspace."""
+        out_h, out_w = out_shape
+        x_pad = pad_image(self.xp, x, self.geom.pad)
+        for r0, r1 in self.bands(out_h, k, out_w):
+            yield r0, r1, im2col(self.xp, x_pad, self.geom, out_w, r0, r1,
+                                 self.column_buffer(k * self.group, r1 - r0, out_w))
 
     # ---- the bias, and the shared workspace
     def add_bias(self, y):

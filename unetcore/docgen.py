@@ -416,8 +416,46 @@ def exercises_overlap_tile():
                 f"{margin} mirrored pixels before the image."))
 
 
+TEST_DATA = REPO / "tests" / "data"
+ISBI_MODEL = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
+
+
+def real_data_prediction():
+    """A held-out ISBI 2012 crop (slice 22), its labels, and the cell probability of the
+    demo net trained 3000 iterations on slices 1-20 (bench/isbi.py; tests/data)."""
+    import tifffile
+    from .data.stacks import normalize_grey
+    from .net import Net
+    from .tiling import as_channel_images, segment, softmax
+    image = tifffile.imread(TEST_DATA / "isbi-heldout-volume.tif")
+    cells = tifffile.imread(TEST_DATA / "isbi-heldout-labels.tif") > 0
+    net = Net(REPO / "prototxt" / "unet-demo-deploy.prototxt", "TEST", weights=ISBI_MODEL)
+    net.release_activations = True
+    grey = as_channel_images(normalize_grey(image, path="isbi-heldout-volume.tif"), 1)
+    return image, cells, softmax(segment(net, grey[0]))[1]
+
+
+def real_data_pictures():
+    from .data.weightmap import weight_map
+    from .pictures import heat, to_grey
+    image, cells, probability = real_data_prediction()
+    return {"isbi-slice.png": image, "isbi-weightmap.png": heat(weight_map(cells.astype(int))),
+            "isbi-prediction.png": to_grey(probability, 0, 1)}
+
+
+def real_data_scores():
+    from .metrics import evaluate, iou
+    _, cells, probability = real_data_prediction()
+    (row,), _ = evaluate(probability[None], cells[None], thresholds=[0.5])
+    scores = iou((probability > 0.5).astype(int)[None], cells.astype(int)[None])
+    return (f"On this crop, at threshold 0.5: pixel error {row['pixel_error']:.4f}, Rand error "
+            f"{row['rand_error']:.4f}, IoU {scores[0]:.3f} (membrane) and {scores[1]:.3f} (cell); "
+            f"{cells.mean():.0%} of its pixels are cell.\n")
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "convolution-products": convolution_products,
+          "real-data-scores": real_data_scores,
           "deconvolution-matrix": deconvolution_matrix, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,
           "receptive-picture": receptive_picture,
@@ -449,6 +487,7 @@ def figures():
         "weightmap.png": heat(weight_map(label, 10, 5)),
         "deformed-grid.png": to_grey(deform.sample(grid.astype(float), coords, 3), 0, 255),
         "deformed-labels.png": deform.sample(label, coords, 0)}
+    pictures.update(real_data_pictures())
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, array in pictures.items():
