@@ -20,8 +20,11 @@ class Blob:
         self._shape = self._diff = self._data = None
         self.reshape(shape)
 
-    def reshape(self, shape):
-        """Give the blob a new shape; its contents are zeroed when the shape changes."""
+    def reshape(self, *shape):
+        """Give the blob a new shape, as reshape((1, 1, 572, 572)) or as pycaffe's
+        reshape(1, 1, 572, 572); its contents are zeroed when the shape changes."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ValueError(f"negative blob shape {shape}")

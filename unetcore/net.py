@@ -266,11 +266,22 @@ class Net:
         require_bytes(copies * sum(b.count for b in self.blobs.values()) * self.dtype.itemsize,
                       f"the blobs of net '{self.name}'" + (f" at {size}" if size else ""))
 
-    def forward(self, **inputs):
-        """Run forward; return {output blob name: data} (pycaffe's net.forward)."""
+    def forward(self, start=None, end=None, **inputs):
+        """Run forward from layer `start` to layer `end` (names; both included; default: the
+        whole net) and return {blob name: data} of the net's outputs, or of the tops of
+        `end` (pycaffe's net.forward)."""
         self.set_inputs(inputs)
-        self.forward_layers()
-        return OrderedDict((name, self.blobs[name].data) for name in self.outputs)
+        first = self.layer_index(start) if start is not None else 0
+        last = self.layer_index(end) if end is not None else len(self.layers) - 1
+        self.forward_layers(first, last + 1)
+        names = self.specs[last].tops if end is not None else self.outputs
+        return OrderedDict((name, self.blobs[name].data) for name in names)
+
+    def layer_index(self, name):
+        if name not in self.layer_names:
+            raise NetError(f"the net has no layer '{name}'; its layers: "
+                           f"{', '.join(self.layer_names)}")
+        return self.layer_names.index(name)
 
     def forward_layers(self, start=0, end=None):
         """Forward through layers [start, end); return the weighted loss."""
@@ -289,8 +300,12 @@ class Net:
         self.loss = loss
         return loss
 
-    def backward(self):
-        """Backpropagate from the losses; parameter diffs accumulate (clear_param_diffs resets)."""
+    def backward(self, start=None, end=None, **diffs):
+        """Backpropagate from layer `start` down to layer `end` (names; both included;
+        default: the whole net), from the losses, or from the gradients given as
+        {blob name: diff} (pycaffe's net.backward). Parameter diffs accumulate
+        (clear_param_diffs resets them). Returns {input name: diff}, or with `end`
+        {bottom name of end: diff}."""
         if self.release_activations:
             raise NetError(f"net '{self.name}' frees its activations during forward "
                            "(release_activations); set it to False to run backward")
@@ -298,7 +313,13 @@ class Net:
             for blob, weight in zip(top, spec.loss_weights):
                 if weight:
                     blob.diff[...] = weight
-        for i in reversed(range(len(self.layers))):
+        for name, diff in diffs.items():
+            if name not in self.blobs:
+                raise NetError(f"the net has no blob '{name}' to take a gradient")
+            self.blobs[name].diff[...] = self.xp.asarray(diff, dtype=self.dtype)
+        first = self.layer_index(start) if start is not None else len(self.layers) - 1
+        last = self.layer_index(end) if end is not None else 0
+        for i in range(first, last - 1, -1):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
                                         self.bottom_vecs[i])
@@ -306,7 +327,8 @@ class Net:
                 hook(i)
         for hook in self.end_backward:
             hook()
-        return OrderedDict((name, self.blobs[name].diff) for name in self.inputs
+        names = self.specs[last].bottoms if end is not None else self.inputs
+        return OrderedDict((name, self.blobs[name].diff) for name in names
                            if self.blobs[name].has_diff)
 
     @property
