@@ -539,6 +539,26 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
                        f"{name.replace('_', ' ')} is an empty segmentation's, not the net's")
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The ONNX model file to write.")
+def export(model, weights, output):
+    """Write a deploy net with its weights as ONNX (standard operators; any valid input size).
+    Needs the onnx package: pip install 'unetcore[export]'."""
+    from .export import export_onnx
+    from .net import Net
+    output = _output_path(output)
+    net = Net(model, "TEST")
+    _require_image_input(net, model)
+    _copy_all_weights(net, weights)
+    export_onnx(net, output)
+    click.echo(f"wrote {output}: input '{net.image_input}' "
+               f"({net.blobs[net.image_input].shape[1]} channel(s), any size the net takes), "
+               f"output {', '.join(net.outputs)}")
+
+
 @main.command(name="plot-log")
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),

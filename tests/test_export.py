@@ -1,0 +1,80 @@
+"""ONNX export: the graph passes onnx.checker, and onnxruntime computes what Net.forward
+computes, to float32 rounding, at two input sizes of each net (the crops follow the size)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import unetcore
+from test_caffe_unet_nets import cell_net
+from unetcore.cli import main
+from unetcore.gradcheck import randomize_params
+from unetcore.prototxt import parse
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from unetcore.export import ExportError, export_onnx  # noqa: E402
+
+PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+
+
+def onnx_equals_forward(net, path, sizes, channels=1):
+    export_onnx(net, path)
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in sizes:
+        x = np.random.default_rng(size).random((1, channels, size, size), dtype=np.float32)
+        ours = {name: array.copy() for name, array in net.forward(**{net.image_input: x}).items()}
+        theirs = dict(zip([o.name for o in session.get_outputs()],
+                          session.run(None, {net.image_input: x})))
+        assert list(theirs) == list(ours)
+        for name in ours:
+            scale = max(1.0, float(np.abs(ours[name]).max()))
+            np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_the_small_unet(tmp_path):
+    net = unetcore.Net(PROTOTXT / "unet-small-deploy.prototxt", unetcore.TEST, seed=0)
+    randomize_params(net, np.random.default_rng(0), scale=0.3)
+    onnx_equals_forward(net, tmp_path / "small.onnx", [44, 60])
+
+
+def test_the_demo_unet_trained_on_isbi(tmp_path):
+    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    net = unetcore.Net(PROTOTXT / "unet-demo-deploy.prototxt", unetcore.TEST, weights=weights)
+    onnx_equals_forward(net, tmp_path / "demo.onnx", [188, 220])
+
+
+def test_a_caffe_unet_net_with_value_transformation_leaky_relu_and_cropping_concat(tmp_path):
+    net = unetcore.Net(parse(cell_net(44, depth=2, channels=2), "NetParameter"), unetcore.TEST,
+                       seed=1)
+    assert {"ValueTransformation", "Concat"} <= {layer.type for layer in net.layers}
+    assert "Crop" not in {layer.type for layer in net.layers}
+    randomize_params(net, np.random.default_rng(1), scale=0.3)
+    onnx_equals_forward(net, tmp_path / "cell.onnx", [44, 60])
+
+
+def test_a_layer_without_a_mapping_is_refused_by_name_and_type(tmp_path):
+    text = ('name: "t" input: "data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 } '
+            'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "data" top: "s" }')
+    net = unetcore.Net(parse(text, "NetParameter"), unetcore.TEST)
+    with pytest.raises(ExportError, match=r"layer 'sum' \(Eltwise\) has no ONNX mapping"):
+        export_onnx(net, tmp_path / "t.onnx")
+
+
+def test_the_export_command(tmp_path):
+    net = unetcore.Net(PROTOTXT / "unet-small-deploy.prototxt", unetcore.TEST, seed=0)
+    net.save(tmp_path / "w.caffemodel.h5")
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(PROTOTXT / "unet-small-deploy.prototxt"),
+                                  "--weights", str(tmp_path / "w.caffemodel.h5"),
+                                  "-o", str(tmp_path / "out" / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and (tmp_path / "out" / "m.onnx").exists()
+    missing = runner.invoke(main, ["export", str(PROTOTXT / "unet-small-deploy.prototxt"),
+                                   "--weights", str(tmp_path / "none.h5"),
+                                   "-o", str(tmp_path / "m.onnx")])
+    assert missing.exit_code == 1
+    assert missing.output.startswith("unetcore: error: ") and "no such weights file" in \
+        missing.output and len(missing.output.splitlines()) == 1
