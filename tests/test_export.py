@@ -78,3 +78,37 @@ def test_the_export_command(tmp_path):
     assert missing.exit_code == 1
     assert missing.output.startswith("unetcore: error: ") and "no such weights file" in \
         missing.output and len(missing.output.splitlines()) == 1
+
+
+def test_a_bioimage_model_zoo_package_validates_and_reproduces_its_test_output(tmp_path):
+    spec = pytest.importorskip("bioimageio.spec")
+    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    result = CliRunner().invoke(main, [
+        "export", str(PROTOTXT / "unet-demo-deploy.prototxt"), "--weights", str(weights),
+        "--bioimageio", str(tmp_path / "pkg"), "--name", "unetcore demo U-Net (ISBI 2012)",
+        "--author", "A. Tester", "--data-citation", "Cardona A. et al. (2010), PLoS Biol 8(10)",
+        "10.1371/journal.pbio.1000502"])
+    assert result.exit_code == 0, result.output
+    description = spec.load_description(tmp_path / "pkg" / "rdf.yaml")
+    assert type(description).__name__ == "ModelDescr", description.validation_summary.format()
+    # the described preprocessing (uint8 -> float32, * 1/255), then the ONNX weights
+    x = np.load(tmp_path / "pkg" / "test_input.npy")
+    expected = np.load(tmp_path / "pkg" / "test_output.npy")
+    assert x.dtype == np.uint8 and x.shape == (1, 1, 188, 188)
+    assert expected.shape == (1, 2, 4, 4)                   # 92 px a side cropped by the model
+    session = ort.InferenceSession(str(tmp_path / "pkg" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {"data": x.astype(np.float32) / 255})
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_the_package_needs_an_author_and_a_name_the_spec_allows(tmp_path):
+    net = unetcore.Net(PROTOTXT / "unet-small-deploy.prototxt", unetcore.TEST, seed=0)
+    net.save(tmp_path / "w.caffemodel.h5")
+    args = ["export", str(PROTOTXT / "unet-small-deploy.prototxt"), "--weights",
+            str(tmp_path / "w.caffemodel.h5"), "--bioimageio", str(tmp_path / "pkg")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "needs --author" in result.output
+    result = CliRunner().invoke(main, args + ["--author", "A", "--name", "U-Net, v2"])
+    assert result.exit_code == 1 and "may hold only letters" in result.output

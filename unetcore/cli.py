@@ -542,17 +542,35 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--weights", required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="The ONNX model file to write.")
-def export(model, weights, output):
-    """Write a deploy net with its weights as ONNX (standard operators; any valid input size).
-    Needs the onnx package: pip install 'unetcore[export]'."""
+@click.option("--bioimageio", "package", type=click.Path(file_okay=False),
+              help="Write a BioImage Model Zoo package (model spec 0.5) into this folder.")
+@click.option("--name", default="unetcore U-Net", show_default=True,
+              help="With --bioimageio: the model's name.")
+@click.option("--author", default=None, help="With --bioimageio: the author's name (required).")
+@click.option("--license", "license_id", default="CC-BY-4.0", show_default=True,
+              help="With --bioimageio: the SPDX license of the weights.")
+@click.option("--data-citation", nargs=2, default=None, metavar="TEXT DOI_OR_URL",
+              help="With --bioimageio: the training data's reference.")
+def export(model, weights, output, package, name, author, license_id, data_citation):
+    """Write a deploy net with its weights as ONNX (standard operators; any valid input size),
+    or as a BioImage Model Zoo package. Needs pip install 'unetcore[export]'."""
+    from .bioimageio import write_package
     from .export import export_onnx
     from .net import Net
-    output = _output_path(output)
+    if (output is None) == (package is None):
+        raise UnetcoreError("give -o MODEL.onnx or --bioimageio FOLDER (one of them)")
+    if package is not None and not author:
+        raise UnetcoreError("--bioimageio needs --author NAME: the model spec requires one")
+    output = _output_path(output) if output else None
     net = Net(model, "TEST")
     _require_image_input(net, model)
     _copy_all_weights(net, weights)
+    if package is not None:
+        rdf = write_package(net, package, name, author, license_id, data_citation)
+        click.echo(f"wrote {rdf} with model.onnx, test_input.npy, test_output.npy, README.md")
+        return
     export_onnx(net, output)
     click.echo(f"wrote {output}: input '{net.image_input}' "
                f"({net.blobs[net.image_input].shape[1]} channel(s), any size the net takes), "

@@ -63,8 +63,9 @@ class Graph:
                          "sizes")
 
 
-def export_onnx(net, path, opset=17):
-    """Write `net` (a deploy net, weights loaded) as an ONNX model at `path`."""
+def export_onnx(net, path, opset=17, probabilities=False):
+    """Write `net` (a deploy net, weights loaded) as an ONNX model at `path`. With
+    `probabilities`, a softmax over the classes follows the output, named "probabilities"."""
     onnx = _onnx()
     graph = Graph(onnx)
     for layer, spec in zip(net.layers, net.specs):
@@ -75,8 +76,12 @@ def export_onnx(net, path, opset=17):
         convert(graph, layer, spec, net)
     outputs = []
     for name in net.outputs:
-        graph.nodes.append(onnx.helper.make_node("Identity", [graph.tensor[name]], [name]))
-        shape = net.blobs[name].shape
+        tensor = graph.tensor[name]
+        if probabilities:
+            tensor = graph.node("Softmax", [tensor], "softmax", axis=1)
+            name = "probabilities" if len(net.outputs) == 1 else f"{name}_probabilities"
+        graph.nodes.append(onnx.helper.make_node("Identity", [tensor], [name]))
+        shape = net.blobs[net.outputs[0]].shape if probabilities else net.blobs[name].shape
         dims = ["batch", shape[1]] + [f"{name}_{axis}" for axis in ("height", "width")]
         outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                           dims[:len(shape)]))

@@ -1,0 +1,132 @@
+"""A BioImage Model Zoo package (bioimage.io, model spec 0.5) of a deploy net: the ONNX
+weights with a softmax on the scores, the description (rdf.yaml), a test input and the output
+the model itself computes for it, and a README. deepImageJ, napari, ilastik and QuPath read
+such packages.
+
+The description says what a user of the original must know to run the model right:
+- input: one image, 8-bit grey values scaled to [0, 1] (what `unetcore segment` does with
+  8-bit images), of any size 16k + 60 (for the 2015 depth): min and step of each space axis;
+- output: class probabilities, smaller than the input by the context the valid convolutions
+  consume (92 px a side for the 2015 net), given as the output's size offset, as the spec asks
+  for a halo that the model crops itself;
+- citations: the U-Net paper, and the training data's where the user gives one.
+
+rdf.yaml is written as JSON, which is YAML too: no YAML library is needed.
+"""
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .export import ExportError, export_onnx
+from .sizes import valid_sizes
+from .tiling import softmax
+
+UNET_PAPER = {"text": "Ronneberger O., Fischer P., Brox T. (2015). U-Net: Convolutional Networks "
+                      "for Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.",
+              "doi": "10.1007/978-3-319-24574-4_28"}
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def size_rule(net):
+    """(smallest valid input edge, step between valid edges) of the net's image input."""
+    sizes = valid_sizes(net, net.image_input, 1, 1024)
+    return sizes[0], sizes[1] - sizes[0]
+
+
+def write_package(net, folder, name, author, license="CC-BY-4.0", data_citation=None,
+                  test_image=None):
+    """Write the package into `folder` (created); return the rdf.yaml path.
+    data_citation: (text, DOI or URL) of the training data. test_image: an 8-bit (H, W)
+    image whose size the net takes (default: a random one of the smallest size)."""
+    check_name(name)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, folder / "model.onnx", probabilities=True)
+    smallest, step = size_rule(net)
+    if test_image is None:
+        test_image = np.random.default_rng(0).integers(0, 256, (smallest, smallest), np.uint8)
+    test_input = np.asarray(test_image, np.uint8)[None, None]
+    scores = net.forward(**{net.image_input: test_input.astype(np.float32) / 255})
+    test_output = softmax(scores[net.outputs[0]][0])[None].astype(np.float32)
+    np.save(folder / "test_input.npy", test_input)
+    np.save(folder / "test_output.npy", test_output)
+    margin = (test_input.shape[-1] - test_output.shape[-1]) // 2
+    (folder / "README.md").write_text(readme(name, smallest, step, margin))
+    rdf = description(net, name, author, license, data_citation, folder, smallest, step, margin,
+                      test_output.shape[1])
+    path = folder / "rdf.yaml"
+    path.write_text(json.dumps(rdf, indent=2) + "\n")
+    return path
+
+
+def description(net, name, author, license, data_citation, folder, smallest, step, margin,
+                classes):
+    space = [{"type": "space", "id": axis, "size": {"min": smallest, "step": step}}
+             for axis in ("y", "x")]
+    out_space = [{"type": "space", "id": axis,
+                  "size": {"tensor_id": net.image_input, "axis_id": axis,
+                           "offset": -2 * margin}}
+                 for axis in ("y", "x")]
+    return {
+        "type": "model", "format_version": "0.5.4", "name": name,
+        "description": f"A U-Net (Ronneberger et al. 2015) trained with unetcore. Valid "
+                       f"convolutions: the output is {margin} px smaller than the input on "
+                       f"each side; inputs {smallest} + {step}k px.",
+        "authors": [{"name": author}], "license": license,
+        "cite": [UNET_PAPER] + ([data_reference(*data_citation)] if data_citation else []),
+        "documentation": "README.md",
+        "tags": ["unet", "segmentation", "unetcore"],
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [{
+            "id": net.image_input, "axes": [{"type": "batch"},
+                                  {"type": "channel", "channel_names": ["grey"]}] + space,
+            "test_tensor": {"source": "test_input.npy", "sha256": sha256(folder / "test_input.npy")},
+            "data": {"type": "uint8"},
+            "preprocessing": [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                              {"id": "scale_linear", "kwargs": {"gain": 1 / 255, "offset": 0.0}}]}],
+        "outputs": [{
+            "id": "probabilities",
+            "axes": [{"type": "batch"},
+                     {"type": "channel", "channel_names": [f"class{c}" for c in range(classes)]}]
+            + out_space,
+            "test_tensor": {"source": "test_output.npy",
+                            "sha256": sha256(folder / "test_output.npy")},
+            "data": {"type": "float32", "range": [0.0, 1.0]}}],
+        "weights": {"onnx": {"source": "model.onnx", "sha256": sha256(folder / "model.onnx"),
+                             "opset_version": 17}},
+    }
+
+
+def data_reference(text, doi_or_url):
+    key = "url" if doi_or_url.startswith(("http://", "https://")) else "doi"
+    return {"text": text, key: doi_or_url}
+
+
+NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+- ()")
+
+
+def check_name(name):
+    """The model spec allows letters, digits, spaces and _+-() in a name."""
+    bad = sorted(set(name) - NAME_CHARACTERS)
+    if bad or not name.strip():
+        raise ExportError(f"the model name {name!r} may hold only letters, digits, spaces and "
+                          f"_+-(); not {' '.join(repr(c) for c in bad) or 'an empty name'}")
+
+
+def readme(name, smallest, step, margin):
+    return (f"# {name}\n\nA U-Net (Ronneberger, Fischer & Brox, MICCAI 2015) trained with "
+            "unetcore and exported with `unetcore export --bioimageio`.\n\n"
+            f"- Input: one grey image, 8 bits, of size {smallest} + {step}k pixels per axis; "
+            "grey values are scaled to [0, 1].\n"
+            f"- Output: the class probabilities, {margin} px smaller on each side (valid "
+            "convolutions). Segment a larger image tile by tile with mirrored borders "
+            "(overlap-tile), as `unetcore segment` does.\n\n"
+            "## Validation\n\nThe package's test input is an 8-bit image of the smallest "
+            "size the net takes, and its test output the probabilities unetcore computed for "
+            "it; unetcore's tests check that ONNX Runtime reproduces them.\n")
