@@ -112,3 +112,15 @@ def test_the_package_needs_an_author_and_a_name_the_spec_allows(tmp_path):
     assert result.exit_code == 1 and "needs --author" in result.output
     result = CliRunner().invoke(main, args + ["--author", "A", "--name", "U-Net, v2"])
     assert result.exit_code == 1 and "may hold only letters" in result.output
+
+
+def test_a_deploy_net_of_a_size_no_tile_rule_allows_is_refused(tmp_path):
+    text = (PROTOTXT / "unet-demo-deploy.prototxt").read_text().replace(
+        "dim: 316 dim: 316", "dim: 318 dim: 318")
+    (tmp_path / "bad.prototxt").write_text(text)
+    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "bad.prototxt"), "--weights",
+                                       str(weights), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert "input size 318x318" in result.output and "nearest valid sizes: 300, 316" in \
+        result.output
