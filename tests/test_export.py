@@ -114,6 +114,20 @@ def test_the_package_needs_an_author_and_a_name_the_spec_allows(tmp_path):
     assert result.exit_code == 1 and "may hold only letters" in result.output
 
 
+def test_the_package_as_one_zip_file(tmp_path):
+    import zipfile
+    net = unetcore.Net(PROTOTXT / "unet-small-deploy.prototxt", unetcore.TEST, seed=0)
+    net.save(tmp_path / "w.caffemodel.h5")
+    result = CliRunner().invoke(main, [
+        "export", str(PROTOTXT / "unet-small-deploy.prototxt"), "--weights",
+        str(tmp_path / "w.caffemodel.h5"), "--bioimageio", str(tmp_path / "unet.zip"),
+        "--author", "A"])
+    assert result.exit_code == 0, result.output
+    names = zipfile.ZipFile(tmp_path / "unet.zip").namelist()
+    assert sorted(names) == ["README.md", "model.onnx", "rdf.yaml", "test_input.npy",
+                             "test_output.npy"]
+
+
 def test_a_deploy_net_of_a_size_no_tile_rule_allows_is_refused(tmp_path):
     text = (PROTOTXT / "unet-demo-deploy.prototxt").read_text().replace(
         "dim: 316 dim: 316", "dim: 318 dim: 318")

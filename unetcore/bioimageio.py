@@ -65,6 +65,18 @@ def write_package(net, folder, name, author, license="CC-BY-4.0", data_citation=
     return path
 
 
+def write_zip(net, path, *args, **kwargs):
+    """The package as one .zip file (what deepImageJ and the zoo's upload take)."""
+    import tempfile
+    import zipfile
+    with tempfile.TemporaryDirectory() as folder:
+        write_package(net, folder, *args, **kwargs)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(Path(folder).iterdir()):
+                archive.write(file, file.name)
+    return Path(path)
+
+
 def description(net, name, author, license, data_citation, folder, smallest, step, margin,
                 classes):
     space = [{"type": "space", "id": axis, "size": {"min": smallest, "step": step}}

@@ -544,8 +544,9 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
 @click.option("--weights", required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="The ONNX model file to write.")
-@click.option("--bioimageio", "package", type=click.Path(file_okay=False),
-              help="Write a BioImage Model Zoo package (model spec 0.5) into this folder.")
+@click.option("--bioimageio", "package", type=click.Path(),
+              help="Write a BioImage Model Zoo package (model spec 0.5) into this folder, or "
+                   "into this .zip file.")
 @click.option("--name", default="unetcore U-Net", show_default=True,
               help="With --bioimageio: the model's name.")
 @click.option("--author", default=None, help="With --bioimageio: the author's name (required).")
@@ -556,7 +557,7 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
 def export(model, weights, output, package, name, author, license_id, data_citation):
     """Write a deploy net with its weights as ONNX (standard operators; any valid input size),
     or as a BioImage Model Zoo package. Needs pip install 'unetcore[export]'."""
-    from .bioimageio import write_package
+    from .bioimageio import write_package, write_zip
     from .export import export_onnx
     from .net import Net
     if (output is None) == (package is None):
@@ -567,6 +568,11 @@ def export(model, weights, output, package, name, author, license_id, data_citat
     net = Net(model, "TEST")
     _require_image_input(net, model)
     _copy_all_weights(net, weights)
+    if package is not None and package.endswith(".zip"):
+        write_zip(net, _output_path(package), name, author, license_id, data_citation)
+        click.echo(f"wrote {package}: rdf.yaml, model.onnx, test_input.npy, test_output.npy, "
+                   "README.md")
+        return
     if package is not None:
         rdf = write_package(net, package, name, author, license_id, data_citation)
         click.echo(f"wrote {rdf} with model.onnx, test_input.npy, test_output.npy, README.md")
