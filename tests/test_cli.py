@@ -59,6 +59,18 @@ def test_gradcheck_command_runs_the_engine_asked_for(engine, monkeypatch):
     assert ("FAILED" in result.output) == (engine == "correlation")
 
 
+def test_time_names_the_engine_of_each_layer():
+    result = run("time", PROTOTXT / "unet-small-train.prototxt", "--iterations", 1)
+    assert result.exit_code == 0, result.output
+    lines = {line.split("\t")[0].strip(): line for line in result.output.splitlines()}
+    assert lines["conv_u0d-score"].endswith("[pointwise]")
+    assert lines["pool_d0c-1a"].endswith("[tiled]")
+    assert "[" not in lines["conv_d0a-b"]
+    result = run("time", PROTOTXT / "unet-small-train.prototxt", "--iterations", 1,
+                 "--engine", "reference")
+    assert "[" not in result.output
+
+
 def test_an_unknown_engine_is_refused():
     result = run("time", PROTOTXT / "unet-small-train.prototxt", "--engine", "winograd")
     assert result.exit_code == 2

@@ -619,8 +619,9 @@ def time_command(model, size, iterations, phase, gpu):
         f, b = times[layer.name]
         macs = layer_macs(layer, bottom, top)
         rate = f" {2 * macs / f / 1e9:8.1f} GFLOP/s forward" if macs and f > 0 else ""
+        engine = f"  [{layer.engine}]" if layer.engine != "reference" else ""
         click.echo(f"{layer.name:>24}\tforward: {f * 1e3:9.3f} ms.\tbackward: "
-                   f"{b * 1e3:9.3f} ms.{rate}")
+                   f"{b * 1e3:9.3f} ms.{rate}{engine}")
     total_f = sum(f for f, _ in times.values())
     total_b = sum(b for _, b in times.values())
     click.echo(f"Average Forward pass: {total_f * 1e3:.1f} ms.")
