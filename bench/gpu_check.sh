@@ -7,9 +7,9 @@
 # Usage:  bench/gpu_check.sh OUTDIR
 # Environment: PYTHON (default python3), GPU (default 0; empty = a CPU dry run of the whole
 # script), TRAIN_ITER (default 200), TORCH_UNET (folder of torch_unet.py, default
-# ../shared/bench), BENCH_REPEATS (default 20). On a lent device machine ../shared does not
-# travel: copy ../shared/bench into an ignored folder of the checkout, carry it, and point
-# TORCH_UNET at it, or the PyTorch columns stay empty.
+# ../shared/bench, else .carry/ in the checkout), BENCH_REPEATS (default 20). On a lent device
+# machine ../shared does not travel: copy ../shared/bench/*.py into .carry/ (if git ignores
+# that folder, name it in the run's carry), or the PyTorch columns stay empty.
 set -uo pipefail
 out=$(realpath -m "${1:?usage: bench/gpu_check.sh OUTDIR}")
 mkdir -p "$out"
@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 GPU=${GPU-0}
 gpu_flag=${GPU:+--gpu $GPU}
-export PYTHONUNBUFFERED=1 PYTHONPATH=${TORCH_UNET:-$(realpath -m ../shared/bench)}
+torch_unet=$(realpath -m ../shared/bench)
+[ -f "$torch_unet/torch_unet.py" ] || torch_unet=$(realpath -m .carry)
+export PYTHONUNBUFFERED=1 PYTHONPATH=${TORCH_UNET:-$torch_unet}
 : >"$out/summary.txt"
 
 step() {   # step NAME COMMAND...: run it, log to OUTDIR/NAME.log, record status and time
