@@ -55,6 +55,17 @@ def test_a_caffe_unet_net_with_value_transformation_leaky_relu_and_cropping_conc
     onnx_equals_forward(net, tmp_path / "cell.onnx", [44, 60])
 
 
+def test_a_cropping_concat_whose_bottoms_differ_by_one_pixel(tmp_path):
+    """(7 - 6) // 2 = 0: the larger bottom is cut at its end only, and still cut."""
+    text = ('name: "t" input: "data" input_shape { dim: 1 dim: 1 dim: 7 dim: 7 } '
+            'layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { '
+            'num_output: 2 kernel_size: 2 weight_filler { type: "gaussian" } } } '
+            'layer { name: "cat" type: "Concat" bottom: "a" bottom: "data" top: "cat" }')
+    net = unetcore.Net(parse(text, "NetParameter"), unetcore.TEST, seed=2)
+    assert net.blobs["cat"].shape == (1, 3, 6, 6)
+    onnx_equals_forward(net, tmp_path / "cat.onnx", [7, 9])
+
+
 def test_a_layer_without_a_mapping_is_refused_by_name_and_type(tmp_path):
     text = ('name: "t" input: "data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 } '
             'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "data" top: "s" }')

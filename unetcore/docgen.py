@@ -7,6 +7,7 @@ stale (a test runs it), so the docs' numbers are computed, never typed.
 import inspect
 import re
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -420,6 +421,7 @@ TEST_DATA = REPO / "tests" / "data"
 ISBI_MODEL = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
 
 
+@lru_cache(maxsize=1)
 def real_data_prediction():
     """A held-out ISBI 2012 crop (slice 22), its labels, and the cell probability of the
     demo net trained 3000 iterations on slices 1-20 (bench/isbi.py; tests/data)."""
@@ -432,7 +434,10 @@ def real_data_prediction():
     net = Net(REPO / "prototxt" / "unet-demo-deploy.prototxt", "TEST", weights=ISBI_MODEL)
     net.release_activations = True
     grey = as_channel_images(normalize_grey(image, path="isbi-heldout-volume.tif"), 1)
-    return image, cells, softmax(segment(net, grey[0]))[1]
+    arrays = image, cells, softmax(segment(net, grey[0]))[1]
+    for array in arrays:                       # cached and shared: nobody may change them
+        array.flags.writeable = False
+    return arrays
 
 
 def real_data_pictures():

@@ -75,13 +75,13 @@ def export_onnx(net, path, opset=17, probabilities=False):
                               f"exportable types: {', '.join(sorted(CONVERTERS))}")
         convert(graph, layer, spec, net)
     outputs = []
-    for name in net.outputs:
-        tensor = graph.tensor[name]
+    for blob in net.outputs:
+        tensor, name = graph.tensor[blob], blob
         if probabilities:
             tensor = graph.node("Softmax", [tensor], "softmax", axis=1)
-            name = "probabilities" if len(net.outputs) == 1 else f"{name}_probabilities"
+            name = "probabilities" if len(net.outputs) == 1 else f"{blob}_probabilities"
         graph.nodes.append(onnx.helper.make_node("Identity", [tensor], [name]))
-        shape = net.blobs[net.outputs[0]].shape if probabilities else net.blobs[name].shape
+        shape = net.blobs[blob].shape
         dims = ["batch", shape[1]] + [f"{name}_{axis}" for axis in ("height", "width")]
         outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                           dims[:len(shape)]))
@@ -173,7 +173,8 @@ def _concat(graph, layer, spec, net):
     first = graph.tensor[spec.bottoms[0]]
     inputs = [first]
     for name, window in zip(spec.bottoms[1:], layer.windows[1:]):
-        cropped = [i for i, w in enumerate(window) if i > layer.axis and w.start]
+        size = net.blobs[name].shape                # a window shorter than its axis crops it
+        cropped = [i for i, w in enumerate(window) if w.stop - w.start < size[i]]
         inputs.append(_centre_crop(graph, graph.tensor[name], first, cropped) if cropped
                       else graph.tensor[name])
     graph.tensor[spec.tops[0]] = graph.node("Concat", inputs, layer.name, axis=layer.axis)

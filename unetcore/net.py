@@ -212,10 +212,7 @@ class Net:
         return OrderedDict((s.param.name, list(s.bottoms)) for s in self.specs)
 
     def layer(self, name):
-        for l in self.layers:
-            if l.name == name:
-                return l
-        raise NetError(f"the net has no layer '{name}'")
+        return self.layers[self.layer_index(name)]
 
     @property
     def image_input(self):
