@@ -125,9 +125,7 @@ def main():
     Path("solver.prototxt").write_text(solver_text("train.prototxt", args.lr, checkpoints[-1],
                                                    checkpoints[-1], "snapshots/isbi"))
     solver = get_solver(parse_file("solver.prototxt", "SolverParameter"), gpu=args.gpu)
-    deploy = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"), TEST,
-                 gpu=args.gpu)
-    deploy.release_activations = True
+    deploy = deploy_net(args)
     solver.share_weights(deploy)                    # the deploy net reads the weights as they train
     grey = as_channel_images(normalize_grey(images, path="test-volume"), 1, "test-volume")
     curve = []
@@ -152,7 +150,7 @@ def main():
         if curve:                                    # drawn at each checkpoint: a run cut
             plot_svg({"loss": curve, "lr": []}, "isbi-curve.svg")   # short keeps its curve
     if args.torch_python:
-        torch_row(args, deploy, grey, truth, solver.param.average_loss)
+        torch_row(args, grey, truth, solver.param.average_loss, checkpoints[-1])
     print(f"# training curve (loss, mean of {solver.param.average_loss} iterations): "
           f"{out / 'isbi-curve.svg'}")
 
@@ -197,7 +195,15 @@ def window_means(losses, window):
             for i in range(window, len(losses) + 1, window)]
 
 
-def torch_row(args, deploy, grey, truth, window):
+def deploy_net(args):
+    """The forward-only net that segments the test slices by overlap-tile."""
+    net = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"), TEST,
+              gpu=args.gpu)
+    net.release_activations = True
+    return net
+
+
+def torch_row(args, grey, truth, window, iterations):
     """Train bench/isbi_torch.py's U-Net on the recorded tiles, score it as unetcore's net is
     scored, and draw both loss curves in one picture."""
     script = ROOT / "bench" / "isbi_torch.py"
@@ -207,10 +213,7 @@ def torch_row(args, deploy, grey, truth, window):
         print(f"# PyTorch run failed: {done.stderr.strip().splitlines()[-1:]}")
         return
     print("# " + done.stdout.strip())
-    iterations = int(args.checkpoints.split(",")[-1])
-    torch_net = Net(parse(deploy_text("isbi", 4, args.channels, size=args.tile), "NetParameter"),
-                    TEST, gpu=args.gpu)
-    torch_net.release_activations = True
+    torch_net = deploy_net(args)
     torch_net.copy_from("torch.h5", strict=True)
     with h5py.File("torch.h5", "r") as f:
         torch_losses, seconds = f["loss"][()], f.attrs["seconds"]
