@@ -126,9 +126,11 @@ class ConvolutionLayer(Layer):
         dx (C, H, W) on the input grid, written (not accumulated)."""
         xp, k, m = self.xp, w.shape[2], w.shape[1]
         (ph, pw), (h, wid), (out_h, out_w) = self.geom.pad, dx.shape[1:], dy.shape[1:]
-        dx_pad = dx if (ph, pw) == (0, 0) else \
-            xp.zeros((dx.shape[0], h + 2 * ph, wid + 2 * pw), dx.dtype)
-        dx_pad[...] = 0
+        if (ph, pw) == (0, 0):              # col2im accumulates: start from zeros
+            dx_pad = dx
+            dx_pad[...] = 0
+        else:
+            dx_pad = xp.zeros((dx.shape[0], h + 2 * ph, wid + 2 * pw), dx.dtype)
         for r0, r1 in self.bands(out_h, k, out_w):
             col = self.column_buffer(k * self.group, r1 - r0, out_w)
             for g in range(self.group):
