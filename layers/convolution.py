@@ -102,11 +102,16 @@ class ConvolutionLayer(Layer):
         dw = self.weight_matrices(self.blobs[0].diff) if self.param_propagate_down[0] else None
         for t, down, b in zip(top, propagate_down, bottom):
             for n in range(b.shape[0]):
-                if dw is not None:
-                    self.weight_gemm(b.data[n], t.diff[n], dw)
-                if down:
-                    self.backward_gemm(t.diff[n], w, b.diff[n])
+                self.backward_image(b.data[n], t.diff[n], w, dw, b.diff[n] if down else None)
             self.bias_backward(t.diff)
+
+    def backward_image(self, x, dy, w, dw, dx):
+        """The backward products for one image: dW += weight_gemm, dx = backward_gemm; dw or
+        dx is None where that gradient is not wanted."""
+        if dw is not None:
+            self.weight_gemm(x, dy, dw)
+        if dx is not None:
+            self.backward_gemm(dy, w, dx)
 
     def weight_matrices(self, array):
         """The weight as (group, C_out/group, K), K = C_in/group * kh * kw."""

@@ -13,7 +13,7 @@ from hypothesis import assume, given, strategies as st
 
 from helpers import cupy_with_device, needs_gpu
 from test_layers import conv_params, conv_text
-from unetcore import backend
+from unetcore import backend, config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
@@ -100,6 +100,22 @@ def test_convolution_cpu_fast_paths_against_the_gpu(cin, cout, kernel, size, pre
         monkeypatch.setattr(backend, "CACHE_BAND_BYTES", band_bytes)
     assert_same_on_both(conv_text(num_output=cout, kernel=kernel), [normal(2, cin, *size)],
                         precision, down=[True])
+
+
+@pytest.mark.parametrize("kernel,size", [((3, 3), (13, 12)), ((3, 2), (9, 14))])
+@pytest.mark.parametrize("precision", [(np.float64, 1e-10), (np.float32, 1e-4)],
+                         ids=["float64", "float32"])
+def test_winograd_engine_on_the_gpu_against_the_cpu_reference(kernel, size, precision):
+    """The Winograd engine's code runs unchanged on CuPy; the CPU's reference is the oracle
+    (float32 to 1e-4: Winograd's own rounding, docs/winograd.md)."""
+    dtype, tolerance = precision
+    text, inputs = conv_text(num_output=8, kernel=kernel), [normal(2, 16, *size)]
+    with config.using_engine("reference"):
+        on_cpu = run_layer(np, text, inputs, dtype, down=[True])
+    with config.using_engine("winograd"):
+        on_gpu = run_layer(cupy, text, inputs, dtype, down=[True])
+    for name, expected in on_cpu.items():
+        assert_close(expected, on_gpu[name], tolerance, name)
 
 
 # ---------------------------------------------------------------- pooling

@@ -47,7 +47,7 @@ conv_params = st.fixed_dictionaries({
     "bias": st.booleans()})
 
 
-CONV_ENGINES = ["reference", "pointwise", "correlation", "flat"]
+CONV_ENGINES = ["reference", "pointwise", "correlation", "flat", "winograd"]
 DECONV_ENGINES = ["reference", "blocks"]
 
 
@@ -56,7 +56,7 @@ def for_engine(p, engine):
     p = dict(p)
     if engine == "pointwise":
         p.update(kh=1, kw=1, sh=1, sw=1, ph=0, pw=0, group=1)
-    if engine in ("correlation", "flat"):
+    if engine in ("correlation", "flat", "winograd"):
         p.update(sh=1, sw=1, ph=0, pw=0, dilation=1, group=1)
         if (p["kh"], p["kw"]) == (1, 1):
             p["kw"] = 2
@@ -133,13 +133,15 @@ def forward_and_backward(layer, x, dy):
     ("Convolution", "correlation", 12, 6, (3, 3), (1, 1)),
     ("Convolution", "flat", 16, 16, (3, 3), (1, 1)),
     ("Convolution", "flat", 32, 16, (3, 2), (1, 1)),
+    ("Convolution", "winograd", 64, 64, (3, 3), (1, 1)),
     ("Deconvolution", "blocks", 16, 8, (2, 2), (2, 2))])
 def test_each_engine_is_the_one_auto_picks_and_equals_the_reference(kind, engine, c_in, c_out,
                                                                     kernel, stride):
     """At U-Net-like channel counts, engine "auto" picks the engine, and its forward, data
     gradient and weight gradient equal the reference's to rounding."""
     text = conv_text(kind, c_out, kernel, stride)
-    x = RNG.standard_normal((2, c_in, 9, 10))
+    size = (26, 27) if engine == "winograd" else (9, 10)     # Winograd pays with 36+ tiles
+    x = RNG.standard_normal((2, c_in, *size))
     assert make_layer(text, shapes=[x.shape]).engine == engine
     dy = RNG.standard_normal(run_forward(make_layer(text), x)[0].shape)
     reference = make_layer(text, shapes=[x.shape], engine="reference")   # the same weights
@@ -208,6 +210,62 @@ def test_auto_picks_flat_for_thin_layers_only():
     assert engine_for(64, 64, "stride: 2") == engine_for(64, 64, "pad: 1") == "reference"
 
 
+def test_auto_picks_winograd_where_its_tiles_outweigh_its_kernel():
+    """F(4, 3) on the U-Net's large images, F(2, 3) where the transformed kernel is up to four
+    times the tiles (u3b-c at 572), the banded im2col where it is more (the 1024-channel
+    layers at 30 px), and nothing below 64 channels."""
+    from unetcore.layers.convolution_winograd import tile_for
+
+    def engine_and_tile(c_in, c_out, size):
+        text = (f'name: "c" type: "Convolution" convolution_param {{ '
+                f'num_output: {c_out} kernel_size: 3 }}')
+        layer = make_layer(text, dtype=np.float32, shapes=[(1, c_in, size, size)])
+        return layer.engine, tile_for(c_in, c_out, size - 2, size - 2)
+    assert engine_and_tile(64, 64, 570) == engine_and_tile(512, 512, 66) == ("winograd", 4)
+    assert engine_and_tile(1024, 512, 56) == engine_and_tile(512, 512, 54) == ("winograd", 2)
+    assert engine_and_tile(1024, 1024, 30) == ("reference", None)
+    assert engine_and_tile(32, 64, 570)[0] == "flat"
+
+
+def test_winograd_in_every_tile_size_and_in_bands(monkeypatch):
+    """F(2, 3), F(3, 3), F(4, 3) and F(6, 3), in one band and in bands of one tile row: the
+    direct sum and gradients that check, tiles hanging over the edges included."""
+    from unetcore.layers import convolution_winograd
+    x = RNG.standard_normal((2, 3, 11, 9))
+    text = conv_text(num_output=2)
+    for tile in (2, 3, 4, 6):
+        monkeypatch.setattr(convolution_winograd.WinogradConvolution, "tile_size",
+                            lambda self, shape, tile=tile: tile)
+        for band_bytes in (None, 1):
+            if band_bytes:
+                monkeypatch.setattr(convolution_winograd, "WINOGRAD_BAND_BYTES", band_bytes)
+            layer = make_layer(text, shapes=[x.shape], engine="winograd")
+            y = run_forward(layer, x)[0]
+            assert layer.tile == tile
+            expected = naive_conv(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (0, 0), 1, 1)
+            np.testing.assert_allclose(y, expected, atol=1e-12)
+            assert_gradients(make_layer(text, shapes=[x.shape], engine="winograd"), x)
+
+
+def test_winograd_float32_error_on_a_unet_layer():
+    """F(4, 3) in float32 on a 128-channel layer: max error under 1e-5 of the largest output
+    (the float32 im2col's is 5e-7; docs/winograd.md has every U-Net layer)."""
+    x = RNG.random((1, 128, 30, 30))
+    text = conv_text(num_output=32).replace('type: "gaussian" }', 'type: "msra" }', 1)
+    exact = make_layer(text, shapes=[x.shape], engine="reference")
+    y_exact = run_forward(exact, x)[0]
+    layer = make_layer(text, dtype=np.float32, shapes=[x.shape], engine="winograd")
+    run_forward(layer, x)
+    assert layer.tile == 4
+    layer.blobs[0].data[...] = exact.blobs[0].data
+    layer.blobs[1].data[...] = exact.blobs[1].data
+    bottom, top = blobs_of(x, dtype=np.float32), [Blob((), np.float32)]
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    error = np.abs(top[0].data - y_exact).max() / np.abs(y_exact).max()
+    assert 1e-7 < error < 1e-5
+
+
 def test_engine_caffe_in_the_prototxt_and_the_reference_setting_give_the_reference():
     from unetcore import config
     text = 'name: "c" type: "Convolution" convolution_param { num_output: 64 kernel_size: 3 %s }'
@@ -216,7 +274,7 @@ def test_engine_caffe_in_the_prototxt_and_the_reference_setting_give_the_referen
     assert make_layer(text % "engine: CUDNN", shapes=[(1, 64, 5, 5)]).engine == "flat"
     with config.using_engine("reference"):
         assert make_layer(text % "", shapes=[(1, 64, 5, 5)]).engine == "reference"
-    with config.using_engine("winograd"), pytest.raises(NetError, match="unknown engine 'winograd'"):
+    with config.using_engine("fft"), pytest.raises(NetError, match="unknown engine 'fft'"):
         make_layer(text % "", shapes=[(1, 64, 5, 5)])
 
 

@@ -68,16 +68,18 @@ def engines_of(net):
     return {type(layer).engine for layer in net.layers}
 
 
-@pytest.mark.parametrize("engine", ["auto", "reference", "flat"])
+@pytest.mark.parametrize("engine", ["auto", "reference", "flat", "winograd"])
 def test_small_unet_gradient_checked_end_to_end(engine):
     """With the engines that "auto" picks for its few channels (pointwise, correlation,
-    tiled, blocks), with the reference layers alone, and with the flat engine forced."""
+    tiled, blocks), with the reference layers alone, and with the flat or the Winograd
+    engine forced."""
     param = load_net_param(PROTOTXT / "unet-small-train.prototxt")
     param.set("force_backward", True)
     with config.using_engine(engine):
         net = unetcore.Net(param, unetcore.TRAIN, dtype=np.float64, seed=3)
     expected = {"auto": {"reference", "pointwise", "correlation", "tiled", "blocks"},
-                "reference": {"reference"}, "flat": {"reference", "flat"}}[engine]
+                "reference": {"reference"}, "flat": {"reference", "flat"},
+                "winograd": {"reference", "winograd"}}[engine]
     assert engines_of(net) == expected
     assert {"Crop", "Concat", "Deconvolution", "Dropout", "SoftmaxWithLoss"} <= {l.type for l in net.layers}
     rng = np.random.default_rng(3)
