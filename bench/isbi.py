@@ -9,7 +9,6 @@ baseline on the raw image, and draws the training curve as SVG.
 """
 import argparse
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 import tifffile
 
+from host import describe
 from unetcore import TEST, Net
 from unetcore.backend import to_numpy
 from unetcore.data.stacks import normalize_grey
@@ -85,17 +85,6 @@ def format_row(name, row, seconds=None):
             f"{row['iou'][0]:.4f} | {row['iou'][1]:.4f} | {wall} |")
 
 
-def host():
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    cpu = platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                 if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} cores, commit {commit}"
-
-
 def device_name(gpu):
     if gpu is None:
         return "CPU"
@@ -133,7 +122,7 @@ def main():
     if args.torch_python:
         solver.callbacks.append(TileRecorder("tiles.h5", solver, checkpoints[-1]))
 
-    print(f"# ISBI 2012, train slices 1-20, test 21-25; {host()}; on {device_name(args.gpu)}")
+    print(f"# ISBI 2012, train slices 1-20, test 21-25; {describe()}; on {device_name(args.gpu)}")
     print(f"# net: depth 4, {args.channels} base channels, {args.size} px tiles, "
           f"lr {args.lr}, momentum 0.99")
     print("| method                   | pixel  | Rand   | warping  | warping at Rand's threshold "

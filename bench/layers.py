@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,20 +20,9 @@ try:
     import unetcore  # noqa: F401  (before NumPy: OpenBLAS threads sleep, as in the command)
 except ImportError:  # the PyTorch child runs in a Python without unetcore
     pass
-import numpy as np
+from host import describe, sgemm_rate  # noqa: E402  (after unetcore, which sets the threads)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sgemm_rate(n=2048, repeats=5):
-    a, b = np.ones((n, n), np.float32), np.ones((n, n), np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def unetcore_layers(tile, repeats):
@@ -112,12 +100,14 @@ def main():
                             str(Path(tmp) / "specs.json"), str(Path(tmp) / "out.json")],
                            check=True)
             theirs = json.loads((Path(tmp) / "out.json").read_text())
-    print(f"# {args.tile} px tile, {args.threads} threads; SGEMM 2048^3 in this run: "
-          f"{rate:.0f} GFLOP/s; GFLOP/s count 2 flops a multiply-add, the backward twice "
-          "the forward's work (input and weight gradients)")
-    print("| layer | engine | input | unetcore fwd ms (GFLOP/s) | bwd ms (GFLOP/s) | "
+    print(f"# {describe(rate)}; {args.tile} px tile, {args.threads} threads, engine "
+          f"{args.engine}. GFLOP/s are effective: the direct convolution's flops (2 a "
+          "multiply-add, the backward twice the forward's) over the time, whatever the "
+          "engine does; 'of SGEMM' is unetcore's forward + backward rate over the same-run "
+          "SGEMM rate.")
+    print("| layer | engine | input | unetcore fwd ms (GFLOP/s) | bwd ms (GFLOP/s) | of SGEMM | "
           "PyTorch fwd ms (GFLOP/s) | bwd ms (GFLOP/s) | fwd+bwd ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     total = [0.0, 0.0]
     for (name, spec, macs, fwd, bwd, engine), (t_fwd, t_bwd) in zip(rows, theirs):
         gf = 2 * macs / 1e9
@@ -125,9 +115,9 @@ def main():
         total[1] += t_fwd + t_bwd
         print(f"| {name} | {engine} | {spec['input'][1]} x {spec['input'][2]} | "
               f"{fwd * 1e3:.0f} ({gf / fwd:.0f}) | {bwd * 1e3:.0f} ({2 * gf / bwd:.0f}) | "
-              f"{t_fwd * 1e3:.0f} ({gf / t_fwd:.0f}) | {t_bwd * 1e3:.0f} ({2 * gf / t_bwd:.0f}) | "
+              f"{3 * gf / (fwd + bwd) / rate:.0%} | {t_fwd * 1e3:.0f} ({gf / t_fwd:.0f}) | {t_bwd * 1e3:.0f} ({2 * gf / t_bwd:.0f}) | "
               f"{(fwd + bwd) / (t_fwd + t_bwd):.2f} |")
-    print(f"| all convolutions | | | {total[0] * 1e3:.0f} ms | | {total[1] * 1e3:.0f} ms | | "
+    print(f"| all convolutions | | | {total[0] * 1e3:.0f} ms | | | {total[1] * 1e3:.0f} ms | | "
           f"{total[0] / total[1]:.2f} |")
 
 

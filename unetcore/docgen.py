@@ -458,6 +458,109 @@ def real_data_scores():
             f"{cells.mean():.0%} of its pixels are cell.\n")
 
 
+def _fractions(rows):
+    return "\n".join("    " + " ".join(f"{str(v):>6}" for v in row) for row in rows)
+
+
+def winograd_matrices():
+    """B^T, G and A^T of F(2, 3) and F(4, 3), exactly, as unetcore.winograd makes them."""
+    from .winograd import POINTS, winograd_1d
+    parts = []
+    for m in (2, 4):
+        f = winograd_1d(m, 3)
+        points = ", ".join(str(p) for p in POINTS[:f.alpha - 1])
+        parts.append(f"F({m}, 3), points {points} and infinity:\n\nB^T ({f.alpha} x {f.alpha}):\n\n"
+                     + _fractions(f.bt) + f"\n\nG ({f.alpha} x 3):\n\n" + _fractions(f.g)
+                     + f"\n\nA^T ({m} x {f.alpha}):\n\n" + _fractions(f.at) + "\n")
+    return "\n".join(parts)
+
+
+def winograd_example():
+    """F(2, 3) on one tile, step by step, in exact fractions, beside the direct sums."""
+    from fractions import Fraction
+
+    from .winograd import winograd_1d
+    f = winograd_1d(2, 3)
+    d, g = [Fraction(v) for v in (1, 2, 3, 4)], [Fraction(v) for v in (1, 0, -1)]
+    bd = [sum(b * x for b, x in zip(row, d)) for row in f.bt]
+    gg = [sum(a * x for a, x in zip(row, g)) for row in f.g]
+    product = [a * b for a, b in zip(gg, bd)]
+    y = [sum(a * x for a, x in zip(row, product)) for row in f.at]
+    direct = [sum(d[i + k] * g[k] for k in range(3)) for i in range(2)]
+    show = lambda values: "(" + ", ".join(str(v) for v in values) + ")"
+    return (f"    d = {show(d)},  g = {show(g)}\n"
+            f"    B^T d        = {show(bd)}\n"
+            f"    G g          = {show(gg)}\n"
+            f"    (G g) * (B^T d) = {show(product)}      4 multiplications\n"
+            f"    y = A^T (...) = {show(y)}\n"
+            f"    direct: y_i = sum_k d_(i+k) g_k = {show(direct)}      6 multiplications\n")
+
+
+def winograd_unet_layers():
+    """The engine and tile "auto" picks for each 3x3 convolution of the 2015 net at 572, with
+    the multiplications of the GEMMs against the direct sum's."""
+    from .winograd import tile_count
+    net = _net("unet-deploy.prototxt", 572)
+    rows = ["| layer | channels | output | engine | tile | GEMM multiplications / direct |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for layer, top in zip(net.layers, net.top_vecs):
+        if layer.type != "Convolution" or layer.geom.kernel != (3, 3):
+            continue
+        out = top[0].shape[-1]
+        tile, ratio = getattr(layer, "tile", None), "1"
+        if tile:
+            winograd = (tile + 2) ** 2 * tile_count(out, tile) ** 2
+            ratio = f"1/{9 * out * out / winograd:.2f}"
+        rows.append(f"| {layer.name} | {layer.channels} -> {layer.num_output} | {out} | "
+                    f"{layer.engine} | {f'F({tile}, 3)' if tile else '-'} | {ratio} |")
+    return "\n".join(rows) + "\n"
+
+
+def winograd_errors():
+    """float32 error of F(2, 3), F(4, 3) and F(6, 3) with two sets of points, against the
+    float32 direct sum, on outputs of a 3x3 convolution with 128 input channels."""
+    from fractions import Fraction as F
+
+    from .winograd import POINTS, winograd_2d
+    lavin = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2), F(4), F(-4))
+    rng = np.random.default_rng(0)
+    channels, count = 128, 500
+    rows = ["| method | median | max |", "| --- | --- | --- |"]
+
+    def errors(y, exact):
+        e = np.abs(y - exact).max(axis=(1, 2)) / np.abs(exact).max(axis=(1, 2))
+        return f"{np.median(e):.1e} | {e.max():.1e}"
+    for m in (2, 4, 6):
+        d = rng.random((count, channels, m + 2, m + 2))        # ReLU outputs: not negative
+        g = rng.standard_normal((count, channels, 3, 3)) * np.sqrt(2 / (9 * channels))   # MSRA
+        windows = np.lib.stride_tricks.sliding_window_view(d, (3, 3), axis=(2, 3))
+        exact = np.einsum("ncijpq,ncpq->nij", windows, g)
+        if m == 2:
+            direct = np.einsum("ncijpq,ncpq->nij", windows.astype(np.float32), g.astype(np.float32))
+            rows.append(f"| direct sum (im2col + GEMM), float32 | {errors(direct, exact)} |")
+        for name, points in (("halves (unetcore)", POINTS), ("0, ±1, ±2 (Lavin & Gray)", lavin)):
+            t = winograd_2d(m, (3, 3), np.float32, np, points)
+            v = d.reshape(count, channels, -1).astype(np.float32) @ t.input_transform.T
+            u = g.reshape(count, channels, -1).astype(np.float32) @ t.filter_transform.T
+            y = (u * v).sum(axis=1) @ t.output_transform.T
+            rows.append(f"| F({m}, 3), points {name} | {errors(y.reshape(count, m, m), exact)} |")
+    return (f"Max error over each output tile, relative to its largest output, for {count} tiles "
+            f"of a {channels}-channel sum (float64 is the truth):\n\n" + "\n".join(rows) + "\n")
+
+
+def winograd_sources():
+    """Where the engine computes each line of the algorithm."""
+    from .layers.convolution_winograd import WinogradConvolution as Wino
+    return (f"- U = (G kron G) g: `transformed_kernel`, {_link(Wino.transformed_kernel, 'filter_transform @')}\n"
+            f"- V = (B^T kron B^T) d: `input_tiles`, {_link(Wino.input_tiles, 'input_transform, d')}\n"
+            f"- M[t] = U[t] @ V[t]: `forward_gemm`, {_link(Wino.forward_gemm, 'matmul(u, v')}\n"
+            f"- y = (A^T kron A^T) M: `put_output_tiles`, {_link(Wino.put_output_tiles, 'output_transform, m')}\n"
+            f"- dM = (A^T kron A^T)^T dy: `output_tile_gradients`, {_link(Wino.output_tile_gradients, 'output_transform.T')}\n"
+            f"- dU[t] = dM[t] @ V[t]^T, dg = (G kron G)^T dU: `backward_image`, {_link(Wino.backward_image, 'filter_transform.T')}\n"
+            f"- dV[t] = U[t]^T @ dM[t]: `backward_image`, {_link(Wino.backward_image, 'matmul(u_t, dm')}\n"
+            f"- dx += (B^T kron B^T)^T dV, tile by tile: `add_input_tile_gradients`, {_link(Wino.add_input_tile_gradients, 'pixels +=')}\n")
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "convolution-products": convolution_products,
           "real-data-scores": real_data_scores,
@@ -468,7 +571,10 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
           "exercises-walkthrough": exercises_walkthrough,
           "exercises-backprop": exercises_backprop, "exercises-im2col": exercises_im2col,
           "exercises-training": exercises_training,
-          "exercises-overlap-tile": exercises_overlap_tile}
+          "exercises-overlap-tile": exercises_overlap_tile,
+          "winograd-matrices": winograd_matrices, "winograd-example": winograd_example,
+          "winograd-unet-layers": winograd_unet_layers, "winograd-errors": winograd_errors,
+          "winograd-sources": winograd_sources}
 
 
 def figures():

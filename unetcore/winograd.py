@@ -35,9 +35,9 @@ from math import lcm
 
 import numpy as np
 
-# The finite interpolation points, in the order they are taken: small, and symmetric about 0,
-# as Lavin & Gray's (0, 1, -1, 2, -2) but with the halves, which give smaller float errors
-# for F(4, 3) (docs/winograd.md measures both).
+# The finite interpolation points, in the order they are taken: small, and symmetric about 0.
+# Lavin & Gray take 0, 1, -1, 2, -2 for F(4, 3); the halves give the same float32 error
+# (docs/winograd.md measures both).
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(1, 2), Fraction(-1, 2),
           Fraction(2), Fraction(-2), Fraction(1, 4), Fraction(-1, 4))
 
@@ -87,12 +87,12 @@ def integer_scale(row):
 
 
 @lru_cache(maxsize=None)
-def winograd_1d(m, r):
-    """F(m, r) from the first m + r - 2 points of POINTS and infinity."""
+def winograd_1d(m, r, points=POINTS):
+    """F(m, r) from the first m + r - 2 of `points` and infinity."""
     alpha = m + r - 1
-    if alpha - 1 > len(POINTS):
-        raise ValueError(f"F({m}, {r}) needs {alpha - 1} points; POINTS has {len(POINTS)}")
-    points = POINTS[:alpha - 1]
+    if alpha - 1 > len(points):
+        raise ValueError(f"F({m}, {r}) needs {alpha - 1} points; {len(points)} were given")
+    points = points[:alpha - 1]
     a = powers_matrix(points, m)                        # alpha x m
     g = powers_matrix(points, r)                        # alpha x r
     b = exact_inverse(powers_matrix(points, alpha))     # B = V^-1
@@ -126,10 +126,10 @@ class Winograd2d:
 
 
 @lru_cache(maxsize=None)
-def winograd_2d(m, kernel, dtype=np.float64, xp=np):
+def winograd_2d(m, kernel, dtype=np.float64, xp=np, points=POINTS):
     """F(m x m, kh x kw): the kron products of F(m, kh) and F(m, kw), as `dtype` arrays of
     the array module `xp`."""
-    along_h, along_w = winograd_1d(m, kernel[0]), winograd_1d(m, kernel[1])
+    along_h, along_w = winograd_1d(m, kernel[0], points), winograd_1d(m, kernel[1], points)
 
     def kron(rows_h, rows_w):
         return xp.asarray(np.kron(as_array(rows_h), as_array(rows_w)), dtype=dtype)
