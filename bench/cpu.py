@@ -32,6 +32,8 @@ from pathlib import Path
 import unetcore  # noqa: F401  (before NumPy, as in the unetcore command: OpenBLAS threads sleep)
 import numpy as np
 
+from host import describe
+
 REPO = Path(__file__).resolve().parent.parent
 TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
 
@@ -157,6 +159,7 @@ def contention(args):
             if hog:
                 hog.kill()
                 hog.wait()
+    print(f"host: {describe()}")
     print(f"train step at {args.tile}, {args.threads} threads, quiet and beside a busy loop")
     print(f"{'':<10}{'quiet s':>9}{'busy s':>9}{'slowdown':>10}")
     for who in ("unetcore", "torch"):
@@ -196,7 +199,9 @@ def main():
         ours[mode] = turns["unetcore", mode]
     figures["unetcore"] = ours
     sgemm = ours["sgemm"]["gflops"]
-    print(f"machine: {figures['environment']}, SGEMM 2048^3: {sgemm:.1f} GFLOP/s")
+    figures["host"] = describe(sgemm)
+    print(f"host: {figures['host']}")
+    print(f"environment: {figures['environment']}")
     print(f"U-Net {args.tile} -> {args.tile - 184}, batch 1, float32, {args.threads} threads")
     print(f"{'':<22}{'median s':>10}{'min s':>9}{'max s':>9}{'GFLOP/s':>9}{'peak MB':>9}")
     rows = [("unetcore forward", ours["forward"]), ("unetcore train step", ours["train"])]
