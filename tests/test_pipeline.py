@@ -48,6 +48,12 @@ def test_synth_train_resume_segment_test_plot(workdir):
     probabilities = tifffile.imread("p.tif")
     assert probabilities.shape == (1, 2, 96, 96)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    # one tile whose 100 px output covers the 96 px image: the least work
+    assert "tile 284 x 284: the fewest multiply-adds for these images within --memory" in out
+    run("segment", "data/test-volume.tif", "-o", "seg316.tif", "--model",
+        "prototxt/unet-demo-deploy.prototxt", "--weights", weights, "--probabilities",
+        "p316.tif", "--tile", 316)
+    np.testing.assert_allclose(tifffile.imread("p316.tif"), probabilities, atol=1e-5)
     out = run("test", "data/test-volume.tif", "data/test-labels.tif", "--model",
               "prototxt/unet-demo-deploy.prototxt", "--weights", weights)
     assert "best rand error:" in out and "best warping error:" in out and "IoU per class" in out

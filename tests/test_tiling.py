@@ -83,3 +83,42 @@ def test_channel_count_mismatch_is_refused():
 def test_rgb_image_for_a_grey_net_is_refused():
     with pytest.raises(DataError, match=r"looks like an RGB\(A\) image \(H, W, 3\)"):
         as_channel_images(np.zeros((64, 48, 3)), 1, "photo.tif")
+
+
+def brute_force_tile(image_shapes, budget_bytes):
+    """(macs, size) of every valid small-net tile from 44 to 400 that fits the budget."""
+    from unetcore.sizes import valid_sizes
+    from unetcore.tiling import segmentation_macs, tile_bytes
+    net = small_net(44)
+    found = []
+    for size in valid_sizes(net, "data", 1, 400):
+        net.set_inputs({"data": np.zeros((1, 1, size, size))})
+        if tile_geometry(net, "data", "score")[3] and tile_bytes(net, "data") <= budget_bytes:
+            found.append((segmentation_macs(net, image_shapes), size))
+    return found
+
+
+@pytest.mark.parametrize("shapes,budget_mb", [
+    ([(1, 300, 200)], 1024), ([(1, 300, 200)], 2), ([(1, 37, 41), (1, 90, 20)], 1024),
+    ([(1, 1, 1)], 1024)])
+def test_auto_tile_takes_the_fewest_multiply_adds_that_fit(shapes, budget_mb):
+    """Against every valid tile up to 400 px: the least multiply-adds, overhang included,
+    among the tiles whose blobs fit the budget; the net is left at that tile."""
+    from unetcore.tiling import auto_tile
+    budget = budget_mb * 2 ** 20
+    net = small_net(44)
+    chosen = auto_tile(net, shapes, budget)
+    assert net.blobs["data"].shape[-1] == chosen
+    candidates = brute_force_tile(shapes, budget)
+    assert (min(candidates)[1]) == chosen
+    if budget_mb == 2:           # the budget binds: a larger tile would take fewer
+        assert min(brute_force_tile(shapes, 2 ** 40))[1] > chosen
+
+
+def test_auto_tile_segments_exactly_as_any_tile():
+    from unetcore.tiling import auto_tile
+    image = np.random.default_rng(1).random((1, 150, 130)).astype(np.float32)
+    net = small_net(44)
+    by_44 = segment(net, image)
+    assert auto_tile(net, [image.shape], 2 ** 30) > 44
+    np.testing.assert_allclose(segment(net, image), by_44, atol=1e-5)

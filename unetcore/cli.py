@@ -430,6 +430,18 @@ def _read_model_images(path, channels, model, element_size):
     return [prepare_image(image, model, element_size) for image in stack]
 
 
+def _choose_tile(net, source, images, tile, memory_mb):
+    """With no --tile, reshape the net to the tile with the fewest multiply-adds for these
+    images within --memory (tiling.auto_tile), and say which."""
+    if tile is not None:
+        return
+    from .tiling import auto_tile
+    chosen = auto_tile(net, [image.shape for image in images], memory_mb * 2 ** 20)
+    _square_input(net, source, chosen)
+    click.echo(f"tile {chosen} x {chosen}: the fewest multiply-adds for these images within "
+               f"--memory {memory_mb} MiB (--tile sets another)", err=True)
+
+
 def _segment_all(net, images, batch_budget_mb, average_mirror=False):
     from tqdm import tqdm
 
@@ -452,7 +464,9 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
                    "input normalization and pixel size.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False))
 @click.option("--tile", type=int, default=None,
-              help="Input tile edge (default: the model's; with --modeldef, the plugin's).")
+              help="Input tile edge (default: the valid tile with the fewest multiply-adds "
+                   "for these images whose blobs fit --memory; the result is the same for "
+                   "every tile, docs/overlap-tile.md).")
 @click.option("--probabilities", type=click.Path(dir_okay=False),
               help="Also write class probabilities (float32 TIFF, slices x classes x H x W).")
 @click.option("--gpu", type=int, default=None)
@@ -490,6 +504,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
         net = _deploy_net(model, weights, tile, gpu)
         images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean, bits)
+    _choose_tile(net, modeldef or model, images, tile, memory_mb)
     probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
@@ -506,9 +521,12 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 @click.argument("labels", type=click.Path(dir_okay=False))
 @click.option("--model", required=True, type=click.Path(dir_okay=False))
 @click.option("--weights", required=True, type=click.Path(dir_okay=False))
-@click.option("--tile", type=int, default=None)
+@click.option("--tile", type=int, default=None,
+              help="Input tile edge (default: as segment's, the fewest multiply-adds within "
+                   "--memory).")
 @click.option("--gpu", type=int, default=None)
-@click.option("--memory", "memory_mb", default=1024, show_default=True)
+@click.option("--memory", "memory_mb", default=1024, show_default=True,
+              help="MiB of activations per forward; several tiles are batched when they fit.")
 @click.option("--bits", type=int, default=None,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
@@ -520,6 +538,7 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     classes = net.blobs[net.outputs[0]].shape[1]
     truth = to_classes(read_stack(labels, "label"), classes, labels)
     check_same_shape(stack[:, 0], truth, images, labels, "label")
+    _choose_tile(net, model, stack, tile, memory_mb)
     probs = _segment_all(net, stack, memory_mb)
     ious = iou(probs.argmax(axis=1), truth, classes)
     click.echo(f"IoU per class (argmax): {', '.join(f'{c}: {v:.4f}' for c, v in enumerate(ious))}")

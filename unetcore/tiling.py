@@ -14,7 +14,9 @@ import math
 import numpy as np
 
 from .backend import to_numpy
-from .errors import DataError, NetError
+from .errors import DataError, NetError, UnetcoreError
+from .sizes import misaligned_pools
+from .timing import layer_macs
 
 
 def pooling_grid(net):
@@ -127,6 +129,66 @@ def softmax(scores, axis=0):
 
 def tiles_per_batch(net, input_name, budget_bytes, tiles):
     """How many tiles fit in `budget_bytes` of blobs (data and diffs are not both needed)."""
-    per_tile = sum(b.count for b in net.blobs.values()) * net.dtype.itemsize / \
-        max(net.blobs[input_name].shape[0], 1)
+    per_tile = tile_bytes(net, input_name)
     return int(max(1, min(tiles, budget_bytes // max(per_tile, 1))))
+
+
+def tile_bytes(net, input_name):
+    """Bytes of one tile's blobs (data only: segmentation keeps no diffs)."""
+    return sum(b.count for b in net.blobs.values()) * net.dtype.itemsize / \
+        max(net.blobs[input_name].shape[0], 1)
+
+
+def segmentation_macs(net, image_shapes):
+    """Multiply-adds of the convolutions to segment images of `image_shapes` ((..., H, W)
+    each) with the net's current tile: tiles times the work of one, the tiles that hang over
+    the image's edge included."""
+    _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
+    per_tile = sum(layer_macs(layer, bottom, top)
+                   for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs))
+    per_tile /= max(net.blobs[net.image_input].shape[0], 1)
+    tiles = sum(len(tile_origins(*shape[-2:], step)) for shape in image_shapes)
+    return tiles * per_tile
+
+
+def auto_tile(net, image_shapes, budget_bytes):
+    """The valid square tile that segments images of `image_shapes` with the fewest
+    multiply-adds, among those whose blobs fit `budget_bytes`; the net is left reshaped to it.
+
+    A larger tile wastes less of its input on the margin, but one that hangs far over the
+    image's edge computes outputs that are thrown away: counting both, the multiply-adds
+    rank the tiles as the measured times do (docs/benchmarks.md). Every size is tried, from
+    the smallest valid one up to the first whose output covers the largest image or whose
+    blobs outgrow the budget."""
+    largest = max(max(shape[-2:]) for shape in image_shapes)
+    best = None
+    for size in range(1, largest + 2 * net.blobs[net.image_input].shape[-1] + 1):
+        fits = reshaped_to(net, size)
+        if fits is None:
+            continue
+        if best is not None and fits[1] > budget_bytes:
+            break
+        macs = segmentation_macs(net, image_shapes)
+        if best is None or macs < best[1]:
+            best = (size, macs)
+        if net.blobs[net.outputs[0]].shape[-1] >= largest:
+            break
+    if best is None:
+        raise NetError("no input size up to the image's fits the net")
+    reshaped_to(net, best[0])
+    return best[0]
+
+
+def reshaped_to(net, size):
+    """(size, bytes of a tile) with the net reshaped to a size x size input, or None where
+    the size does not pass every layer, misaligns a pool or gives less than a pooling grid."""
+    blob = net.blobs[net.image_input]
+    blob.reshape(blob.shape[:-2] + (size, size))
+    try:
+        net.reshape()
+        tile_geometry(net, net.image_input, net.outputs[0])
+    except UnetcoreError:
+        return None
+    if misaligned_pools(net):
+        return None
+    return size, tile_bytes(net, net.image_input)
