@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from .errors import UnetcoreError
+from .inference import copy_all_weights, deploy_net, require_image_input, square_input
 
 
 class _Group(click.Group):
@@ -38,13 +39,25 @@ def _output_path(path):
     path = Path(path)
     if path.is_dir():
         raise UnetcoreError(f"{path}: is a directory; give a file name")
+    _writable_parent(path)
+    return str(path)
+
+
+def _output_array_path(path):
+    """Check an output zarr array's path (a folder, created by zarr): not a file, its parent
+    creatable and writable."""
+    if Path(path).is_file():
+        raise UnetcoreError(f"{path}: is a file; a zarr array is a folder")
+    _writable_parent(Path(path))
+
+
+def _writable_parent(path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UnetcoreError(f"{path}: cannot create its folder: {err.strerror}") from None
     if not os.access(path.parent, os.W_OK):
         raise UnetcoreError(f"{path}: its folder {path.parent} is not writable")
-    return str(path)
 
 
 @click.group(cls=_Group)
@@ -83,7 +96,7 @@ def shapes(model, size, phase, receptive_field):
     """Print every layer's output blob shapes (a shape walk-through of the net)."""
     from .net import Net
     net = Net(model, _phase(phase))
-    _square_input(net, model, size)
+    square_input(net, model, size)
     if receptive_field:
         _print_receptive_field(net, model)
         return
@@ -98,7 +111,7 @@ def shapes(model, size, phase, receptive_field):
 def _print_receptive_field(net, model):
     from .receptive import receptive_field
     from .tiling import pooling_grid
-    _require_image_input(net, model)
+    require_image_input(net, model)
     grid = pooling_grid(net)
     output = net.blobs[net.outputs[0]].shape[-1]
     click.echo(f"output pixel (mod {grid})  input rows it depends on  size  centre offset")
@@ -374,25 +387,6 @@ def weightmap(labels, output, w0, sigma, num_classes):
     click.echo(f"wrote {output}: weights {weights.min():.3g}..{weights.max():.3g}")
 
 
-def _deploy_net(model, weights, tile, gpu):
-    from .net import Net
-    net = Net(model, "TEST", gpu=gpu)
-    _require_image_input(net, model)
-    _square_input(net, model, tile)
-    if weights:
-        _copy_all_weights(net, weights)
-    net.release_activations = True          # forward only: keep just what later layers read
-    return net
-
-
-def _copy_all_weights(net, path):
-    """Load weights for inference, refusing a file that leaves a learnable layer random."""
-    uncovered = sorted(set(net.params) - set(net.copy_from(path, strict=True)))
-    if uncovered:
-        raise UnetcoreError(f"{path}: has no weights for layer(s) {', '.join(uncovered)} of the "
-                            "net; these weights belong to another net")
-
-
 def _modeldef_net(path, weights, tile, gpu):
     """The deploy net of a Fiji plugin model (.modeldef.h5), its weights, and the model."""
     from .modeldef import read_modeldef
@@ -407,8 +401,8 @@ def _modeldef_net(path, weights, tile, gpu):
     if model.input_blob_name not in net.inputs:
         raise UnetcoreError(f"{path}: input_blob_name '{model.input_blob_name}' is not an input "
                             f"of the model's TEST net (its inputs: {', '.join(net.inputs) or 'none'})")
-    _square_input(net, path, tile or max(model.default_tile()))
-    _copy_all_weights(net, weights)
+    square_input(net, path, tile or max(model.default_tile()))
+    copy_all_weights(net, weights)
     net.release_activations = True
     return net, model
 
@@ -437,7 +431,7 @@ def _choose_tile(net, source, images, tile, memory_mb):
         return
     from .tiling import auto_tile
     chosen = auto_tile(net, [image.shape for image in images], memory_mb * 2 ** 20)
-    _square_input(net, source, chosen)
+    square_input(net, source, chosen)
     click.echo(f"tile {chosen} x {chosen}: the fewest multiply-adds for these images within "
                f"--memory {memory_mb} MiB (--tile sets another)", err=True)
 
@@ -455,9 +449,11 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
 
 
 @main.command()
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Label TIFF: class per pixel (2 classes: 0 and 255, as ISBI masks).")
+@click.argument("image", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Label TIFF: class per pixel (2 classes: 0 and 255, as ISBI masks). A name "
+                   "ending in .zarr segments chunk by chunk into a zarr array, resumably: then "
+                   "IMAGE may also be a zarr array or FILE.h5:DATASET, read lazily.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Deploy prototxt.")
 @click.option("--modeldef", type=click.Path(dir_okay=False),
               help="A Fiji U-Net plugin model (.modeldef.h5) instead of --model: its net, "
@@ -467,8 +463,9 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
               help="Input tile edge (default: the valid tile with the fewest multiply-adds "
                    "for these images whose blobs fit --memory; the result is the same for "
                    "every tile, docs/overlap-tile.md).")
-@click.option("--probabilities", type=click.Path(dir_okay=False),
-              help="Also write class probabilities (float32 TIFF, slices x classes x H x W).")
+@click.option("--probabilities", type=click.Path(),
+              help="Also write class probabilities (float32 TIFF, slices x classes x H x W; "
+                   "with -o OUT.zarr, a zarr array P.zarr).")
 @click.option("--gpu", type=int, default=None)
 @click.option("--memory", "memory_mb", default=1024, show_default=True,
               help="MiB of activations per forward; several tiles are batched when they fit.")
@@ -482,11 +479,27 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
                    "model's (default: taken to be the model's, no rescaling).")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="With -o OUT.zarr: run the chunks on a dask LocalCluster of this many "
+                   "worker processes.")
+@click.option("--scheduler", default=None,
+              help="With -o OUT.zarr: run the chunks on the dask cluster at this address.")
+@click.option("--chunk", type=click.IntRange(1), default=None,
+              help="With -o OUT.zarr: output chunk edge in pixels, rounded to a multiple of the "
+                   "tile step (default: near 1024).")
 @_engine_option
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
-            mean, bits, element_size, average_mirror):
-    """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders."""
+            mean, bits, element_size, average_mirror, workers, scheduler, chunk):
+    """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders; with
+    -o OUT.zarr, a volume of any size chunk by chunk, here or on a dask cluster."""
     import tifffile
+    if output.endswith(".zarr"):
+        return _segment_volume(image, output, model, modeldef, weights, tile, probabilities,
+                               gpu, memory_mb, scale, mean, bits, average_mirror, workers,
+                               scheduler, chunk)
+    if workers or scheduler or chunk:
+        raise UnetcoreError("--workers, --scheduler and --chunk segment chunk by chunk into a "
+                            "zarr array: give -o OUT.zarr")
     for path in (output, probabilities):
         if path:
             _output_path(path)
@@ -502,7 +515,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
     else:
         if element_size:
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
-        net = _deploy_net(model, weights, tile, gpu)
+        net = deploy_net(model, weights, tile, gpu)
         images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean, bits)
     _choose_tile(net, modeldef or model, images, tile, memory_mb)
     probs = _segment_all(net, images, memory_mb, average_mirror)
@@ -514,6 +527,42 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
     if probabilities:
         tifffile.imwrite(probabilities, probs.astype(np.float32), photometric="minisblack")
     click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}")
+
+
+def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
+                    memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk):
+    """segment -o OUT.zarr: unetcore.volume, chunk by chunk, resumable."""
+    from tqdm import tqdm
+
+    from . import config
+    from .tiling import auto_tile
+    from .volume import (ChunkPlan, VolumeJob, create_outputs, open_volume,
+                         require_cluster_extra, segment_volume, value_scaling)
+    require_cluster_extra()
+    if modeldef or average_mirror:
+        raise UnetcoreError("-o OUT.zarr takes a --model prototxt, without --average-mirror")
+    if probabilities and not probabilities.endswith(".zarr"):
+        raise UnetcoreError("with -o OUT.zarr, --probabilities must name a zarr array too "
+                            "(P.zarr)")
+    for path in (output, probabilities):
+        if path:
+            _output_array_path(path)
+    volume = open_volume(image)
+    net = deploy_net(model, weights, tile, gpu)
+    if tile is None:
+        tile = auto_tile(net, [volume.shape[1:]], memory_mb * 2 ** 20)
+        click.echo(f"tile {tile} x {tile}: the fewest multiply-adds for these slices within "
+                   f"--memory {memory_mb} MiB (--tile sets another)", err=True)
+    plan = ChunkPlan.for_net(net, volume.shape, chunk)
+    offset, factor = value_scaling(volume, scale, mean, bits, image)
+    create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
+    job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
+                    factor, plan.edge, config.engine, gpu)
+    chunks = len(plan.chunks())
+    with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
+        run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)
+    click.echo(f"wrote {output}: {plan.shape[0]} slice(s) of {plan.shape[1]}x{plan.shape[2]}, "
+               f"{chunks} chunks of {plan.edge} px: {run} segmented, {skipped} already written")
 
 
 @main.command(name="test")
@@ -533,7 +582,7 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     """Segment IMAGES and score them against LABELS with the ISBI 2012 measures."""
     from .data.stacks import check_same_shape, read_stack, to_classes
     from .metrics import evaluate, iou
-    net = _deploy_net(model, weights, tile, gpu)
+    net = deploy_net(model, weights, tile, gpu)
     stack = _read_images(images, net.blobs[net.image_input].shape[1], 0.0, 0.0, bits)
     classes = net.blobs[net.outputs[0]].shape[1]
     truth = to_classes(read_stack(labels, "label"), classes, labels)
@@ -585,8 +634,8 @@ def export(model, weights, output, package, name, author, license_id, data_citat
         raise UnetcoreError("--bioimageio needs --author NAME: the model spec requires one")
     output = _output_path(output) if output else None
     net = Net(model, "TEST")
-    _require_image_input(net, model)
-    _copy_all_weights(net, weights)
+    require_image_input(net, model)
+    copy_all_weights(net, weights)
     if package is not None and package.endswith(".zip"):
         write_zip(net, _output_path(package), name, author, license_id, data_citation)
         click.echo(f"wrote {package}: rdf.yaml, model.onnx, test_input.npy, test_output.npy, "
@@ -631,7 +680,7 @@ def time_command(model, size, iterations, phase, gpu):
     from .net import Net
     from .timing import layer_macs, time_layers
     net = Net(model, _phase(phase), gpu=gpu)
-    _square_input(net, model, size)
+    square_input(net, model, size)
     times = time_layers(net, iterations)
     click.echo("Average time per layer (median):")
     for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs):
@@ -646,29 +695,6 @@ def time_command(model, size, iterations, phase, gpu):
     click.echo(f"Average Forward pass: {total_f * 1e3:.1f} ms.")
     click.echo(f"Average Backward pass: {total_b * 1e3:.1f} ms.")
     click.echo(f"Average Forward-Backward: {(total_f + total_b) * 1e3:.1f} ms.")
-
-
-def _require_image_input(net, model):
-    if net.image_input is None:
-        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
-
-
-def _square_input(net, model, size):
-    """Reshape the net to a size x size image input (refused if it misaligns a pool, or if
-    its blobs would not fit in memory: Net.reshape checks)."""
-    if size is None:
-        return
-    if size < 1:
-        raise UnetcoreError(f"the input size must be a positive number of pixels, got {size}")
-    _require_image_input(net, model)
-    from .memory import require_bytes
-    blob = net.blobs[net.image_input]
-    shape = blob.shape[:2] + (size, size)
-    require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
-    blob.reshape(shape)
-    net.reshape()
-    net.check_input_size()
-    net.set_inputs({net.image_input: np.zeros(shape)})
 
 
 @main.command()
@@ -703,6 +729,6 @@ def draw(model, output, size, phase):
     from .draw import render
     from .net import Net
     net = Net(model, _phase(phase))
-    _square_input(net, model, size)
+    square_input(net, model, size)
     how = render(net, output)
     click.echo(f"wrote {output} ({how})")

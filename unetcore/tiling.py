@@ -86,24 +86,31 @@ def non_finite_error(net, tiles):
 
 def segment(net, image, batch=1, progress=None, average_mirror=False):
     """Scores (classes, H, W) of one (channels, H, W) image by overlap-tile."""
-    input_name, output_name = net.image_input, net.outputs[0]
-    tile, out, margin, step = tile_geometry(net, input_name, output_name)
+    tile, out, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
     height, width = image.shape[-2:]
     rows, cols = math.ceil(height / step), math.ceil(width / step)
     needed = ((rows - 1) * step + tile, (cols - 1) * step + tile)
     padded = mirror_pad(image, margin, (needed[0] - height - margin, needed[1] - width - margin))
-    classes = net.blobs[output_name].shape[1]
+    scores = segment_canvas(net, padded, rows, cols, batch, progress, average_mirror)
+    return scores[:, :height, :width]
+
+
+def segment_canvas(net, canvas, rows, cols, batch=1, progress=None, average_mirror=False):
+    """Scores (classes, rows step, cols step) of the rows x cols tiles of a mirrored canvas
+    (channels, (rows - 1) step + tile, (cols - 1) step + tile), tile (r, c) at (r step, c step)."""
+    tile, out, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
+    classes = net.blobs[net.outputs[0]].shape[1]
     scores = np.empty((classes, rows * step, cols * step), np.float32)
-    origins = tile_origins(height, width, step)
+    origins = tile_origins(rows * step, cols * step, step)
     for start in range(0, len(origins), batch):
         group = origins[start:start + batch]
-        tiles = np.stack([padded[:, y:y + tile, x:x + tile] for y, x in group])
+        tiles = np.stack([canvas[:, y:y + tile, x:x + tile] for y, x in group])
         output = forward_tiles(net, tiles, average_mirror)
         for (y, x), result in zip(group, output):
             scores[:, y:y + step, x:x + step] = result[:, :step, :step]
         if progress is not None:
             progress(len(group))
-    return scores[:, :height, :width]
+    return scores
 
 
 def as_channel_images(stack, channels, path="image"):

@@ -1,0 +1,158 @@
+"""Volumes chunk by chunk (unetcore.volume): the chunked result equals the in-process one, here
+and on a dask LocalCluster of two worker processes, and a run cut off mid-way resumes."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+
+from unetcore.cli import main
+from unetcore.gradcheck import randomize_params
+from unetcore.net import Net
+from unetcore.tiling import segment, softmax
+from unetcore.volume import DONE_FOLDER, reflect
+
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("dask.distributed")
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")     # depth 2, pooling grid 4
+
+
+@given(st.integers(1, 9), st.integers(0, 30), st.integers(0, 30))
+def test_reflect_is_numpys_reflect_padding_at_any_width(size, before, after):
+    padded = np.pad(np.arange(size), (before, after), mode="reflect")
+    np.testing.assert_array_equal(reflect(np.arange(-before, size + after), size), padded)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "small.caffemodel.h5"
+    net = Net(SMALL, "TEST")
+    randomize_params(net, np.random.default_rng(0))
+    net.save(str(path))
+    return str(path)
+
+
+def volume_file(tmp_path, shape, seed=0):
+    """A uint8 volume as a zarr array, a TIFF stack and an HDF5 dataset."""
+    import h5py
+    import tifffile
+    values = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=shape, chunks=(1, 17, 23),
+                      dtype=np.uint8)[...] = values
+    tifffile.imwrite(tmp_path / "in.tif", values, photometric="minisblack")
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f.create_dataset("em/raw", data=values, chunks=(1, 16, 16))
+    return values
+
+
+def in_process_probabilities(values, weights, tile):
+    """tiling.segment slice by slice: the path the chunked one must equal."""
+    from unetcore.inference import deploy_net
+    net = deploy_net(SMALL, weights, tile, None)
+    return np.stack([softmax(segment(net, (s.astype(np.float32) / 255)[None], 2))
+                     for s in values])
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("source", ["in.zarr", "in.tif", "in.h5:em/raw", "in.h5"])
+@settings(max_examples=3, deadline=None)
+@given(st.integers(20, 70), st.integers(20, 70), st.sampled_from([1, 8, 20, 64]))
+def test_chunked_equals_in_process(tmp_path_factory, weights, source, height, width, chunk):
+    """Any chunk edge (rounded to the tile step), from zarr, TIFF or HDF5 (the dataset named,
+    or the file's only one): the same probabilities."""
+    tmp_path = tmp_path_factory.mktemp("volume")
+    values = volume_file(tmp_path, (2, height, width))
+    out = run("segment", tmp_path / source, "-o", tmp_path / "out.zarr", "--model", SMALL,
+              "--weights", weights, "--tile", 48, "--chunk", chunk, "--probabilities",
+              tmp_path / "p.zarr")
+    assert "2 slice(s) of" in out and "0 already written" in out
+    expected = in_process_probabilities(values, weights, 48)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[...],
+                               expected, atol=1e-5)
+    labels = zarr.open_array(str(tmp_path / "out.zarr"))[...]
+    np.testing.assert_array_equal(labels, expected.argmax(axis=1).astype(np.uint8) * 255)
+
+
+def test_a_cut_off_run_resumes_and_rewrites_the_broken_chunk(tmp_path, weights, monkeypatch):
+    """A run that dies while writing its third chunk (labels written, marker not) leaves two
+    finished chunks; the rerun skips them, writes the others whole, and the result is right."""
+    from unetcore import volume
+    values = volume_file(tmp_path, (1, 60, 60))
+    args = ("segment", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr", "--model", SMALL,
+            "--weights", weights, "--tile", 48, "--chunk", 16, "--probabilities",
+            tmp_path / "p.zarr")
+    written = []
+    original = volume.write_chunk
+
+    def dies_on_the_third(outputs, plan, chunk, probabilities, marker_path):
+        if len(written) == 2:
+            outputs[0][plan.output_window(chunk)] = 7       # half a chunk, then the crash
+            raise KeyboardInterrupt
+        written.append(chunk)
+        original(outputs, plan, chunk, probabilities, marker_path)
+    monkeypatch.setattr(volume, "write_chunk", dies_on_the_third)
+    assert "Aborted" in run(*args, code=1)              # as after Ctrl-C
+    assert len(list((tmp_path / "out.zarr" / DONE_FOLDER).iterdir())) == 2
+    monkeypatch.setattr(volume, "write_chunk", original)
+    out = run(*args)
+    chunks = 16                           # 60 px in chunks of 16 (the tile step): 4 x 4
+    assert f"{chunks} chunks of 16 px: {chunks - 2} segmented, 2 already written" in out
+    expected = in_process_probabilities(values, weights, 48)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[...], expected,
+                               atol=1e-5)
+    assert run(*args).count("0 segmented, 16 already written") == 1
+
+
+def test_two_worker_processes_equal_in_process_and_a_killed_job_resumes(tmp_path, weights):
+    """A LocalCluster of 2 worker processes gives the in-process result. The job killed with
+    its workers mid-run, then rerun, gives it too, without redoing the finished chunks."""
+    values = volume_file(tmp_path, (4, 120, 120))
+    command = [sys.executable, "-m", "unetcore", "segment", str(tmp_path / "in.zarr"), "-o",
+               str(tmp_path / "out.zarr"), "--model", SMALL, "--weights", weights, "--tile", "48",
+               "--chunk", "16", "--probabilities", str(tmp_path / "p.zarr"), "--workers", "2"]
+    job = subprocess.Popen(command, cwd=REPO, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = tmp_path / "out.zarr" / DONE_FOLDER
+    deadline = time.time() + 120
+    while time.time() < deadline and job.poll() is None and \
+            not (done.exists() and len(list(done.iterdir())) >= 20):
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    finished = len(list(done.iterdir()))
+    total = 4 * 8 * 8                            # 120 px in chunks of 16
+    assert 20 <= finished < total, "the job ended before it could be killed mid-run"
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dask dashboard: http" in result.stdout
+    assert f"{total} chunks of 16 px: {total - finished} segmented, {finished} already written" \
+        in result.stdout
+    expected = in_process_probabilities(values, weights, 48)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[...], expected,
+                               atol=1e-5)
+
+
+def test_volume_errors_are_one_line(tmp_path, weights):
+    volume_file(tmp_path, (1, 30, 30))
+    out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "x.tif", "--model", SMALL,
+              "--weights", weights, "--workers", 2, code=1)
+    assert "give -o OUT.zarr" in out
+    out = run("segment", tmp_path / "missing.h5:data", "-o", tmp_path / "x.zarr", "--model",
+              SMALL, "--weights", weights, code=1)
+    assert "missing.h5: no such volume" in out
+    out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "x.zarr", "--model", SMALL,
+              "--weights", weights, "--probabilities", tmp_path / "p.tif", code=1)
+    assert "--probabilities must name a zarr array too" in out

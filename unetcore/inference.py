@@ -1,0 +1,49 @@
+"""A deploy net ready to segment: built for the CPU or a GPU, squared to a tile size, with
+every learnable layer's weights (the commands' and the cluster workers' common start)."""
+import numpy as np
+
+from .errors import UnetcoreError
+
+
+def deploy_net(model, weights, tile, gpu):
+    """The TEST net of `model` on the CPU (gpu None) or a GPU, at a `tile` x `tile` input (None:
+    the prototxt's), with `weights` for every learnable layer, forward only."""
+    from .net import Net
+    net = Net(model, "TEST", gpu=gpu)
+    require_image_input(net, model)
+    square_input(net, model, tile)
+    if weights:
+        copy_all_weights(net, weights)
+    net.release_activations = True          # forward only: keep just what later layers read
+    return net
+
+
+def copy_all_weights(net, path):
+    """Load weights for inference, refusing a file that leaves a learnable layer random."""
+    uncovered = sorted(set(net.params) - set(net.copy_from(path, strict=True)))
+    if uncovered:
+        raise UnetcoreError(f"{path}: has no weights for layer(s) {', '.join(uncovered)} of the "
+                            "net; these weights belong to another net")
+
+
+def require_image_input(net, model):
+    if net.image_input is None:
+        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
+
+
+def square_input(net, model, size):
+    """Reshape the net to a size x size image input (refused if it misaligns a pool, or if
+    its blobs would not fit in memory: Net.reshape checks)."""
+    if size is None:
+        return
+    if size < 1:
+        raise UnetcoreError(f"the input size must be a positive number of pixels, got {size}")
+    require_image_input(net, model)
+    from .memory import require_bytes
+    blob = net.blobs[net.image_input]
+    shape = blob.shape[:2] + (size, size)
+    require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
+    blob.reshape(shape)
+    net.reshape()
+    net.check_input_size()
+    net.set_inputs({net.image_input: np.zeros(shape)})

@@ -1,0 +1,304 @@
+"""Segmenting volumes larger than memory, chunk by chunk: in this process, or on a dask cluster.
+
+The output is cut into chunks of (1, S, S) voxels, with S a multiple of the net's tile step, so
+that every chunk's tiles are exactly the tiles that unetcore.tiling.segment would run over the
+whole slice (same origins, same mirrored context). A chunk reads only its input region,
+with the net's margin of context, and mirrors where that region passes the volume's border,
+as the whole slice would be mirrored. So a chunked result equals the in-process one, and the
+chunks are independent: any process can run any of them, in any order.
+
+Resumable: a chunk is finished when its marker file exists in OUTPUT/.unetcore-done, and the
+marker is written after the chunk's data. A rerun skips every finished chunk and writes the
+others whole. A chunk cut off mid-write has no marker, so the rerun writes it again.
+
+Inputs: a zarr array (a directory), an HDF5 dataset (FILE.h5:DATASET, or the file's only
+dataset) or a TIFF stack, all read lazily, as (Z, H, W) or (H, W). Output: a zarr array of
+uint8 labels (0/255 for two classes), chunked as the computation is; with probabilities, a
+second zarr array of float32 (Z, classes, H, W).
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, UnetcoreError
+
+DONE_FOLDER = ".unetcore-done"
+# The chunk edge aims at this many output pixels: large enough that the context read around a
+# chunk (the tile minus one step, on each axis) costs little, small enough for many workers.
+CHUNK_TARGET = 1024
+
+
+def require_cluster_extra():
+    """dask.distributed and zarr, or one clear line on how to install them."""
+    try:
+        import dask.distributed  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as err:
+        raise UnetcoreError(f"chunked volumes need the 'cluster' extra ({err.name} is missing): "
+                            "pip install 'unetcore[cluster]'") from None
+
+
+# ---------------------------------------------------------------- lazy volumes
+def open_volume(source):
+    """A lazily read (Z, H, W) array-like of a zarr array, HDF5 dataset or TIFF stack."""
+    text = str(source)
+    path, _, dataset = text.partition(".h5:") if ".h5:" in text else (text, "", "")
+    if dataset:
+        path += ".h5"
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such volume")
+    try:
+        if path.suffix in (".h5", ".hdf5"):
+            array = hdf5_dataset(path, dataset)
+        elif path.is_dir():
+            import zarr
+            array = zarr.open_array(str(path), mode="r")
+        else:
+            import tifffile
+            import zarr
+            array = zarr.open_array(tifffile.imread(path, aszarr=True), mode="r")
+    except UnetcoreError:
+        raise
+    except Exception as err:
+        raise DataError(f"{source}: not a readable volume (zarr, HDF5 or TIFF): {err}") from None
+    if array.ndim == 2:
+        return Slices2d(array)
+    if array.ndim != 3 or 0 in array.shape:
+        raise DataError(f"{source}: a volume must be (Z, H, W) or (H, W) grey values with "
+                        f"pixels, got shape {array.shape}")
+    return array
+
+
+def hdf5_dataset(path, name):
+    import h5py
+    handle = h5py.File(path, "r")
+    if not name:
+        names = []
+        handle.visititems(lambda key, item: names.append(key)
+                          if isinstance(item, h5py.Dataset) else None)
+        if len(names) != 1:
+            raise DataError(f"{path}: holds {len(names)} datasets ({', '.join(names[:5])}); "
+                            f"name one as {path}:DATASET")
+        name = names[0]
+    if name not in handle:
+        raise DataError(f"{path}: has no dataset '{name}'")
+    return handle[name]
+
+
+class Slices2d:
+    """A 2-d image as a volume of one slice."""
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.ndim = array, (1,) + array.shape, array.dtype, 3
+
+    def __getitem__(self, key):
+        z, rows, cols = key
+        return self.array[rows, cols][None] if isinstance(z, slice) else self.array[rows, cols]
+
+
+def value_scaling(volume, scale, mean, bits, path):
+    """(mean, scale) so that grey = (v - mean) * scale follows normalize_grey's rules for the
+    whole volume (its range, read slice by slice, where the rules need one)."""
+    from .data.stacks import _bit_depth
+    if scale:
+        return mean, scale
+    low = high = None
+    for z in range(volume.shape[0]):
+        values = np.asarray(volume[z, :, :])
+        low = values.min() if low is None else min(low, values.min())
+        high = values.max() if high is None else max(high, values.max())
+    if np.issubdtype(volume.dtype, np.unsignedinteger):
+        return 0.0, 1.0 / (2.0 ** _bit_depth(np.array([high], volume.dtype), bits, path) - 1)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DataError(f"{path}: holds NaN or infinite grey values; fix or mask them first")
+    return float(low), 1.0 / (float(high) - float(low) if high > low else 1.0)
+
+
+# ---------------------------------------------------------------- the chunk plan
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Output chunks of (1, edge, edge) over a (Z, H, W) volume, for a net's tile geometry."""
+    shape: tuple
+    tile: int
+    margin: int
+    step: int
+    edge: int
+
+    @classmethod
+    def for_net(cls, net, shape, edge=None):
+        from .tiling import tile_geometry
+        tile, _, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
+        edge = step * max(1, round((edge or CHUNK_TARGET) / step))
+        return cls(tuple(shape), tile, margin, step, edge)
+
+    def chunks(self):
+        """(z, row, col) of every chunk, in index units."""
+        z, h, w = self.shape
+        return [(k, i, j) for k in range(z) for i in range(math.ceil(h / self.edge))
+                for j in range(math.ceil(w / self.edge))]
+
+    def output_window(self, chunk):
+        """(z, rows, cols) slices of the output that `chunk` writes."""
+        k, i, j = chunk
+        h, w = self.shape[1:]
+        return (k, slice(i * self.edge, min(h, (i + 1) * self.edge)),
+                slice(j * self.edge, min(w, (j + 1) * self.edge)))
+
+    def canvas_indices(self, start, length, size):
+        """Image indices of the mirrored canvas rows (or columns) that a chunk's tiles read:
+        from start - margin, for the tiles at start, start + step, ... covering `length`
+        outputs; reflected about the border pixels as numpy's 'reflect' padding does."""
+        tiles = math.ceil(length / self.step)
+        index = np.arange(start - self.margin, start - self.margin + (tiles - 1) * self.step
+                          + self.tile)
+        return reflect(index, size)
+
+
+def reflect(index, size):
+    """numpy.pad's 'reflect' for any width: indices mirrored about 0 and size - 1, repeatedly."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index >= size, period - index, index)
+
+
+def chunk_canvas(volume, plan, chunk, to_grey):
+    """The mirrored input region that `chunk`'s tiles read, as grey values (1, rows, cols):
+    one contiguous read of the volume, then the mirror's index map."""
+    k, rows, cols = plan.output_window(chunk)
+    h, w = plan.shape[1:]
+    row_index = plan.canvas_indices(rows.start, rows.stop - rows.start, h)
+    col_index = plan.canvas_indices(cols.start, cols.stop - cols.start, w)
+    r0, r1, c0, c1 = row_index.min(), row_index.max() + 1, col_index.min(), col_index.max() + 1
+    region = np.asarray(volume[k, r0:r1, c0:c1])
+    return to_grey(region[np.ix_(row_index - r0, col_index - c0)])[None]
+
+
+def segment_chunk(net, volume, plan, chunk, to_grey, batch):
+    """Class probabilities (classes, rows, cols) of one output chunk."""
+    from .tiling import segment_canvas, softmax
+    _, rows, cols = plan.output_window(chunk)
+    canvas = chunk_canvas(volume, plan, chunk, to_grey)
+    scores = segment_canvas(net, canvas, math.ceil((rows.stop - rows.start) / plan.step),
+                            math.ceil((cols.stop - cols.start) / plan.step), batch)
+    return softmax(scores[:, :rows.stop - rows.start, :cols.stop - cols.start])
+
+
+# ---------------------------------------------------------------- output and markers
+def create_outputs(path, plan, classes, probabilities):
+    """The label array (uint8, (Z, H, W)) and, if asked, the probability array (float32,
+    (Z, classes, H, W)), chunked as the plan. An existing output of the same shape is opened
+    as it is, for a rerun to finish."""
+    arrays = [open_or_create(path, plan.shape, (1, plan.edge, plan.edge), np.uint8)]
+    if probabilities:
+        shape = (plan.shape[0], classes) + plan.shape[1:]
+        arrays.append(open_or_create(probabilities, shape, (1, classes, plan.edge, plan.edge),
+                                     np.float32))
+    Path(path, DONE_FOLDER).mkdir(exist_ok=True)
+    return arrays
+
+
+def open_or_create(path, shape, chunks, dtype):
+    import zarr
+    if Path(path).exists():
+        array = zarr.open_array(str(path), mode="r+")
+        if array.shape != tuple(shape) or array.chunks != tuple(chunks) or array.dtype != dtype:
+            raise DataError(f"{path}: exists with shape {array.shape}, chunks {array.chunks} and "
+                            f"type {array.dtype}, not those of this run ({tuple(shape)}, "
+                            f"{tuple(chunks)}, {np.dtype(dtype)}); remove it or write elsewhere")
+        return array
+    return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+
+
+def marker(path, chunk):
+    return Path(path, DONE_FOLDER, "-".join(map(str, chunk)))
+
+
+def write_chunk(outputs, plan, chunk, probabilities, marker_path):
+    """The chunk's labels (and probabilities), then its marker: a chunk with a marker is whole."""
+    k, rows, cols = plan.output_window(chunk)
+    labels = probabilities.argmax(axis=0).astype(np.uint8)
+    if probabilities.shape[0] == 2:
+        labels *= 255
+    outputs[0][k, rows, cols] = labels
+    if len(outputs) > 1:
+        outputs[1][k, :, rows, cols] = probabilities
+    marker_path.touch()
+
+
+# ---------------------------------------------------------------- the job, anywhere
+@dataclass(frozen=True)
+class VolumeJob:
+    """What any process needs to segment any chunk: small and picklable, sent to workers."""
+    source: str
+    output: str
+    probabilities: str
+    model: str
+    weights: str
+    tile: int
+    memory_mb: int
+    offset: float
+    scale: float
+    edge: int
+    engine: str
+    gpu: int = None
+
+
+_NETS = {}          # per process: (model, weights, tile, engine, gpu) -> (net, batch)
+
+
+def net_for(job):
+    """This process's net for the job, built and loaded once (each worker keeps its own)."""
+    from . import config
+    from .inference import deploy_net
+    from .tiling import tiles_per_batch
+    key = (job.model, job.weights, job.tile, job.engine, job.gpu)
+    if key not in _NETS:
+        with config.using_engine(job.engine):
+            net = deploy_net(job.model, job.weights, job.tile, job.gpu)
+        tiles = math.ceil(job.edge / ChunkPlan.for_net(net, (1, 1, 1), job.edge).step) ** 2
+        _NETS[key] = net, tiles_per_batch(net, net.image_input, job.memory_mb * 2 ** 20, tiles)
+    return _NETS[key]
+
+
+def run_chunk(job, chunk):
+    """Segment and write one chunk (a task on a worker, or a step in this process)."""
+    from .data.stacks import normalize_grey
+    net, batch = net_for(job)
+    volume = open_volume(job.source)
+    plan = ChunkPlan.for_net(net, volume.shape, job.edge)
+    outputs = create_outputs(job.output, plan, net.blobs[net.outputs[0]].shape[1],
+                             job.probabilities)
+    to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source)  # noqa: E731
+    probabilities = segment_chunk(net, volume, plan, chunk, to_grey, batch)
+    write_chunk(outputs, plan, chunk, probabilities, marker(job.output, chunk))
+    return chunk
+
+
+def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=print):
+    """Run every chunk without a marker: here, on a LocalCluster of `workers` processes, or
+    on the cluster at `scheduler`. Returns (chunks run, chunks already done)."""
+    todo = [c for c in plan.chunks() if not marker(job.output, c).exists()]
+    skipped = len(plan.chunks()) - len(todo)
+    if not workers and not scheduler:
+        for chunk in todo:
+            run_chunk(job, chunk)
+            if progress:
+                progress(1)
+        return len(todo), skipped
+    from dask.distributed import Client, LocalCluster, as_completed
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           memory_limit=0) if workers else None
+    with Client(cluster or scheduler) as client:
+        say(f"dask dashboard: {client.dashboard_link}")
+        futures = client.map(run_chunk, [job] * len(todo), todo, pure=False)
+        for future in as_completed(futures):
+            future.result()
+            if progress:
+                progress(1)
+    if cluster is not None:
+        cluster.close()
+    return len(todo), skipped
