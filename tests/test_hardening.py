@@ -179,7 +179,7 @@ def test_an_unexpected_error_is_still_one_line(monkeypatch):
 
     def broken(*args, **kwargs):
         raise KeyError("boom")
-    monkeypatch.setattr(cli, "_square_input", broken)
+    monkeypatch.setattr(cli, "square_input", broken)
     result = CliRunner().invoke(main, ["shapes", SMALL, "--size", "44"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "unetcore: internal error: KeyError: 'boom' (a bug in unetcore" in result.output

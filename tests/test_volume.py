@@ -156,3 +156,8 @@ def test_volume_errors_are_one_line(tmp_path, weights):
     out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "x.zarr", "--model", SMALL,
               "--weights", weights, "--probabilities", tmp_path / "p.tif", code=1)
     assert "--probabilities must name a zarr array too" in out
+    zarr.create_array(str(tmp_path / "deep.zarr"), shape=(1, 30, 30), chunks=(1, 30, 30),
+                      dtype=np.uint16)[...] = 4000
+    out = run("segment", tmp_path / "deep.zarr", "-o", tmp_path / "y.zarr", "--model", SMALL,
+              "--weights", weights, "--bits", 8, code=1)
+    assert "--bits 8 does not hold its uint16 values (largest 4000)" in out

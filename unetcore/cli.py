@@ -554,10 +554,10 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
         click.echo(f"tile {tile} x {tile}: the fewest multiply-adds for these slices within "
                    f"--memory {memory_mb} MiB (--tile sets another)", err=True)
     plan = ChunkPlan.for_net(net, volume.shape, chunk)
-    offset, factor = value_scaling(volume, scale, mean, bits, image)
+    offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, plan.edge, config.engine, gpu)
+                    factor, bits, plan.edge, config.engine, gpu)
     chunks = len(plan.chunks())
     with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
         run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)

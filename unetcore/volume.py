@@ -99,21 +99,28 @@ class Slices2d:
 
 
 def value_scaling(volume, scale, mean, bits, path):
-    """(mean, scale) so that grey = (v - mean) * scale follows normalize_grey's rules for the
-    whole volume (its range, read slice by slice, where the rules need one)."""
+    """(mean, scale, bits) for normalize_grey, the same for every chunk of the volume:
+    - with --scale: (v - mean) * scale;
+    - unsigned integers: v / (2^bits - 1), bits given or inferred from the volume's largest
+      value (normalize_grey refuses a chunk whose values do not fit);
+    - else the volume's range to [0, 1].
+    The volume is read once, slice by slice, where a rule needs its range."""
     from .data.stacks import _bit_depth
+    unsigned = np.issubdtype(volume.dtype, np.unsignedinteger)
     if scale:
-        return mean, scale
+        return mean, scale, None
+    if unsigned and bits:
+        return 0.0, 0.0, bits
     low = high = None
     for z in range(volume.shape[0]):
         values = np.asarray(volume[z, :, :])
         low = values.min() if low is None else min(low, values.min())
         high = values.max() if high is None else max(high, values.max())
-    if np.issubdtype(volume.dtype, np.unsignedinteger):
-        return 0.0, 1.0 / (2.0 ** _bit_depth(np.array([high], volume.dtype), bits, path) - 1)
+    if unsigned:
+        return 0.0, 0.0, _bit_depth(np.array([high], volume.dtype), None, path)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise DataError(f"{path}: holds NaN or infinite grey values; fix or mask them first")
-    return float(low), 1.0 / (float(high) - float(low) if high > low else 1.0)
+    return float(low), 1.0 / (float(high) - float(low) if high > low else 1.0), None
 
 
 # ---------------------------------------------------------------- the chunk plan
@@ -242,6 +249,7 @@ class VolumeJob:
     memory_mb: int
     offset: float
     scale: float
+    bits: int
     edge: int
     engine: str
     gpu: int = None
@@ -272,10 +280,20 @@ def run_chunk(job, chunk):
     plan = ChunkPlan.for_net(net, volume.shape, job.edge)
     outputs = create_outputs(job.output, plan, net.blobs[net.outputs[0]].shape[1],
                              job.probabilities)
-    to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source)  # noqa: E731
+    to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source,  # noqa: E731
+                                            job.bits)
     probabilities = segment_chunk(net, volume, plan, chunk, to_grey, batch)
     write_chunk(outputs, plan, chunk, probabilities, marker(job.output, chunk))
     return chunk
+
+
+def worker_threads(workers):
+    """The environment of local workers: the cores shared out among them as BLAS threads,
+    unless the user chose a count."""
+    import os
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return {}
+    return {"OPENBLAS_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
 
 
 def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=print):
@@ -291,7 +309,7 @@ def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=p
         return len(todo), skipped
     from dask.distributed import Client, LocalCluster, as_completed
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           memory_limit=0) if workers else None
+                           memory_limit=0, env=worker_threads(workers)) if workers else None
     with Client(cluster or scheduler) as client:
         say(f"dask dashboard: {client.dashboard_link}")
         futures = client.map(run_chunk, [job] * len(todo), todo, pure=False)
