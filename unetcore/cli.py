@@ -549,6 +549,9 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
             _output_array_path(path)
     volume = open_volume(image)
     net = deploy_net(model, weights, tile, gpu)
+    if net.blobs[net.image_input].shape[1] != 1:
+        raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
+                            "images; chunked volumes (-o OUT.zarr) are grey, one channel")
     if tile is None:
         tile = auto_tile(net, [volume.shape[1:]], memory_mb * 2 ** 20)
         click.echo(f"tile {tile} x {tile}: the fewest multiply-adds for these slices within "

@@ -43,11 +43,7 @@ def require_cluster_extra():
 # ---------------------------------------------------------------- lazy volumes
 def open_volume(source):
     """A lazily read (Z, H, W) array-like of a zarr array, HDF5 dataset or TIFF stack."""
-    text = str(source)
-    path, _, dataset = text.partition(".h5:") if ".h5:" in text else (text, "", "")
-    if dataset:
-        path += ".h5"
-    path = Path(path)
+    path, dataset = hdf5_path(str(source))
     if not path.exists():
         raise DataError(f"{path}: no such volume")
     try:
@@ -72,7 +68,16 @@ def open_volume(source):
     return array
 
 
+def hdf5_path(text):
+    """(file, dataset name) of 'FILE.h5:DATASET' (.hdf5 too); (path, '') for any other path."""
+    head, colon, name = text.rpartition(":")
+    if colon and Path(head).suffix in (".h5", ".hdf5"):
+        return Path(head), name
+    return Path(text), ""
+
+
 def hdf5_dataset(path, name):
+    """The dataset `name` of an HDF5 file, or its only dataset when no name is given."""
     import h5py
     handle = h5py.File(path, "r")
     if not name:
