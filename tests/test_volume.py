@@ -161,3 +161,9 @@ def test_volume_errors_are_one_line(tmp_path, weights):
     out = run("segment", tmp_path / "deep.zarr", "-o", tmp_path / "y.zarr", "--model", SMALL,
               "--weights", weights, "--bits", 8, code=1)
     assert "--bits 8 does not hold its uint16 values (largest 4000)" in out
+    args = ("segment", tmp_path / "in.zarr", "-o", tmp_path / "z.zarr", "--model", SMALL,
+            "--weights", weights, "--tile", 48)
+    run(*args, "--chunk", 16)
+    out = run(*args, "--chunk", 32, code=1)
+    assert "z.zarr: exists with shape (1, 30, 30), chunks (1, 16, 16)" in out
+    assert "not those of this run ((1, 30, 30), (1, 32, 32), uint8); remove it" in out
