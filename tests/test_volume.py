@@ -161,6 +161,10 @@ def test_volume_errors_are_one_line(tmp_path, weights):
     out = run("segment", tmp_path / "deep.zarr", "-o", tmp_path / "y.zarr", "--model", SMALL,
               "--weights", weights, "--bits", 8, code=1)
     assert "--bits 8 does not hold its uint16 values (largest 4000)" in out
+    out = run("segment", tmp_path / "deep.zarr", "-o", tmp_path / "w.zarr", "--model", SMALL,
+              "--weights", weights, "--bits", 8, "--workers", 1, code=1)
+    assert "unetcore: error:" in out and "--bits 8 does not hold" in out     # from a worker
+    assert "Traceback" not in out
     args = ("segment", tmp_path / "in.zarr", "-o", tmp_path / "z.zarr", "--model", SMALL,
             "--weights", weights, "--tile", 48)
     run(*args, "--chunk", 16)

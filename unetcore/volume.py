@@ -315,13 +315,15 @@ def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=p
     from dask.distributed import Client, LocalCluster, as_completed
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            memory_limit=0, env=worker_threads(workers)) if workers else None
-    with Client(cluster or scheduler) as client:
-        say(f"dask dashboard: {client.dashboard_link}")
-        futures = client.map(run_chunk, [job] * len(todo), todo, pure=False)
-        for future in as_completed(futures):
-            future.result()
-            if progress:
-                progress(1)
-    if cluster is not None:
-        cluster.close()
+    try:
+        with Client(cluster or scheduler) as client:
+            say(f"dask dashboard: {client.dashboard_link}")
+            futures = client.map(run_chunk, [job] * len(todo), todo, pure=False)
+            for future in as_completed(futures):
+                future.result()             # a worker's error stops the run here, as raised
+                if progress:
+                    progress(1)
+    finally:
+        if cluster is not None:
+            cluster.close()
     return len(todo), skipped
