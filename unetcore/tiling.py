@@ -166,10 +166,13 @@ def auto_tile(net, image_shapes, budget_bytes):
     image's edge computes outputs that are thrown away: counting both, the multiply-adds
     rank the tiles as the measured times do (docs/benchmarks.md). Every size is tried, from
     the smallest valid one up to the first whose output covers the largest image or whose
-    blobs outgrow the budget."""
+    blobs outgrow the budget. Where even the smallest valid tile outgrows it, that one."""
     largest = max(max(shape[-2:]) for shape in image_shapes)
+    # an output of `largest` needs at most largest + the margins + a pooling grid of input,
+    # and the net's current tile is larger than its margins: twice it is room enough
+    upper = largest + 2 * net.blobs[net.image_input].shape[-1]
     best = None
-    for size in range(1, largest + 2 * net.blobs[net.image_input].shape[-1] + 1):
+    for size in range(1, upper + 1):
         fits = reshaped_to(net, size)
         if fits is None:
             continue
