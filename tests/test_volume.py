@@ -119,7 +119,7 @@ def test_a_cut_off_run_resumes_and_rewrites_the_broken_chunk(tmp_path, weights, 
 def test_two_worker_processes_equal_in_process_and_a_killed_job_resumes(tmp_path, weights):
     """A LocalCluster of 2 worker processes gives the in-process result. The job killed with
     its workers mid-run, then rerun, gives it too, without redoing the finished chunks."""
-    values = volume_file(tmp_path, (4, 120, 120))
+    values = volume_file(tmp_path, (6, 160, 160))        # 600 chunks: seconds of work
     command = [sys.executable, "-m", "unetcore", "segment", str(tmp_path / "in.zarr"), "-o",
                str(tmp_path / "out.zarr"), "--model", SMALL, "--weights", weights, "--tile", "48",
                "--chunk", "16", "--probabilities", str(tmp_path / "p.zarr"), "--workers", "2"]
@@ -129,11 +129,11 @@ def test_two_worker_processes_equal_in_process_and_a_killed_job_resumes(tmp_path
     deadline = time.time() + 120
     while time.time() < deadline and job.poll() is None and \
             not (done.exists() and len(list(done.iterdir())) >= 20):
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     finished = len(list(done.iterdir()))
-    total = 4 * 8 * 8                            # 120 px in chunks of 16
+    total = 6 * 10 * 10                          # 160 px in chunks of 16
     assert 20 <= finished < total, "the job ended before it could be killed mid-run"
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
