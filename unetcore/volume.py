@@ -267,12 +267,13 @@ def net_for(job):
     """This process's net for the job, built and loaded once (each worker keeps its own)."""
     from . import config
     from .inference import deploy_net
-    from .tiling import tiles_per_batch
+    from .tiling import tile_geometry, tiles_per_batch
     key = (job.model, job.weights, job.tile, job.engine, job.gpu)
     if key not in _NETS:
         with config.using_engine(job.engine):
             net = deploy_net(job.model, job.weights, job.tile, job.gpu)
-        tiles = math.ceil(job.edge / ChunkPlan.for_net(net, (1, 1, 1), job.edge).step) ** 2
+        step = tile_geometry(net, net.image_input, net.outputs[0])[3]
+        tiles = math.ceil(job.edge / step) ** 2                 # a chunk's tiles
         _NETS[key] = net, tiles_per_batch(net, net.image_input, job.memory_mb * 2 ** 20, tiles)
     return _NETS[key]
 
