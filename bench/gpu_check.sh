@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 21): install without network on the machine's own CuPy, run the
-# CPU/GPU parity tests, the GPU benchmark beside PyTorch, and a short training run of the
-# full U-Net at 572 on the GPU. Every step runs even when one before it fails; each writes
+# CPU/GPU parity tests, the GPU benchmark beside PyTorch, a short training run of the
+# full U-Net at 572 on the GPU, and the per-layer times with the Winograd engine forced. Every step runs even when one before it fails; each writes
 # its log into OUTDIR, and summary.txt holds one line per step: name, exit status, seconds.
 #
 # Usage:  bench/gpu_check.sh OUTDIR
@@ -76,4 +76,8 @@ step pytest "$PYTHON" -m pytest -q -rs --durations=8 tests/test_gpu.py tests/tes
 step bench "$PYTHON" bench/gpu.py ${GPU:+--gpu $GPU} --repeats "${BENCH_REPEATS:-20}" \
     --json "$out/bench.json"
 step train train
+# the Winograd engine forced on every 3x3 layer ("auto" picks it on the CPU only): its time
+# per layer on this device, beside the train step's in train.log
+step winograd "$PYTHON" -m unetcore time prototxt/unet-train-inputs.prototxt $gpu_flag \
+    --iterations 5 --engine winograd
 cat "$out/summary.txt"
