@@ -424,13 +424,13 @@ def _read_model_images(path, channels, model, element_size):
     return [prepare_image(image, model, element_size) for image in stack]
 
 
-def _choose_tile(net, source, images, tile, memory_mb):
-    """With no --tile, reshape the net to the tile with the fewest multiply-adds for these
-    images within --memory (tiling.auto_tile), and say which."""
+def _choose_tile(net, source, image_shapes, tile, memory_mb):
+    """With no --tile, reshape the net to the tile with the fewest multiply-adds for images of
+    these shapes within --memory (tiling.auto_tile), and say which."""
     if tile is not None:
         return
     from .tiling import auto_tile
-    chosen = auto_tile(net, [image.shape for image in images], memory_mb * 2 ** 20)
+    chosen = auto_tile(net, image_shapes, memory_mb * 2 ** 20)
     square_input(net, source, chosen)
     click.echo(f"tile {chosen} x {chosen}: the fewest multiply-adds for these images within "
                f"--memory {memory_mb} MiB (--tile sets another)", err=True)
@@ -517,7 +517,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
         net = deploy_net(model, weights, tile, gpu)
         images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean, bits)
-    _choose_tile(net, modeldef or model, images, tile, memory_mb)
+    _choose_tile(net, modeldef or model, [im.shape for im in images], tile, memory_mb)
     probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
@@ -532,10 +532,11 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
                     memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk):
     """segment -o OUT.zarr: unetcore.volume, chunk by chunk, resumable."""
+    import uuid
+
     from tqdm import tqdm
 
     from . import config
-    from .tiling import auto_tile
     from .volume import (ChunkPlan, VolumeJob, create_outputs, open_volume,
                          require_cluster_extra, segment_volume, value_scaling)
     require_cluster_extra()
@@ -552,15 +553,13 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
     if net.blobs[net.image_input].shape[1] != 1:
         raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
                             "images; chunked volumes (-o OUT.zarr) are grey, one channel")
-    if tile is None:
-        tile = auto_tile(net, [volume.shape[1:]], memory_mb * 2 ** 20)
-        click.echo(f"tile {tile} x {tile}: the fewest multiply-adds for these slices within "
-                   f"--memory {memory_mb} MiB (--tile sets another)", err=True)
+    _choose_tile(net, model, [volume.shape[1:]], tile, memory_mb)
+    tile = net.blobs[net.image_input].shape[-1]
     plan = ChunkPlan.for_net(net, volume.shape, chunk)
     offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, bits, plan.edge, config.engine, gpu)
+                    factor, bits, plan.edge, config.engine, gpu, uuid.uuid4().hex)
     chunks = len(plan.chunks())
     with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
         run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)
@@ -590,7 +589,7 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     classes = net.blobs[net.outputs[0]].shape[1]
     truth = to_classes(read_stack(labels, "label"), classes, labels)
     check_same_shape(stack[:, 0], truth, images, labels, "label")
-    _choose_tile(net, model, stack, tile, memory_mb)
+    _choose_tile(net, model, [im.shape for im in stack], tile, memory_mb)
     probs = _segment_all(net, stack, memory_mb)
     ious = iou(probs.argmax(axis=1), truth, classes)
     click.echo(f"IoU per class (argmax): {', '.join(f'{c}: {v:.4f}' for c, v in enumerate(ious))}")

@@ -110,7 +110,7 @@ def value_scaling(volume, scale, mean, bits, path):
       value (normalize_grey refuses a chunk whose values do not fit);
     - else the volume's range to [0, 1].
     The volume is read once, slice by slice, where a rule needs its range."""
-    from .data.stacks import _bit_depth
+    from .data.stacks import bit_depth
     unsigned = np.issubdtype(volume.dtype, np.unsignedinteger)
     if scale:
         return mean, scale, None
@@ -122,7 +122,7 @@ def value_scaling(volume, scale, mean, bits, path):
         low = values.min() if low is None else min(low, values.min())
         high = values.max() if high is None else max(high, values.max())
     if unsigned:
-        return 0.0, 0.0, _bit_depth(np.array([high], volume.dtype), None, path)
+        return 0.0, 0.0, bit_depth(np.array([high], volume.dtype), None, path)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise DataError(f"{path}: holds NaN or infinite grey values; fix or mask them first")
     return float(low), 1.0 / (float(high) - float(low) if high > low else 1.0), None
@@ -258,38 +258,49 @@ class VolumeJob:
     edge: int
     engine: str
     gpu: int = None
+    run: str = ""       # one id per run of the command: what a process opened for one run
+                        # (the volume, the outputs) is never reused by the next
 
 
-_NETS = {}          # per process: (model, weights, tile, engine, gpu) -> (net, batch)
-
-
-def net_for(job):
-    """This process's net for the job, built and loaded once (each worker keeps its own)."""
-    from . import config
-    from .inference import deploy_net
-    from .tiling import tile_geometry, tiles_per_batch
-    key = (job.model, job.weights, job.tile, job.engine, job.gpu)
-    if key not in _NETS:
+class JobState:
+    """What one process opens for a job: the net (built and loaded once), its batch of tiles,
+    the volume, the chunk plan and the output arrays."""
+    def __init__(self, job):
+        from . import config
+        from .inference import deploy_net
+        from .tiling import tiles_per_batch
         with config.using_engine(job.engine):
-            net = deploy_net(job.model, job.weights, job.tile, job.gpu)
-        step = tile_geometry(net, net.image_input, net.outputs[0])[3]
-        tiles = math.ceil(job.edge / step) ** 2                 # a chunk's tiles
-        _NETS[key] = net, tiles_per_batch(net, net.image_input, job.memory_mb * 2 ** 20, tiles)
-    return _NETS[key]
+            self.net = deploy_net(job.model, job.weights, job.tile, job.gpu)
+        self.volume = open_volume(job.source)
+        self.plan = ChunkPlan.for_net(self.net, self.volume.shape, job.edge)
+        tiles = math.ceil(job.edge / self.plan.step) ** 2                 # a chunk's tiles
+        self.batch = tiles_per_batch(self.net, self.net.image_input, job.memory_mb * 2 ** 20,
+                                     tiles)
+        self.outputs = create_outputs(job.output, self.plan,
+                                      self.net.blobs[self.net.outputs[0]].shape[1],
+                                      job.probabilities)
+
+
+_OPENED = {}        # per process: the latest job (and run) -> its JobState
+
+
+def job_state(job):
+    """This process's JobState for `job`, opened on its first chunk, kept for the others."""
+    if job not in _OPENED:
+        _OPENED.clear()
+        _OPENED[job] = JobState(job)
+    return _OPENED[job]
 
 
 def run_chunk(job, chunk):
     """Segment and write one chunk (a task on a worker, or a step in this process)."""
     from .data.stacks import normalize_grey
-    net, batch = net_for(job)
-    volume = open_volume(job.source)
-    plan = ChunkPlan.for_net(net, volume.shape, job.edge)
-    outputs = create_outputs(job.output, plan, net.blobs[net.outputs[0]].shape[1],
-                             job.probabilities)
+    state = job_state(job)
     to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source,  # noqa: E731
                                             job.bits)
-    probabilities = segment_chunk(net, volume, plan, chunk, to_grey, batch)
-    write_chunk(outputs, plan, chunk, probabilities, marker(job.output, chunk))
+    probabilities = segment_chunk(state.net, state.volume, state.plan, chunk, to_grey,
+                                  state.batch)
+    write_chunk(state.outputs, state.plan, chunk, probabilities, marker(job.output, chunk))
     return chunk
 
 
@@ -305,8 +316,9 @@ def worker_threads(workers):
 def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=print):
     """Run every chunk without a marker: here, on a LocalCluster of `workers` processes, or
     on the cluster at `scheduler`. Returns (chunks run, chunks already done)."""
-    todo = [c for c in plan.chunks() if not marker(job.output, c).exists()]
-    skipped = len(plan.chunks()) - len(todo)
+    chunks = plan.chunks()
+    todo = [c for c in chunks if not marker(job.output, c).exists()]
+    skipped = len(chunks) - len(todo)
     if not workers and not scheduler:
         for chunk in todo:
             run_chunk(job, chunk)

@@ -53,7 +53,7 @@ def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack", bits=None
     if scale:
         grey = ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
     elif np.issubdtype(stack.dtype, np.unsignedinteger):
-        grey = stack.astype(np.float32) / (2.0 ** _bit_depth(stack, bits, path) - 1)
+        grey = stack.astype(np.float32) / (2.0 ** bit_depth(stack, bits, path) - 1)
     elif np.issubdtype(stack.dtype, np.integer):
         log(f"{path}: signed {stack.dtype} grey values, scaled from their range "
             f"{int(stack.min())}..{int(stack.max())} to [0, 1]", logging.WARNING)
@@ -67,7 +67,9 @@ def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack", bits=None
     return grey
 
 
-def _bit_depth(stack, bits, path):
+def bit_depth(stack, bits, path):
+    """`bits` if it holds the stack's values (else a DataError); without it, the smallest of
+    BIT_DEPTHS that holds them, with a note when that is less than the type's width."""
     width = stack.dtype.itemsize * 8
     if bits:
         if not 1 <= bits <= width or stack.max() >= 2 ** bits:
