@@ -50,18 +50,14 @@ def fill_inputs(net, tile):
     return net
 
 
-def total_macs(net):
-    from unetcore.timing import layer_macs
-    return sum(layer_macs(l, b, t) for l, b, t in zip(net.layers, net.bottom_vecs, net.top_vecs))
-
-
 def measure(mode, tile, repeats, warmup=1):
     """Run in a child: medians of one mode, its peak RSS, and its FLOP count."""
     from unetcore.net import Net
+    from unetcore.timing import net_macs
     if mode == "forward":
         net = fill_inputs(Net(NET, "TEST", seed=0), tile)
         net.release_activations = True           # forward only, as unetcore segment runs
-        run, flops = net.forward_layers, 2 * total_macs(net)
+        run, flops = net.forward_layers, 2 * net_macs(net)
     elif mode == "train":
         from unetcore.prototxt import Message
         from unetcore.solvers import get_solver
@@ -73,7 +69,7 @@ def measure(mode, tile, repeats, warmup=1):
         net = fill_inputs(solver.net, tile)
         first = net.layers[1].blobs[0]                 # conv_d0a-b: no gradient of the data
         run = lambda: solver.step(1)                   # noqa: E731
-        flops = 2 * total_macs(net) * 3 - 2 * first.count * (tile - 2) ** 2
+        flops = 2 * net_macs(net) * 3 - 2 * first.count * (tile - 2) ** 2
     elif mode == "layers":
         from unetcore.timing import layer_macs, time_layers
         net = fill_inputs(Net(NET, "TRAIN", seed=0), tile)

@@ -16,7 +16,7 @@ import numpy as np
 from .backend import to_numpy
 from .errors import DataError, NetError, UnetcoreError
 from .sizes import misaligned_pools
-from .timing import layer_macs
+from .timing import net_macs
 
 
 def pooling_grid(net):
@@ -151,9 +151,7 @@ def segmentation_macs(net, image_shapes):
     each) with the net's current tile: tiles times the work of one, the tiles that hang over
     the image's edge included."""
     _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
-    per_tile = sum(layer_macs(layer, bottom, top)
-                   for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs))
-    per_tile /= max(net.blobs[net.image_input].shape[0], 1)
+    per_tile = net_macs(net) / max(net.blobs[net.image_input].shape[0], 1)
     tiles = sum(len(tile_origins(*shape[-2:], step)) for shape in image_shapes)
     return tiles * per_tile
 

@@ -20,6 +20,12 @@ def layer_macs(layer, bottom, top):
     return 0
 
 
+def net_macs(net):
+    """Multiply-accumulates of one forward of the whole net at its current shapes."""
+    return sum(layer_macs(layer, bottom, top)
+               for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs))
+
+
 def _synchronize(xp):
     if xp is not np:
         xp.cuda.Device().synchronize()
