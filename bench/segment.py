@@ -31,25 +31,23 @@ REPO = Path(__file__).resolve().parents[1]
 TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
 
 
-def unetcore_net(model, tile, memory_mb):
-    """The deploy net at `tile` (or the tile `auto_tile` picks) and its batch of tiles."""
+def unetcore_net(model, tile, size, memory_mb):
+    """The deploy net at `tile`, or at the tile `auto_tile` picks for a size x size image."""
+    from unetcore.inference import square_input
     from unetcore.net import Net
-    from unetcore import tiling
+    from unetcore.tiling import auto_tile
     net = Net(model, "TEST", seed=0)
     net.release_activations = True
-    image_shape = (1, ARGS.size, ARGS.size)
     if tile == "auto":
-        tile = tiling.auto_tile(net, [image_shape], memory_mb * 2 ** 20)
-    blob = net.blobs[net.image_input]
-    blob.reshape(blob.shape[:2] + (int(tile), int(tile)))
-    net.reshape()
+        tile = auto_tile(net, [(1, size, size)], memory_mb * 2 ** 20)
+    square_input(net, model, int(tile))
     return net, int(tile)
 
 
 def time_unetcore(model, tile, size, memory_mb, repeats):
     """(tile, seconds per repeat, tiles, batch) of segmenting a size x size image."""
     from unetcore.tiling import segment, tile_geometry, tile_origins, tiles_per_batch
-    net, tile = unetcore_net(model, tile, memory_mb)
+    net, tile = unetcore_net(model, tile, size, memory_mb)
     image = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     step = tile_geometry(net, net.image_input, net.outputs[0])[3]
     count = len(tile_origins(size, size, step))
@@ -108,7 +106,6 @@ def time_torch(python, spec):
 
 
 def main():
-    global ARGS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(REPO / "prototxt" / "unet-demo-deploy.prototxt"))
     ap.add_argument("--size", type=int, default=2048)
@@ -118,7 +115,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-python")
     ap.add_argument("--torch-child", nargs=2, help=argparse.SUPPRESS)
-    ARGS = args = ap.parse_args()
+    args = ap.parse_args()
     if args.torch_child:
         torch_child(*args.torch_child)
         return

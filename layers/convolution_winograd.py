@@ -22,6 +22,8 @@ and they are the exact gradients of this forward.
 
 All of it runs in bands of tile rows, in the shared workspace, under WINOGRAD_BAND_BYTES.
 """
+import math
+
 import numpy as np
 
 from unetcore import backend
@@ -192,7 +194,5 @@ class WinogradConvolution(ConvolutionLayer):
                          per_tile * tile_count(out_shape[1], m) * self.dtype.itemsize, WINOGRAD_BAND_BYTES)
 
     def buffer(self, shape, slot):
-        count = 1
-        for n in shape:
-            count *= n
-        return backend.workspace(self.xp, self.dtype, count, "winograd " + slot).reshape(shape)
+        return backend.workspace(self.xp, self.dtype, math.prod(shape),
+                                 "winograd " + slot).reshape(shape)
