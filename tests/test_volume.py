@@ -171,3 +171,32 @@ def test_volume_errors_are_one_line(tmp_path, weights):
     out = run(*args, "--chunk", 32, code=1)
     assert "z.zarr: exists with shape (1, 30, 30), chunks (1, 16, 16)" in out
     assert "not those of this run ((1, 30, 30), (1, 32, 32), uint8); remove it" in out
+
+
+def test_bad_volumes_and_nets_are_refused_in_one_line(tmp_path, weights):
+    import h5py
+    volume_file(tmp_path, (1, 30, 30))
+    args = ("-o", tmp_path / "x.zarr", "--model", SMALL, "--weights", weights)
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"], f["b"] = np.zeros((2, 9, 9)), np.zeros((2, 9, 9))
+    out = run("segment", tmp_path / "two.h5", *args, code=1)
+    assert "two.h5: holds 2 datasets (a, b); name one as" in out
+    out = run("segment", f"{tmp_path / 'in.h5'}:nope", *args, code=1)
+    assert "in.h5: has no dataset 'nope'" in out
+    zarr.create_array(str(tmp_path / "4d.zarr"), shape=(1, 1, 9, 9), dtype=np.uint8)
+    out = run("segment", tmp_path / "4d.zarr", *args, code=1)
+    assert "a volume must be (Z, H, W) or (H, W) grey values with pixels, got shape " \
+           "(1, 1, 9, 9)" in out
+    (tmp_path / "text.tif").write_text("not a TIFF")
+    out = run("segment", tmp_path / "text.tif", *args, code=1)
+    assert "text.tif: not a readable volume (zarr, HDF5 or TIFF)" in out
+    out = run("segment", tmp_path / "in.zarr", *args, "--average-mirror", code=1)
+    assert "-o OUT.zarr takes a --model prototxt, without --average-mirror" in out
+    two_channels = tmp_path / "two-channel.prototxt"
+    two_channels.write_text(Path(SMALL).read_text().replace("dim: 1 dim: 1", "dim: 1 dim: 2"))
+    net = Net(str(two_channels), "TEST")
+    net.save(str(tmp_path / "two.caffemodel.h5"))
+    out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "y.zarr", "--model",
+              two_channels, "--weights", tmp_path / "two.caffemodel.h5", code=1)
+    assert "takes 2-channel images; chunked volumes (-o OUT.zarr) are grey, one channel" in out
+    assert "Traceback" not in out
