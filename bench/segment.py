@@ -50,7 +50,7 @@ def time_unetcore(model, tile, size, memory_mb, repeats):
     net, tile = unetcore_net(model, tile, size, memory_mb)
     image = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     step = tile_geometry(net, net.image_input, net.outputs[0])[3]
-    count = len(tile_origins(size, size, step))
+    count = len(tile_origins((size, size), (step, step)))
     batch = tiles_per_batch(net, net.image_input, memory_mb * 2 ** 20, count)
     times = []
     for _ in range(repeats + 1):

@@ -1,7 +1,7 @@
 """ApplyDeformation (caffe_unet's type name): resample a blob at the positions of a map.
 
 Bottoms: the blob to deform (N, C, H, W) and the map of CreateDeformation (N, ny, nx, 2).
-Top: (N, C, ny, nx). interpolation: "linear", "cubic" (grey values) or "nearest" (labels,
+Top: (N, C, ny, nx). In 3-d: (N, C, D, H, W), a (N, nz, ny, nx, 3) map, top (N, C, nz, ny, nx). interpolation: "linear", "cubic" (grey values) or "nearest" (labels,
 weights); extrapolation: "mirror" or "zero". With output_shape_from naming a blob of the net
 made before this layer (caffe_unet's form, as its label layers name the score blob), or a
 third bottom (unetcore's own form), the top has that blob's spatial size, read from the
@@ -49,18 +49,21 @@ class ApplyDeformationLayer(Layer):
 
     def reshape(self, bottom, top):
         data, field = bottom[0].shape, bottom[1].shape
-        if len(field) != 4 or field[-1] != 2 or field[0] != data[0]:
-            raise self.error(f"bottom '{self.bottom_name(1)}' must be a (N, ny, nx, 2) map "
-                             f"for the {data[0]} item(s) of '{self.bottom_name(0)}', got {field}")
-        size = field[1:3] if self.shape_blob is None else self.shape_blob.shape[-2:]
-        if any(s > f or (f - s) % 2 for s, f in zip(size, field[1:3])):
-            raise self.error(f"an output of {size[0]}x{size[1]} must be the centre of the "
-                             f"{field[1]}x{field[2]} map: as large at most, and smaller by an "
-                             "even number")
+        axes = len(data) - 2
+        if len(field) != axes + 2 or field[-1] != axes or field[0] != data[0]:
+            form = "(N, nz, ny, nx, 3)" if axes == 3 else "(N, ny, nx, 2)"
+            raise self.error(f"bottom '{self.bottom_name(1)}' must be a {form} map for the "
+                             f"{data[0]} item(s) of '{self.bottom_name(0)}' {data}, got {field}")
+        grid = field[1:-1]
+        size = grid if self.shape_blob is None else self.shape_blob.shape[-axes:]
+        if any(s > f or (f - s) % 2 for s, f in zip(size, grid)):
+            raise self.error(f"an output of {'x'.join(map(str, size))} must be the centre of "
+                             f"the {'x'.join(map(str, grid))} map: as large at most, and "
+                             "smaller by an even number on each axis")
         top[0].reshape(data[:2] + tuple(size))
 
     def forward(self, bottom, top):
-        size = top[0].shape[-2:]
+        size = top[0].shape[2:]
         data, field = bottom[0].data, bottom[1].data
         interpolate = ndimage_for(self.xp).map_coordinates
         for n in range(data.shape[0]):

@@ -1,7 +1,10 @@
 """Convolution: y = W * x + b, by im2col + GEMM (Caffe's ConvolutionLayer, engine CAFFE).
 
 Shapes: x (N, C_in, H, W), W (C_out, C_in/group, kh, kw), b (C_out,), y (N, C_out, H_out, W_out)
-with H_out = (H + 2 pad - (dilation (kh - 1) + 1)) / stride + 1, rounded down.
+with H_out = (H + 2 pad - (dilation (kh - 1) + 1)) / stride + 1, rounded down. The layer is
+N-d, as Caffe's: on (N, C, D, H, W) volumes the kernel is kd x kh x kw (kernel_size given
+once, or once per axis: `kernel_size: 1 kernel_size: 3 kernel_size: 3` is caffe_unet's
+anisotropic 1x3x3), and everything below holds with "pixel" read as "voxel".
 
 Forward, per image and group g:      Y_g = W_g @ col(x)_g                    (W_g: C_out/g x K)
 Backward (chain rule on that product):
@@ -11,14 +14,17 @@ These are the three products of Caffe's base_conv_layer, named once here: forwar
 backward_gemm and weight_gemm. Deconvolution, the adjoint, is the same three wired the
 other way round (layers/deconvolution.py).
 
-The im2col matrix is built in bands of output rows inside one workspace shared by all
-layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
+The im2col matrix is built in bands of output rows (slices along the first spatial axis)
+inside one workspace shared by all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
 
 This is the reference engine: the one path that docs/backprop.md derives. Faster engines for
 special cases live beside it, each in its own file, and override some of the three products:
 convolution_pointwise.py (1x1), convolution_correlation.py (dx without col2im) and
 convolution_flat.py (stride 1 with few channels, on the CPU). unetcore.layer picks one.
+The engines are 2-d; the reference serves every number of spatial axes.
 """
+import math
+
 from unetcore import backend
 from unetcore.errors import NetError
 from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
@@ -33,11 +39,15 @@ def row_bands(rows, bytes_per_row, limit=None):
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
 
 
-def parsed_geometry(param):
+def parsed_geometry(param, bottom_shapes=(), dimensions=(2,)):
     """The geometry of a (De)Convolution's parameters, for an engine's conditions; None where
-    they are invalid (the reference layer's setup then says why)."""
+    they are invalid (the reference layer's setup then says why) or where the bottoms' number
+    of spatial axes is not among the engine's `dimensions` (2-d, unless it says more)."""
+    axes = len(bottom_shapes[0]) - 2 if bottom_shapes else 2
+    if axes not in dimensions:
+        return None
     try:
-        return geometry_from_param(param.convolution_param, NetError)
+        return geometry_from_param(param.convolution_param, NetError, axes)
     except NetError:
         return None
 
@@ -55,14 +65,14 @@ class ConvolutionLayer(Layer):
             raise self.error(f"takes as many tops as bottoms, got {len(bottom)} and {len(top)}")
         if p.axis != 1:
             raise self.error("only axis 1 (N, C, H, W blobs) is supported")
-        self.geom = geometry_from_param(p, self.error)
+        self.axes = len(bottom[0].shape) - 2
+        if self.axes < 1:
+            raise self.error(f"needs a bottom (N, C, *spatial) with at least one spatial axis, "
+                             f"got shape {bottom[0].shape}")
+        self.geom = geometry_from_param(p, self.error, self.axes)
         self.num_output, self.group = p.num_output, p.group
         if self.num_output < 1:
             raise self.error("convolution_param needs num_output >= 1")
-        if len(bottom[0].shape) != 4:
-            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {bottom[0].shape} "
-                             f"({len(bottom[0].shape) - 2} spatial axes): unetcore's layers "
-                             "are 2-d for now")
         self.channels = bottom[0].shape[1]
         for what, n in (("input channels", self.channels), ("num_output", self.num_output)):
             if self.group < 1 or n % self.group:
@@ -80,14 +90,14 @@ class ConvolutionLayer(Layer):
 
     def reshape(self, bottom, top):
         for b, t in zip(bottom, top):
-            if len(b.shape) != 4 or b.shape[1] != self.channels:
-                raise self.error(f"bottom '{self.bottom_name(0)}' must have shape "
-                                 f"(N, {self.channels}, H, W), got {b.shape}")
-            out_h, out_w = self.output_shape(b.shape)
-            if out_h < 1 or out_w < 1:
-                raise self.error(f"input {b.shape[2]}x{b.shape[3]} is smaller than the "
+            if len(b.shape) != 2 + self.axes or b.shape[1] != self.channels:
+                raise self.error(f"bottom '{self.bottom_name(0)}' must have shape (N, "
+                                 f"{self.channels}) + {self.axes} spatial axes, got {b.shape}")
+            out = self.output_shape(b.shape)
+            if min(out) < 1:
+                raise self.error(f"input {'x'.join(map(str, b.shape[2:]))} is smaller than the "
                                  f"kernel {self.geom.kernel} (with pad {self.geom.pad})")
-            t.reshape((b.shape[0], self.num_output, out_h, out_w))
+            t.reshape((b.shape[0], self.num_output, *out))
 
     # ---- forward and backward: the three products, image by image
     def forward(self, bottom, top):
@@ -114,12 +124,12 @@ class ConvolutionLayer(Layer):
             self.backward_gemm(dy, w, dx)
 
     def weight_matrices(self, array):
-        """The weight as (group, C_out/group, K), K = C_in/group * kh * kw."""
+        """The weight as (group, C_out/group, K), K = C_in/group * prod(kernel)."""
         return array.reshape(self.group, self.num_output // self.group, -1)
 
     def forward_gemm(self, x, w, y):
-        """y = W @ col(x) for one image: x (C, H, W) on the input grid, y on the output grid,
-        w (group, M, K) with K = C/group * kh * kw."""
+        """y = W @ col(x) for one image: x (C, *spatial) on the input grid, y on the output
+        grid, w (group, M, K) with K = C/group * prod(kernel)."""
         k, m = w.shape[2], w.shape[1]
         for r0, r1, col in self.column_bands(x, k, y.shape[1:]):
             for g in range(self.group):      # rows r0:r1 of each channel: a strided view
@@ -127,23 +137,25 @@ class ConvolutionLayer(Layer):
                 backend.matmul_into(self.xp, w[g], col[g * k:(g + 1) * k], y_g)
 
     def backward_gemm(self, dy, w, dx):
-        """dx = col2im(W^T @ dy) for one image: dy (M*group, H_out, W_out) on the output grid,
-        dx (C, H, W) on the input grid, written (not accumulated)."""
-        xp, k, m = self.xp, w.shape[2], w.shape[1]
-        (ph, pw), (h, wid), (out_h, out_w) = self.geom.pad, dx.shape[1:], dy.shape[1:]
-        if (ph, pw) == (0, 0):              # col2im accumulates: start from zeros
+        """dx = col2im(W^T @ dy) for one image: dy (M*group, *out) on the output grid,
+        dx (C, *spatial) on the input grid, written (not accumulated)."""
+        xp, k, m, pad = self.xp, w.shape[2], w.shape[1], self.geom.pad
+        out_rows, *out_rest = dy.shape[1:]
+        if not any(pad):                    # col2im accumulates: start from zeros
             dx_pad = dx
             dx_pad[...] = 0
         else:
-            dx_pad = xp.zeros((dx.shape[0], h + 2 * ph, wid + 2 * pw), dx.dtype)
-        for r0, r1 in self.bands(out_h, k, out_w):
-            col = self.column_buffer(k * self.group, r1 - r0, out_w)
+            dx_pad = xp.zeros((dx.shape[0],) + tuple(n + 2 * p for n, p in
+                                                     zip(dx.shape[1:], pad)), dx.dtype)
+        for r0, r1 in self.bands(out_rows, k, math.prod(out_rest)):
+            col = self.column_buffer(k * self.group, r1 - r0, math.prod(out_rest))
             for g in range(self.group):
                 dy_g = dy[g * m:(g + 1) * m, r0:r1].reshape(m, -1)
                 xp.matmul(w[g].T, dy_g, out=col[g * k:(g + 1) * k])
-            col2im_add(col, dx_pad, self.geom, out_w, r0, r1)
+            col2im_add(col, dx_pad, self.geom, out_rest, r0, r1)
         if dx_pad is not dx:
-            dx[...] = dx_pad[:, ph:ph + h, pw:pw + wid]
+            dx[...] = dx_pad[(slice(None),) + tuple(slice(p, p + n) for n, p in
+                                                    zip(dx.shape[1:], pad))]
 
     def weight_gemm(self, x, dy, dw):
         """dW += dy @ col(x)^T for one image: x on the input grid, dy on the output grid,
@@ -157,24 +169,25 @@ class ConvolutionLayer(Layer):
     def column_bands(self, x, k, out_shape):
         """(r0, r1, col) for each band of output rows: col = im2col(x) for those rows, with
         K = k rows per group, in the shared workspace."""
-        out_h, out_w = out_shape
-        x_pad = pad_image(self.xp, x, self.geom.pad)
-        for r0, r1 in self.bands(out_h, k, out_w):
-            yield r0, r1, im2col(self.xp, x_pad, self.geom, out_w, r0, r1,
-                                 self.column_buffer(k * self.group, r1 - r0, out_w))
+        out_rows, *out_rest = out_shape
+        inner, x_pad = math.prod(out_rest), pad_image(self.xp, x, self.geom.pad)
+        for r0, r1 in self.bands(out_rows, k, inner):
+            yield r0, r1, im2col(self.xp, x_pad, self.geom, out_rest, r0, r1,
+                                 self.column_buffer(k * self.group, r1 - r0, inner))
 
     # ---- the bias, and the shared workspace
     def add_bias(self, y):
         if len(self.blobs) > 1:
-            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+            y += self.blobs[1].data.reshape((1, -1) + (1,) * self.axes)
 
     def bias_backward(self, dy):
         if len(self.blobs) > 1 and self.param_propagate_down[1]:
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            self.blobs[1].diff += dy.sum(axis=(0, *range(2, dy.ndim)))
 
-    def bands(self, out_rows, k, out_w):
-        """Bands of output rows whose im2col matrix (k * group rows) fits the workspace."""
-        return row_bands(out_rows, k * self.group * out_w * self.dtype.itemsize)
+    def bands(self, out_rows, k, inner):
+        """Bands of output rows (of `inner` outputs each) whose im2col matrix (k * group rows)
+        fits the workspace."""
+        return row_bands(out_rows, k * self.group * inner * self.dtype.itemsize)
 
     def column_buffer(self, k_rows, band_rows, width):
         return backend.workspace(self.xp, self.dtype, k_rows * band_rows * width) \

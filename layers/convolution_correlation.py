@@ -24,9 +24,9 @@ from unetcore.layer import register_engine
 from .convolution import ConvolutionLayer, parsed_geometry
 
 
-def unit_stride_unpadded(param):
-    """Stride 1, no padding, no dilation, one group, and not 1x1 (pointwise serves that)."""
-    geom = parsed_geometry(param)
+def unit_stride_unpadded(param, bottom_shapes):
+    """2-d, stride 1, no padding, no dilation, one group, and not 1x1 (pointwise serves that)."""
+    geom = parsed_geometry(param, bottom_shapes)
     return (geom is not None and geom.stride == (1, 1) and geom.pad == (0, 0)
             and geom.dilation == (1, 1) and param.convolution_param.group == 1
             and geom.kernel != (1, 1))
@@ -39,7 +39,7 @@ class CorrelationConvolution(ConvolutionLayer):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        return unit_stride_unpadded(param)
+        return unit_stride_unpadded(param, bottom_shapes)
 
     @classmethod
     def pays(cls, param, bottom_shapes, xp):
@@ -59,5 +59,6 @@ class CorrelationConvolution(ConvolutionLayer):
         dy_pad = xp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
         k, (h, wid) = w_rot.shape[1], dx.shape[1:]
         for r0, r1 in self.bands(h, k, wid):
-            col = im2col(xp, dy_pad, self.geom, wid, r0, r1, self.column_buffer(k, r1 - r0, wid))
+            col = im2col(xp, dy_pad, self.geom, (wid,), r0, r1,
+                         self.column_buffer(k, r1 - r0, wid))
             backend.matmul_into(xp, w_rot, col, dx[:, r0:r1].reshape(self.channels, -1))

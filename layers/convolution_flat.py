@@ -33,7 +33,7 @@ class FlatConvolution(CorrelationConvolution):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        return xp is np and unit_stride_unpadded(param)
+        return xp is np and unit_stride_unpadded(param, bottom_shapes)
 
     @classmethod
     def pays(cls, param, bottom_shapes, xp):

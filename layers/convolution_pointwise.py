@@ -1,4 +1,4 @@
-"""Convolution engine "pointwise": a 1x1 kernel, stride 1, no padding, one group.
+"""Convolution engine "pointwise": a 1x1 kernel (1x1x1 in 3-d), stride 1, no padding, one group.
 
 Then im2col is the identity: the column matrix of an image is the image itself, viewed as
 (channels, pixels). The three products of layers/convolution.py become plain matrix products
@@ -20,9 +20,9 @@ class PointwiseConvolution(ConvolutionLayer):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        geom = parsed_geometry(param)
-        return (geom is not None and geom.kernel == (1, 1) and geom.stride == (1, 1)
-                and geom.pad == (0, 0) and param.convolution_param.group == 1)
+        geom = parsed_geometry(param, bottom_shapes, dimensions=(1, 2, 3))
+        return (geom is not None and set(geom.kernel) == {1} and set(geom.stride) == {1}
+                and not any(geom.pad) and param.convolution_param.group == 1)
 
     def forward_gemm(self, x, w, y):
         self.xp.matmul(w[0], x.reshape(x.shape[0], -1), out=y.reshape(y.shape[0], -1))

@@ -60,15 +60,15 @@ class WinogradConvolution(ConvolutionLayer):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        geom = parsed_geometry(param)
-        return unit_stride_unpadded(param) and max(geom.kernel) <= 3
+        return (unit_stride_unpadded(param, bottom_shapes)
+                and max(parsed_geometry(param, bottom_shapes).kernel) <= 3)
 
     @classmethod
     def pays(cls, param, bottom_shapes, xp):
         if xp is not np or not bottom_shapes or len(bottom_shapes[0]) != 4:
             return False
         (_, c_in, h, w), c_out = bottom_shapes[0], param.convolution_param.num_output
-        out_h, out_w = parsed_geometry(param).output_size(h, w)
+        out_h, out_w = parsed_geometry(param, bottom_shapes).output_size(h, w)
         return (min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS and out_h > 0 and out_w > 0
                 and tile_for(c_in, c_out, out_h, out_w) is not None)
 

@@ -1,11 +1,16 @@
 """Deconvolution engine "blocks": stride equal to the kernel, no padding or dilation (the
-U-Net's 2x2 stride-2 up-convolution).
+U-Net's 2x2 stride-2 up-convolution, and its 3-d forms 2x2x2 and 1x2x2).
 
-Then every input pixel writes its own kh x kw block of the output and no two blocks overlap,
-so the col2im of the forward (the convolution's backward_gemm) is a single reshaping copy:
+Then every input pixel writes its own kernel-sized block of the output and no two blocks
+overlap, so the col2im of the forward (the convolution's backward_gemm) is a single
+reshaping copy. In 2-d:
 
     y[c, kh i + p, kw j + q] = col[(c, p, q), (i, j)],     col = W^T @ X
+
+and in 3-d the same with a third pair of indices (kd o + r for slice o and tap r).
 """
+import math
+
 from unetcore.layer import register_engine
 
 from .convolution import parsed_geometry
@@ -19,24 +24,29 @@ class BlockDeconvolution(DeconvolutionLayer):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        geom = parsed_geometry(param)
-        return (geom is not None and geom.stride == geom.kernel and geom.pad == (0, 0)
-                and geom.dilation == (1, 1))
+        geom = parsed_geometry(param, bottom_shapes, dimensions=(1, 2, 3))
+        return (geom is not None and geom.stride == geom.kernel and not any(geom.pad)
+                and set(geom.dilation) == {1})
 
     def backward_gemm(self, dy, w, dx):
         """For the deconvolution's forward: dy is its input x, dx its output y."""
         xp, k, m = self.xp, w.shape[2], w.shape[1]
-        in_h, in_w = dy.shape[1:]
-        for r0, r1 in self.bands(in_h, k, in_w):
-            col = self.column_buffer(k * self.group, r1 - r0, in_w)
+        in_rows, *in_rest = dy.shape[1:]
+        inner = math.prod(in_rest)
+        for r0, r1 in self.bands(in_rows, k, inner):
+            col = self.column_buffer(k * self.group, r1 - r0, inner)
             for g in range(self.group):
                 xp.matmul(w[g].T, dy[g * m:(g + 1) * m, r0:r1].reshape(m, -1),
                           out=col[g * k:(g + 1) * k])
             self.place_blocks(col, dx, r0, r1)
 
     def place_blocks(self, col, y, r0, r1):
-        """y[c, kh i + p, kw j + q] = col[(c, p, q), (i, j)] for input rows [r0, r1): one copy."""
-        (kh, kw), rows, width = self.geom.kernel, r1 - r0, y.shape[2] // self.geom.kernel[1]
-        channels = y.shape[0]
-        blocks = y[:, r0 * kh:r1 * kh].reshape(channels, rows, kh, width, kw)
-        blocks[...] = col.reshape(channels, kh, kw, rows, width).transpose(0, 3, 1, 4, 2)
+        """y[c, k0 i0 + p0, k1 i1 + p1, ...] = col[(c, p0, p1, ...), (i0, i1, ...)] for input
+        rows i0 in [r0, r1): one copy. y's band is viewed as (C, i0, p0, i1, p1, ...) and
+        col as (C, p0, p1, ..., i0, i1, ...), whose axes are interleaved to match."""
+        kernel, axes, channels = self.geom.kernel, len(self.geom.kernel), y.shape[0]
+        inputs = (r1 - r0,) + tuple(n // k for n, k in zip(y.shape[2:], kernel[1:]))
+        band = y[:, r0 * kernel[0]:r1 * kernel[0]]
+        blocks = band.reshape((channels,) + sum(zip(inputs, kernel), ()))
+        order = sum(((1 + axes + a, 1 + a) for a in range(axes)), ())
+        blocks[...] = col.reshape((channels, *kernel, *inputs)).transpose((0,) + order)

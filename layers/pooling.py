@@ -10,15 +10,21 @@ MAX:  y = max over the window; backward routes dy to the argmax (the first maxim
 AVE:  y = sum over the window / pool_size, where pool_size counts the window clipped to
       the padded image (Caffe's rule); backward spreads dy / pool_size over the window.
 
+N-d, as caffe_unet's PoolingLayer: on (N, C, D, H, W) volumes the window is kd x kh x kw
+(kernel_size once, or once per axis: caffe_unet's 3-d EM nets pool 1x2x2 where z is coarse),
+the output size rule holds per axis, and the mask holds the flat index (d H + h) W + w.
+
 This is the reference engine. The MAX kernels on the two devices are ops
 (unetcore/ops/pooling.py); layers/pooling_tiled.py is a faster engine for windows that tile
 the image, as the U-Net's 2x2 stride-2 windows do.
 """
+import functools
+import itertools
 import math
 
 import numpy as np
 
-from unetcore.im2col import spatial_pair
+from unetcore.im2col import spatial_values
 from unetcore.layer import Layer, register
 from unetcore.ops.pooling import max_pool_backward, max_pool_forward, windows
 
@@ -31,12 +37,25 @@ def pooled_size(size, kernel, stride, pad, ceil_mode=True):
     return out
 
 
-def window_pair(p, both, h, w, default, error):
-    """(height, width) of a window field: the _h/_w pair, or the repeated field's 1 or 2 values."""
+def window_values(p, both, h, w, default, error, axes=2):
+    """One value per spatial axis of a window field: the _h/_w pair (2-d only, as in Caffe),
+    or the repeated field's 1 value or one per axis."""
     if p.has(h) or p.has(w):
+        if axes != 2:
+            raise error(f"{h}/{w} are for 2-d pooling; this one has {axes} spatial axes: "
+                        f"give {both} once, or once per axis")
         return (getattr(p, h), getattr(p, w))
     values = list(getattr(p, both))
-    return spatial_pair(values, both, error) if values else (default, default)
+    return spatial_values(values, axes, both, error) if values else (default,) * axes
+
+
+def window_fields(p, error, axes=2):
+    """(kernel, stride, pad) of a PoolingParameter; kernel is None with global_pooling."""
+    kernel = None if p.global_pooling else \
+        window_values(p, "kernel_size", "kernel_h", "kernel_w", None, error, axes)
+    stride = window_values(p, "stride", "stride_h", "stride_w", 1, error, axes)
+    pad = window_values(p, "pad", "pad_h", "pad_w", 0, error, axes)
+    return kernel, stride, pad
 
 
 @register
@@ -55,13 +74,14 @@ class PoolingLayer(Layer):
         if len(top) == 2 and self.method != "MAX":
             raise self.error("only MAX pooling has a second (mask) top")
         self.global_pooling = p.global_pooling
-        if not self.global_pooling:
-            self.kernel = window_pair(p, "kernel_size", "kernel_h", "kernel_w", None, self.error)
-            if None in self.kernel:
-                raise self.error("pooling_param needs kernel_size (or kernel_h and kernel_w)")
-        self.stride = window_pair(p, "stride", "stride_h", "stride_w", 1, self.error)
-        self.pad = window_pair(p, "pad", "pad_h", "pad_w", 0, self.error)
-        for name, values, low in (("kernel", getattr(self, "kernel", (1, 1)), 1),
+        self.axes = len(bottom[0].shape) - 2
+        if self.axes < 1:
+            raise self.error(f"needs a bottom (N, C, *spatial) with at least one spatial axis, "
+                             f"got shape {bottom[0].shape}")
+        self.kernel, self.stride, self.pad = window_fields(p, self.error, self.axes)
+        if not self.global_pooling and None in self.kernel:
+            raise self.error("pooling_param needs kernel_size (or kernel_h and kernel_w)")
+        for name, values, low in (("kernel", self.kernel or (1,), 1),
                                   ("stride", self.stride, 1), ("pad", self.pad, 0)):
             if min(values) < low:
                 raise self.error(f"pooling {name} must be >= {low}, got {values}")
@@ -69,12 +89,13 @@ class PoolingLayer(Layer):
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
-        if len(shape) != 4:
-            raise self.error(f"needs a 4-d bottom (N, C, H, W), got shape {shape} "
-                             f"({len(shape) - 2} spatial axes): unetcore's layers are 2-d for now")
+        if len(shape) != 2 + self.axes:
+            raise self.error(f"needs a bottom with {self.axes} spatial axes, as when it was set "
+                             f"up, got shape {shape}")
         self.bottom_size = shape[2:]
         if self.global_pooling:
-            self.kernel, self.stride, self.pad = shape[2:], (1, 1), (0, 0)
+            self.kernel = shape[2:]
+            self.stride, self.pad = (1,) * self.axes, (0,) * self.axes
         for k, p in zip(self.kernel, self.pad):
             if p >= k:
                 raise self.error(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
@@ -85,7 +106,8 @@ class PoolingLayer(Layer):
                 raise self.error(f"the last window starts past the {size}-pixel input (stride {st} "
                                  f"> kernel {k}): it would pool nothing; use stride <= kernel")
         if min(self.out_size) < 1:
-            raise self.error(f"input {shape[2]}x{shape[3]} is smaller than the kernel {self.kernel}")
+            raise self.error(f"input {'x'.join(map(str, shape[2:]))} is smaller than the kernel "
+                             f"{self.kernel}")
         for t in top:
             t.reshape(shape[:2] + self.out_size)
 
@@ -103,14 +125,14 @@ class PoolingLayer(Layer):
             top[1].data[...] = self.argmax
 
     def pool_sizes(self):
-        """(H_out, W_out) window sizes, clipped to the padded image (Caffe's AVE divisor)."""
-        xp = self.xp
-        h, w = self.bottom_size
-        sizes = []
-        for out, size, k, s, p in zip(self.out_size, (h, w), self.kernel, self.stride, self.pad):
+        """The window sizes on the output grid, clipped to the padded image (Caffe's AVE
+        divisor): the outer product of the clipped window lengths along each axis."""
+        lengths = []
+        for out, size, k, s, p in zip(self.out_size, self.bottom_size, self.kernel, self.stride,
+                                      self.pad):
             start = np.arange(out) * s - p
-            sizes.append(np.minimum(start + k, size + p) - start)
-        return xp.asarray(np.outer(*sizes), dtype=self.dtype)
+            lengths.append(np.minimum(start + k, size + p) - start)
+        return self.xp.asarray(functools.reduce(np.multiply.outer, lengths), dtype=self.dtype)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -125,12 +147,14 @@ class PoolingLayer(Layer):
         max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, self.pad)
 
     def backward_ave(self, dy, dx):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        (oh, ow), (h, w) = self.out_size, dx.shape[2:]
+        """Each window tap adds its share dy / pool_size onto the strided grid it read."""
         share = dy / self.pool_sizes()
-        padded = self.xp.zeros(dx.shape[:2] + ((oh - 1) * sh + kh + h, (ow - 1) * sw + kw + w),
-                               dtype=dx.dtype)
-        for p in range(kh):
-            for q in range(kw):
-                padded[:, :, p:p + sh * (oh - 1) + 1:sh, q:q + sw * (ow - 1) + 1:sw] += share
-        dx[...] = padded[:, :, ph:ph + h, pw:pw + w]
+        padded = self.xp.zeros(dx.shape[:2] + tuple(
+            (out - 1) * s + k + size for out, s, k, size
+            in zip(self.out_size, self.stride, self.kernel, dx.shape[2:])), dtype=dx.dtype)
+        for tap in itertools.product(*map(range, self.kernel)):
+            region = tuple(slice(t, t + s * (out - 1) + 1, s)
+                           for t, s, out in zip(tap, self.stride, self.out_size))
+            padded[(slice(None), slice(None)) + region] += share
+        dx[...] = padded[(slice(None), slice(None)) + tuple(
+            slice(p, p + size) for p, size in zip(self.pad, dx.shape[2:]))]

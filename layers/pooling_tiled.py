@@ -1,21 +1,24 @@
 """Pooling engine "tiled": MAX pooling on the CPU with windows that tile the image, stride
-equal to the kernel and no padding (the U-Net's 2x2 stride-2 windows).
+equal to the kernel and no padding (the U-Net's 2x2 stride-2 windows, 2x2x2 and 1x2x2 in 3-d).
 
-Then window element (p, q) of every window is the strided grid x[p::kh, q::kw]. Forward
-compares the kh*kw grids in scan order, keeping the first maximum (Caffe's tie rule), and
-remembers which element won as a small offset p*kw + q instead of a flat index. Backward
-writes each grid once: dy where its element won, else 0. No window copy, no scatter.
+Then window element (p, q) of every window is the strided grid x[p::kh, q::kw] (and
+x[o::kd, p::kh, q::kw] in 3-d). Forward compares the grids in scan order, keeping the first
+maximum (Caffe's tie rule), and remembers which element won as a small offset (p*kw + q in
+2-d) instead of a flat index. Backward writes each grid once: dy where its element won, else
+0. No window copy, no scatter.
 
 Where the image is not a whole number of windows (Caffe's ceil rounding adds a partial
 window at the end), the image is padded with -inf to whole windows: the padding never
 wins, because each window's first element lies in the image and a tie keeps the first.
 """
+import itertools
+
 import numpy as np
 
 from unetcore.errors import NetError
 from unetcore.layer import register_engine
 
-from .pooling import PoolingLayer, window_pair
+from .pooling import PoolingLayer, window_fields
 
 
 @register_engine
@@ -28,42 +31,58 @@ class TiledMaxPooling(PoolingLayer):
         p = param.pooling_param
         if xp is not np or p.pool != "MAX" or p.global_pooling:
             return False
+        axes = len(bottom_shapes[0]) - 2 if bottom_shapes else 2
         try:
-            kernel = window_pair(p, "kernel_size", "kernel_h", "kernel_w", None, NetError)
-            stride = window_pair(p, "stride", "stride_h", "stride_w", 1, NetError)
-            pad = window_pair(p, "pad", "pad_h", "pad_w", 0, NetError)
+            kernel, stride, pad = window_fields(p, NetError, axes)
         except NetError:
             return False
-        return None not in kernel and stride == kernel and pad == (0, 0)
+        return axes >= 1 and stride == kernel and not any(pad)
 
     def forward_max(self, x, top):
-        (kh, kw), y = self.kernel, top[0].data
+        y = top[0].data
         grid = self.whole_windows(x)
-        if (kh, kw) == (2, 2):
+        if self.kernel == (2, 2):
             self.offset = self.max_2x2_tournament(grid, y)
         else:
             self.offset = np.zeros(y.shape, np.int8)
-            y[...] = grid[:, :, 0::kh, 0::kw]
-            for k in range(1, kh * kw):
-                p, q = divmod(k, kw)
-                candidate = grid[:, :, p::kh, q::kw]
+            taps = self.taps()
+            y[...] = grid[self.tap_grid(taps[0])]
+            for k, tap in enumerate(taps[1:], 1):
+                candidate = grid[self.tap_grid(tap)]
                 better = candidate > y
                 np.copyto(y, candidate, where=better)
                 np.copyto(self.offset, k, where=better)
-        if len(top) == 2:                          # Caffe's mask: the flat index h * W + w
-            oh, ow = self.out_size
-            rows = np.arange(oh).reshape(-1, 1) * kh + self.offset // kw
-            cols = np.arange(ow).reshape(1, -1) * kw + self.offset % kw
-            top[1].data[...] = rows * x.shape[3] + cols
+        if len(top) == 2:                          # Caffe's mask: the flat index in the image
+            top[1].data[...] = self.flat_index(x.shape[2:])
+
+    def taps(self):
+        """The window's elements in scan order: (p, q) in 2-d, (o, p, q) in 3-d."""
+        return list(itertools.product(*map(range, self.kernel)))
+
+    def tap_grid(self, tap):
+        """The strided grid of window element `tap` in every window."""
+        return (slice(None), slice(None)) + tuple(slice(t, None, k)
+                                                  for t, k in zip(tap, self.kernel))
+
+    def flat_index(self, spatial):
+        """The winners' flat indices in the image, from their offsets in the windows."""
+        offsets = np.unravel_index(self.offset, self.kernel)
+        flat = 0
+        for axis, (offset, k, size) in enumerate(zip(offsets, self.kernel, spatial)):
+            shape = [1] * self.offset.ndim
+            shape[2 + axis] = self.out_size[axis]
+            flat = flat * size + np.arange(self.out_size[axis]).reshape(shape) * k + offset
+        return flat
 
     def whole_windows(self, x):
-        """x cut or padded with -inf to (H_out kh, W_out kw): whole windows, no more."""
-        (kh, kw), (oh, ow) = self.kernel, self.out_size
-        if x.shape[2:] == (oh * kh, ow * kw):
+        """x cut or padded with -inf to out_size * kernel: whole windows, no more."""
+        whole = tuple(o * k for o, k in zip(self.out_size, self.kernel))
+        if x.shape[2:] == whole:
             return x
-        h, w = min(x.shape[2], oh * kh), min(x.shape[3], ow * kw)
-        grid = np.full(x.shape[:2] + (oh * kh, ow * kw), -np.inf, x.dtype)
-        grid[:, :, :h, :w] = x[:, :, :h, :w]
+        grid = np.full(x.shape[:2] + whole, -np.inf, x.dtype)
+        common = (slice(None), slice(None)) + tuple(slice(0, min(n, w)) for n, w
+                                                    in zip(x.shape[2:], whole))
+        grid[common] = x[common]
         return grid
 
     @staticmethod
@@ -83,14 +102,14 @@ class TiledMaxPooling(PoolingLayer):
         return offset
 
     def backward_max(self, dy, dx):
-        """Window element (p, q) of every window gets dy where it won, else 0."""
-        (kh, kw), (oh, ow) = self.kernel, self.out_size
-        whole = dx.shape[2:] == (oh * kh, ow * kw)
-        grid = dx if whole else np.empty(dx.shape[:2] + (oh * kh, ow * kw), dx.dtype)
-        for k in range(kh * kw):
-            p, q = divmod(k, kw)
-            np.multiply(dy, self.offset == k, out=grid[:, :, p::kh, q::kw])
-        if not whole:
-            h, w = min(dx.shape[2], oh * kh), min(dx.shape[3], ow * kw)
+        """Window element `tap` of every window gets dy where it won, else 0."""
+        whole = tuple(o * k for o, k in zip(self.out_size, self.kernel))
+        fits = dx.shape[2:] == whole
+        grid = dx if fits else np.empty(dx.shape[:2] + whole, dx.dtype)
+        for k, tap in enumerate(self.taps()):
+            np.multiply(dy, self.offset == k, out=grid[self.tap_grid(tap)])
+        if not fits:
+            common = (slice(None), slice(None)) + tuple(slice(0, min(n, w)) for n, w
+                                                        in zip(dx.shape[2:], whole))
             dx[...] = 0
-            dx[:, :, :h, :w] = grid[:, :, :h, :w]
+            dx[common] = grid[common]

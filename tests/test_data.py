@@ -333,10 +333,61 @@ def test_create_deformation_bspline_field_has_the_spline_std():
 def test_create_deformation_bad_vectors():
     with pytest.raises(NetError, match="random_elastic_grid_spacing needs 2 value"):
         deformation_map_of("ny: 4 nx: 4 random_elastic_grid_spacing { v: 4 }")
-    with pytest.raises(NetError, match="3-d deformation"):
-        deformation_map_of("nz: 3 ny: 4 nx: 4 ncomponents: 3")
+    with pytest.raises(NetError, match=r"ncomponents must be 3 \(z, y, x\) with nz > 0, got 2"):
+        deformation_map_of("nz: 3 ny: 4 nx: 4 ncomponents: 2")
+    with pytest.raises(NetError, match="random_rotate_from needs 3 value\\(s\\) in 3-d, got 1"):
+        deformation_map_of("nz: 3 ny: 4 nx: 4 ncomponents: 3 random_rotate_from { v: 0 }")
     with pytest.raises(NetError, match="needs a bottom to draw from"):
         deformation_map_of("ny: 4 nx: 4 random_offset_range_from_in_blob_shape: true")
+
+
+def test_3d_deformation_without_fields_is_the_identity_and_angle_0_turns_the_yx_plane():
+    """caffe_unet's 3-d CreateDeformation: (z, y, x) per voxel. The first angle turns each
+    slice as the 2-d layer does; z stays."""
+    field = deformation_map_of("nz: 2 ny: 4 nx: 4 ncomponents: 3")
+    assert field.shape == (1, 2, 4, 4, 3)
+    np.testing.assert_allclose(np.moveaxis(field[0], -1, 0), np.indices((2, 4, 4)), atol=1e-12)
+    field = deformation_map_of("nz: 2 ny: 4 nx: 4 ncomponents: 3 "
+                               "random_rotate_from { v: 90 v: 0 v: 0 } "
+                               "random_rotate_to { v: 90 v: 0 v: 0 }")
+    z, y, x = np.indices((2, 4, 4))
+    np.testing.assert_allclose(field[0, ..., 0], z, atol=1e-12)
+    np.testing.assert_allclose(field[0, ..., 1], 2 - (x - 2), atol=1e-12)
+    np.testing.assert_allclose(field[0, ..., 2], 2 + (y - 2), atol=1e-12)
+
+
+def test_3d_rotation_out_of_plane_works_in_physical_units():
+    """angle 1 turns the (z, x) plane in cubic-voxel space: with voxel_relsize_z 2 (z spacing
+    twice the xy spacing) and 90 degrees, a step of 1 in x reads 1/2 slice away in z, and a
+    slice step reads 2 px away in x: z' = -x / 2, x' = 2 z (about the centre)."""
+    field = deformation_map_of("nz: 4 ny: 1 nx: 4 ncomponents: 3 voxel_relsize_z: 2 "
+                               "random_rotate_from { v: 0 v: 90 v: 0 } "
+                               "random_rotate_to { v: 0 v: 90 v: 0 }")
+    z, _, x = np.indices((4, 1, 4))
+    np.testing.assert_allclose(field[0, ..., 0], 2 - (x - 2) / 2, atol=1e-12)
+    np.testing.assert_allclose(field[0, ..., 2], 2 + 2 * (z - 2), atol=1e-12)
+
+
+def test_3d_elastic_field_and_apply_deformation_move_a_volume_and_its_labels_together():
+    """A B-spline field in z, y and x; ApplyDeformation samples a (1, 2, D, H, W) blob with
+    it, and an identity field gives the blob back, its centre for a smaller output."""
+    field = deformation_map_of("nz: 6 ny: 8 nx: 8 ncomponents: 3 "
+                               "random_elastic_grid_spacing { v: 3 v: 4 v: 4 } "
+                               "random_elastic_deform_magnitude { v: 1 v: 2 v: 2 }")
+    moved = np.moveaxis(field[0], -1, 0) - np.indices((6, 8, 8))
+    assert np.all(np.abs(moved).reshape(3, -1).std(axis=1) > 0.05)
+    volume = np.random.default_rng(3).random((1, 2, 6, 8, 8))
+    identity = np.moveaxis(np.indices((6, 8, 8), dtype=float), 0, -1)[None]
+    for order, interpolation in ((1, "linear"), (0, "nearest")):
+        layer = make_layer('name: "a" type: "ApplyDeformation" apply_deformation_param { '
+                           f'interpolation: "{interpolation}" extrapolation: "mirror" }}')
+        np.testing.assert_allclose(run_forward(layer, volume, identity)[0], volume, atol=1e-12)
+    crop = make_layer('name: "a" type: "ApplyDeformation" apply_deformation_param { '
+                      'interpolation: "nearest" }')
+    out = run_forward(crop, volume, identity, np.zeros((1, 1, 2, 4, 6)))[0]
+    np.testing.assert_array_equal(out, volume[:, :, 2:4, 2:6, 1:7])
+    with pytest.raises(NetError, match=r"must be a \(N, nz, ny, nx, 3\) map"):
+        run_forward(crop, volume, identity[..., :2])
 
 
 def test_value_augmentation_layer_draws_smooth_increasing_curves():

@@ -441,7 +441,7 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
 
     from .tiling import segment, softmax, tile_geometry, tile_origins, tiles_per_batch
     _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
-    count = sum(len(tile_origins(*im.shape[-2:], step)) for im in images)
+    count = sum(len(tile_origins(im.shape[-2:], (step, step))) for im in images)
     batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
     with tqdm(total=count, unit="tile", disable=not sys.stderr.isatty()) as bar:
         return np.stack([softmax(segment(net, im, batch, bar.update, average_mirror))

@@ -130,7 +130,7 @@ def im2col_example():
     from .im2col import ConvGeometry, im2col
     x = np.arange(1, 19, dtype=float).reshape(2, 3, 3)
     geom = ConvGeometry((2, 2), (1, 1), (0, 0), (1, 1))
-    col = im2col(np, x, geom, 2, 0, 2, np.empty((8, 4)))
+    col = im2col(np, x, geom, (2,), 0, 2, np.empty((8, 4)))
     w = np.array([[1, 0, 0, -1, 0.5, 0.5, 0, 0]])
     y = (w @ col).reshape(2, 2)
     return ("x, 2 channels of 3 x 3:\n\n" + _matrix(x[0]) + "\n\n" + _matrix(x[1])
@@ -377,7 +377,7 @@ def exercises_im2col():
     from .im2col import ConvGeometry, col2im_add
     geom = ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
     counts = np.zeros((1, 5, 5))
-    col2im_add(np.ones((9, 9)), counts, geom, 3, 0, 3)
+    col2im_add(np.ones((9, 9)), counts, geom, (3,), 0, 3)
     return ("1. A 3x3 kernel (stride 1, no padding) slides over a 5 x 5 image. How many "
             "columns of `col` read each pixel, that is, how many terms does col2im add into "
             "it?\n\n" + _answer("col2im of a `col` of ones counts them:\n\n"

@@ -21,10 +21,14 @@ c at i*W + j + (p*W + q): every row of ``col`` is one contiguous slice of the fl
 image, shifted by the tap's offset p*W + q. The columns j >= W_out of each output row
 wrap around into the next image row; they are computed and thrown away, (kw - 1) of every
 W columns. Built for a few output rows at a time, such a band stays in the CPU's cache.
+
+Everything here is N-d: a 3-d convolution (kernel kd x kh x kw on (C, D, H, W) volumes, as
+caffe_unet's im2col_nd) has rows (c, o, p, q) and one column per output voxel, and the same
+code builds it; the "rows" of the output are then its slices along the first spatial axis.
 """
+import itertools
 from dataclasses import dataclass
 
-import numpy as np
 
 from . import gpu
 from .backend import on_gpu
@@ -32,100 +36,108 @@ from .backend import on_gpu
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    kernel: tuple    # (kh, kw)
+    """One value per spatial axis: (kh, kw) in 2-d, (kd, kh, kw) in 3-d."""
+    kernel: tuple
     stride: tuple
     pad: tuple
     dilation: tuple
 
-    def output_size(self, height, width):
-        """Caffe's (and everyone's) convolution output size, rounded down."""
+    def output_size(self, *sizes):
+        """Caffe's (and everyone's) convolution output size per axis, rounded down."""
         return tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
-                     for size, k, s, p, d in zip((height, width), self.kernel, self.stride,
+                     for size, k, s, p, d in zip(sizes, self.kernel, self.stride,
                                                  self.pad, self.dilation))
 
-    def deconv_output_size(self, height, width):
-        """Deconvolution output size: the input size of the convolution it reverses."""
+    def deconv_output_size(self, *sizes):
+        """Deconvolution output size per axis: the input size of the convolution it reverses."""
         return tuple(s * (size - 1) + d * (k - 1) + 1 - 2 * p
-                     for size, k, s, p, d in zip((height, width), self.kernel, self.stride,
+                     for size, k, s, p, d in zip(sizes, self.kernel, self.stride,
                                                  self.pad, self.dilation))
 
 
-def spatial_pair(values, what, error):
-    """One value per spatial axis of a 2-d layer from a repeated field: 1 value for both, or 2.
-    `error` makes the exception (the layer's error, which names it)."""
+def spatial_values(values, axes, what, error):
+    """One value per spatial axis from a repeated field (Caffe's rule): 1 value for every
+    axis, or one per axis. `error` makes the exception (the layer's error, which names it)."""
     if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) == 2:
+        return tuple(values) * axes
+    if len(values) == axes:
         return tuple(values)
-    raise error(f"{what} gives {len(values)} values: {len(values)} spatial axes, but "
-                "unetcore's layers are 2-d for now; give 1 value, or 2 (height, width)")
+    raise error(f"{what} gives {len(values)} values for {axes} spatial axes; give 1 value, "
+                f"or one per spatial axis ({axes})")
 
 
-def geometry_from_param(conv_param, error):
-    """Kernel, stride, pad and dilation of a ConvolutionParameter, with Caffe's rules;
-    `error` makes the exception for a bad field (the layer's error, which names it)."""
-    def pair(values, h, w, default, what):
+def geometry_from_param(conv_param, error, axes=2):
+    """Kernel, stride, pad and dilation of a ConvolutionParameter for `axes` spatial axes,
+    with Caffe's rules; `error` makes the exception for a bad field."""
+    def values(field, h, w, default):
         if conv_param.has(h) or conv_param.has(w):
-            if values:
-                raise error(f"give either {what} or {h}/{w}, not both")
+            if axes != 2:
+                raise error(f"{h}/{w} are for 2-d layers; this one has {axes} spatial axes: "
+                            f"give {field} once, or once per axis")
+            if getattr(conv_param, field):
+                raise error(f"give either {field} or {h}/{w}, not both")
             return (getattr(conv_param, h), getattr(conv_param, w))
-        if not values:
-            return (default, default)
-        return spatial_pair(values, what, error)
+        given = getattr(conv_param, field)
+        return spatial_values(given, axes, field, error) if given else (default,) * axes
 
-    kernel = pair(conv_param.kernel_size, "kernel_h", "kernel_w", None, "kernel_size")
+    kernel = values("kernel_size", "kernel_h", "kernel_w", None)
     if None in kernel:
         raise error("convolution_param needs kernel_size (or kernel_h and kernel_w)")
-    stride = pair(conv_param.stride, "stride_h", "stride_w", 1, "stride")
-    pad = pair(conv_param.pad, "pad_h", "pad_w", 0, "pad")
-    dilation = pair(conv_param.dilation, "dilation_h", "dilation_w", 1, "dilation")
-    for name, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
-                              ("pad", pad, 0), ("dilation", dilation, 1)):
-        if min(values) < low:
-            raise error(f"{name} must be >= {low}, got {values}")
+    stride = values("stride", "stride_h", "stride_w", 1)
+    pad = values("pad", "pad_h", "pad_w", 0)
+    dilation = values("dilation", "dilation_h", "dilation_w", 1)
+    for name, given, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                             ("pad", pad, 0), ("dilation", dilation, 1)):
+        if min(given) < low:
+            raise error(f"{name} must be >= {low}, got {given}")
     return ConvGeometry(kernel, stride, pad, dilation)
 
 
 def pad_image(xp, x, pad):
-    """x (C, H, W) with zero padding, or x itself when there is none."""
-    ph, pw = pad
-    if ph == 0 and pw == 0:
+    """x (C, *spatial) with zero padding, or x itself when there is none."""
+    if not any(pad):
         return x
-    return xp.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    return xp.pad(x, ((0, 0),) + tuple((p, p) for p in pad))
 
 
-def patch_view(xp, x_padded, geom, out_width, row0, row1):
-    """A (C, kh, kw, row1-row0, out_width) strided view of the patches of output rows [row0, row1)."""
-    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
-    sc, sy, sx = x_padded.strides
-    start = x_padded[:, row0 * sh:, :]
+def patch_view(xp, x_padded, geom, out_rest, row0, row1):
+    """A (C, *kernel, row1-row0, *out_rest) strided view of the patches of output rows
+    [row0, row1): out_rest are the output's sizes on the axes after the first. In 2-d that
+    is (C, kh, kw, rows, W_out); one step along a kernel axis moves `dilation` pixels, one
+    step along an output axis moves `stride` pixels."""
+    channel_stride, *axis_strides = x_padded.strides
+    start = x_padded[:, row0 * geom.stride[0]:]
+    kernel_steps = tuple(s * d for s, d in zip(axis_strides, geom.dilation))
+    output_steps = tuple(s * st for s, st in zip(axis_strides, geom.stride))
     return xp.lib.stride_tricks.as_strided(
-        start, shape=(x_padded.shape[0], kh, kw, row1 - row0, out_width),
-        strides=(sc, sy * dh, sx * dw, sy * sh, sx * sw))
+        start, shape=(x_padded.shape[0], *geom.kernel, row1 - row0, *out_rest),
+        strides=(channel_stride, *kernel_steps, *output_steps))
 
 
 def input_band(x_padded, geom, row0, row1):
     """The rows of the padded input that output rows [row0, row1) read."""
-    (kh, _), (sh, _), (dh, _) = geom.kernel, geom.stride, geom.dilation
-    return x_padded[:, row0 * sh:(row1 - 1) * sh + (kh - 1) * dh + 1, :]
+    k, s, d = geom.kernel[0], geom.stride[0], geom.dilation[0]
+    return x_padded[:, row0 * s:(row1 - 1) * s + (k - 1) * d + 1]
 
 
-def im2col(xp, x_padded, geom, out_width, row0, row1, out):
-    """Write the columns of output rows [row0, row1) into `out` (C*kh*kw, rows*out_width)."""
-    if on_gpu(x_padded):
-        return im2col_gpu(x_padded, geom, out_width, row0, row1, out)
-    return im2col_cpu(x_padded, geom, out_width, row0, row1, out)
+def im2col(xp, x_padded, geom, out_rest, row0, row1, out):
+    """Write the columns of output rows [row0, row1) into `out`
+    (C * prod(kernel), (row1 - row0) * prod(out_rest))."""
+    if on_gpu(x_padded) and len(geom.kernel) == 2:
+        return im2col_gpu(x_padded, geom, out_rest, row0, row1, out)
+    return im2col_strided(xp, x_padded, geom, out_rest, row0, row1, out)
 
 
-def im2col_cpu(x_padded, geom, out_width, row0, row1, out):
-    view = patch_view(np, x_padded, geom, out_width, row0, row1)
+def im2col_strided(xp, x_padded, geom, out_rest, row0, row1, out):
+    """The strided view, copied once: the reference, on either device and in any dimension."""
+    view = patch_view(xp, x_padded, geom, out_rest, row0, row1)
     out.reshape(view.shape)[...] = view
     return out
 
 
-def im2col_gpu(x_padded, geom, out_width, row0, row1, out):
-    """kernels/im2col.cu: one thread per column element."""
-    gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_width, out)
+def im2col_gpu(x_padded, geom, out_rest, row0, row1, out):
+    """kernels/im2col.cu (2-d): one thread per column element."""
+    gpu.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_rest[0], out)
     return out
 
 
@@ -146,27 +158,28 @@ def im2col_flat(x_flat, offsets, start, count, out):
     return out[:, :count]
 
 
-def col2im_add(col, dx_padded, geom, out_width, row0, row1):
+def col2im_add(col, dx_padded, geom, out_rest, row0, row1):
     """dx_padded += the adjoint of im2col for output rows [row0, row1) (overlaps are summed)."""
-    if on_gpu(dx_padded):
-        return col2im_add_gpu(col, dx_padded, geom, out_width, row0, row1)
-    return col2im_add_cpu(col, dx_padded, geom, out_width, row0, row1)
+    if on_gpu(dx_padded) and len(geom.kernel) == 2:
+        return col2im_add_gpu(col, dx_padded, geom, out_rest, row0, row1)
+    return col2im_add_strided(col, dx_padded, geom, out_rest, row0, row1)
 
 
-def col2im_add_cpu(col, dx_padded, geom, out_width, row0, row1):
-    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
-    rows = row1 - row0
-    col = col.reshape(dx_padded.shape[0], kh, kw, rows, out_width)
-    for p in range(kh):
-        y0 = row0 * sh + p * dh
-        for q in range(kw):
-            x0 = q * dw
-            dx_padded[:, y0:y0 + sh * (rows - 1) + 1:sh,
-                      x0:x0 + sw * (out_width - 1) + 1:sw] += col[:, p, q]
+def col2im_add_strided(col, dx_padded, geom, out_rest, row0, row1):
+    """For every kernel tap, add its slice of col onto the strided region of dx that the tap
+    read: the reference, on either device and in any dimension. Within one tap no two
+    columns read the same pixel, so each += is a plain addition."""
+    out_shape = (row1 - row0, *out_rest)
+    col = col.reshape(dx_padded.shape[0], *geom.kernel, *out_shape)
+    first = (row0 * geom.stride[0],) + (0,) * (len(out_shape) - 1)
+    for tap in itertools.product(*map(range, geom.kernel)):
+        region = tuple(slice(f + t * d, f + t * d + s * (n - 1) + 1, s) for f, t, d, s, n
+                       in zip(first, tap, geom.dilation, geom.stride, out_shape))
+        dx_padded[(slice(None),) + region] += col[(slice(None),) + tap]
     return dx_padded
 
 
-def col2im_add_gpu(col, dx_padded, geom, out_width, row0, row1):
-    """kernels/im2col.cu: one thread per input element, gathering its columns."""
-    gpu.col2im_add(col, geom, row1 - row0, out_width, input_band(dx_padded, geom, row0, row1))
+def col2im_add_gpu(col, dx_padded, geom, out_rest, row0, row1):
+    """kernels/im2col.cu (2-d): one thread per input element, gathering its columns."""
+    gpu.col2im_add(col, geom, row1 - row0, out_rest[0], input_band(dx_padded, geom, row0, row1))
     return dx_padded

@@ -8,7 +8,12 @@ Tiles start at multiples of `step`, a multiple of the net's total pooling stride
 depth 4, as 2^depth): then every tile sees the max-pool grid where a single pass over the
 whole mirrored image would, and the stitched result equals that single pass exactly. The
 output size (388) is not such a multiple, so tiles overlap slightly: step = 384.
+
+Everything holds per spatial axis, so a 3-d net tiles a volume the same way: in z, y and x,
+each axis with its own tile, margin and step (a net that pools 1x2x2 on its first levels
+has a finer pooling grid in z than in y and x).
 """
+import itertools
 import math
 
 import numpy as np
@@ -19,36 +24,53 @@ from .sizes import misaligned_pools
 from .timing import net_macs
 
 
-def pooling_grid(net):
-    """The total stride of the pooling layers on the contracting path (2^depth)."""
+def pooling_grid(net, axis=-1):
+    """The total stride of the pooling layers on the contracting path along one spatial axis
+    (2^depth where every level pools 2x2)."""
     grid = 1
     for layer in net.layers:
         if layer.type == "Pooling":
-            grid *= int(layer.stride[0])
+            grid *= int(layer.stride[axis])
     return grid
 
 
+def axis_geometry(net, input_name, output_name):
+    """(tile, output, margin, step) of the net at its current input size, one per spatial
+    axis."""
+    tiles, outs = net.blobs[input_name].shape[2:], net.blobs[output_name].shape[2:]
+    geometry = []
+    for axis, (tile, out) in enumerate(zip(tiles, outs)):
+        grid = pooling_grid(net, axis)
+        step = grid * (out // grid)
+        if step == 0:
+            raise NetError(f"a tile of {tile} gives an output of {out} px, less than the "
+                           f"pooling grid of {grid}; use a larger --tile")
+        geometry.append((tile, out, (tile - out) // 2, step))
+    return geometry
+
+
 def tile_geometry(net, input_name, output_name):
-    """(tile, output, margin, step) of the net at its current input size."""
-    tile = net.blobs[input_name].shape[-1]
-    out = net.blobs[output_name].shape[-1]
-    margin = (tile - out) // 2
-    grid = pooling_grid(net)
-    step = grid * (out // grid)
-    if step == 0:
-        raise NetError(f"a tile of {tile} gives an output of {out} px, less than the pooling "
-                       f"grid of {grid}; use a larger --tile")
-    return tile, out, margin, step
+    """(tile, output, margin, step) of a net with square tiles, read on its last axis."""
+    return axis_geometry(net, input_name, output_name)[-1]
 
 
 def mirror_pad(image, before, after):
-    """Mirror-extend the last two axes (reflection about the border pixels, any width)."""
-    pad = [(0, 0)] * (image.ndim - 2) + [(before, after[0]), (before, after[1])]
+    """Mirror-extend the last len(after) axes (reflection about the border pixels, any
+    width) by `before` (one width for all, or one per axis) and after[i]."""
+    before = before if isinstance(before, (tuple, list)) else (before,) * len(after)
+    pad = [(0, 0)] * (image.ndim - len(after)) + list(zip(before, after))
     return np.pad(image, pad, mode="reflect")
 
 
-def tile_origins(height, width, step):
-    return [(y, x) for y in range(0, height, step) for x in range(0, width, step)]
+def tile_origins(shape, steps):
+    """The tiles' origins on a grid of `steps` covering `shape`, in scan order."""
+    return list(itertools.product(*(range(0, n, s) for n, s in zip(shape, steps))))
+
+
+def mirror_axes(axes):
+    """The flips of average_mirror: every non-empty set of the last `axes` axes."""
+    spatial = range(-axes, 0)
+    return [flip for r in range(1, axes + 1) for flip in itertools.combinations(spatial, r)]
 
 
 def forward_tiles(net, tiles, average_mirror=False):
@@ -58,10 +80,11 @@ def forward_tiles(net, tiles, average_mirror=False):
     input_name, output_name = net.image_input, net.outputs[0]
     scores = to_numpy(net.forward(**{input_name: tiles})[output_name]).copy()
     if average_mirror:
-        for axes in ((-1,), (-2,), (-2, -1)):
+        flips = mirror_axes(tiles.ndim - 2)
+        for axes in flips:
             flipped = np.flip(tiles, axes).copy()
             scores += np.flip(to_numpy(net.forward(**{input_name: flipped})[output_name]), axes)
-        scores /= 4
+        scores /= len(flips) + 1
     if not np.isfinite(scores).all():           # one check covers the mirrored passes too
         raise non_finite_error(net, tiles)
     return scores
@@ -85,32 +108,45 @@ def non_finite_error(net, tiles):
 
 
 def segment(net, image, batch=1, progress=None, average_mirror=False):
-    """Scores (classes, H, W) of one (channels, H, W) image by overlap-tile."""
-    tile, out, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
-    height, width = image.shape[-2:]
-    rows, cols = math.ceil(height / step), math.ceil(width / step)
-    needed = ((rows - 1) * step + tile, (cols - 1) * step + tile)
-    padded = mirror_pad(image, margin, (needed[0] - height - margin, needed[1] - width - margin))
-    scores = segment_canvas(net, padded, rows, cols, batch, progress, average_mirror)
-    return scores[:, :height, :width]
+    """Scores (classes, *spatial) of one (channels, *spatial) image by overlap-tile: an
+    (H, W) image for a 2-d net, a (D, H, W) volume for a 3-d one."""
+    geometry = axis_geometry(net, net.image_input, net.outputs[0])
+    spatial = image.shape[-len(geometry):]
+    counts = tuple(math.ceil(n / step) for n, (_, _, _, step) in zip(spatial, geometry))
+    margins = tuple(margin for _, _, margin, _ in geometry)
+    after = tuple((count - 1) * step + tile - n - margin
+                  for n, count, (tile, _, margin, step) in zip(spatial, counts, geometry))
+    padded = mirror_pad(image, margins, after)
+    scores = segment_canvas(net, padded, counts, batch, progress, average_mirror)
+    return scores[(slice(None),) + tuple(slice(0, n) for n in spatial)]
 
 
-def segment_canvas(net, canvas, rows, cols, batch=1, progress=None, average_mirror=False):
-    """Scores (classes, rows step, cols step) of the rows x cols tiles of a mirrored canvas
-    (channels, (rows - 1) step + tile, (cols - 1) step + tile), tile (r, c) at (r step, c step)."""
-    tile, out, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
+def segment_canvas(net, canvas, counts, batch=1, progress=None, average_mirror=False):
+    """Scores (classes, *(count step)) of the tiles of a mirrored canvas, `counts` tiles per
+    axis ((rows, cols) in 2-d), the canvas (count - 1) step + tile long on each axis, and tile
+    (r, c) at (r step, c step)."""
+    geometry = axis_geometry(net, net.image_input, net.outputs[0])
+    tiles_shape = tuple(tile for tile, _, _, _ in geometry)
+    steps = tuple(step for _, _, _, step in geometry)
     classes = net.blobs[net.outputs[0]].shape[1]
-    scores = np.empty((classes, rows * step, cols * step), np.float32)
-    origins = tile_origins(rows * step, cols * step, step)
+    scores = np.empty((classes,) + tuple(c * s for c, s in zip(counts, steps)), np.float32)
+    origins = tile_origins(scores.shape[1:], steps)
     for start in range(0, len(origins), batch):
         group = origins[start:start + batch]
-        tiles = np.stack([canvas[:, y:y + tile, x:x + tile] for y, x in group])
+        tiles = np.stack([canvas[(slice(None),) + region(origin, tiles_shape)]
+                          for origin in group])
         output = forward_tiles(net, tiles, average_mirror)
-        for (y, x), result in zip(group, output):
-            scores[:, y:y + step, x:x + step] = result[:, :step, :step]
+        for origin, result in zip(group, output):
+            scores[(slice(None),) + region(origin, steps)] = result[
+                (slice(None),) + region((0,) * len(steps), steps)]
         if progress is not None:
             progress(len(group))
     return scores
+
+
+def region(origin, sizes):
+    """The slices of a box of `sizes` at `origin`."""
+    return tuple(slice(o, o + n) for o, n in zip(origin, sizes))
 
 
 def as_channel_images(stack, channels, path="image"):
@@ -150,9 +186,9 @@ def segmentation_macs(net, image_shapes):
     """Multiply-adds of the convolutions to segment images of `image_shapes` ((..., H, W)
     each) with the net's current tile: tiles times the work of one, the tiles that hang over
     the image's edge included."""
-    _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
+    steps = [step for _, _, _, step in axis_geometry(net, net.image_input, net.outputs[0])]
     per_tile = net_macs(net) / max(net.blobs[net.image_input].shape[0], 1)
-    tiles = sum(len(tile_origins(*shape[-2:], step)) for shape in image_shapes)
+    tiles = sum(len(tile_origins(shape[-len(steps):], steps)) for shape in image_shapes)
     return tiles * per_tile
 
 

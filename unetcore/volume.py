@@ -194,8 +194,9 @@ def segment_chunk(net, volume, plan, chunk, to_grey, batch):
     from .tiling import segment_canvas, softmax
     _, rows, cols = plan.output_window(chunk)
     canvas = chunk_canvas(volume, plan, chunk, to_grey)
-    scores = segment_canvas(net, canvas, math.ceil((rows.stop - rows.start) / plan.step),
-                            math.ceil((cols.stop - cols.start) / plan.step), batch)
+    counts = (math.ceil((rows.stop - rows.start) / plan.step),
+              math.ceil((cols.stop - cols.start) / plan.step))
+    scores = segment_canvas(net, canvas, counts, batch)
     return softmax(scores[:, :rows.stop - rows.start, :cols.stop - cols.start])
 
 

@@ -17,6 +17,12 @@ built in the output's own pixel grid and then moved onto the source:
    CreateDeformation computes it (create_deformation_layer.cpp): R rotates by `angle` degrees,
    M mirrors the axes whose random_mirror_flag drew a flip.
 
+In 3-d (caffe_unet's nz > 0, ncomponents 3) the same steps run on (z, y, x): the B-spline
+field is smoothed along all three axes, and the rotation is caffe_unet's m_rotate3D: angle 0
+turns the (y, x) plane (as in 2-d), angle 1 the (z, x) plane, angle 2 the (z, y) plane,
+applied in that order to coordinates whose z is first scaled by voxel_relsize_z (the z
+spacing over the xy spacing), so that the rotation is one of physical space.
+
 Every function works where its arrays live (`xp`: NumPy, or CuPy on a GPU, with
 cupyx.scipy.ndimage for the interpolation). The random numbers come from a NumPy generator
 on the host in either case, so a GPU run draws the same tiles as a CPU run.
@@ -30,15 +36,14 @@ from ..backend import array_module, ndimage_for
 
 
 def paper_displacements(shape, rng, grid_points=3, std=10.0, xp=np):
-    """The paper's smooth (2, h, w) displacement field: N(0, std^2) vectors on a
-    grid_points^2 grid, interpolated bicubically (a cubic spline through the grid values)."""
-    h, w = shape
+    """The paper's smooth (axes, *shape) displacement field: N(0, std^2) vectors on a grid of
+    grid_points per axis, interpolated by a cubic spline through the grid values."""
+    axes = len(shape)
     if std == 0:
-        return xp.zeros((2, h, w))
-    grid = xp.asarray(rng.normal(0.0, std, size=(2, grid_points, grid_points)))
-    rows = xp.linspace(0, grid_points - 1, h)
-    cols = xp.linspace(0, grid_points - 1, w)
-    at = xp.stack(xp.meshgrid(rows, cols, indexing="ij"))
+        return xp.zeros((axes, *shape))
+    grid = xp.asarray(rng.normal(0.0, std, size=(axes,) + (grid_points,) * axes))
+    at = xp.stack(xp.meshgrid(*(xp.linspace(0, grid_points - 1, n) for n in shape),
+                              indexing="ij"))
     interpolate = ndimage_for(xp).map_coordinates
     return xp.stack([interpolate(g, at, order=3, mode="nearest") for g in grid])
 
@@ -62,23 +67,33 @@ def _bspline_matrix(length, spacing, xp):
 
 
 def bspline_displacements(shape, rng, spacing, magnitude, xp=np):
-    """caffe_unet's (2, h, w) elastic field: for each component, N(0, magnitude[c]^2) values
-    on the control grid, upsampled along y and then x: d_c = A_y @ G_c @ A_x^T."""
-    a_y, a_x = (_bspline_matrix(n, s, xp) for n, s in zip(shape, spacing))
-    grids = [rng.normal(0.0, m, size=(a_y.shape[1], a_x.shape[1])) for m in magnitude]
-    return xp.stack([a_y @ xp.asarray(g) @ a_x.T for g in grids])
+    """caffe_unet's (axes, *shape) elastic field: for each component, N(0, magnitude[c]^2)
+    values on the control grid, upsampled along each axis in turn by its B-spline matrix
+    (in 2-d: d_c = A_y @ G_c @ A_x^T)."""
+    matrices = [_bspline_matrix(n, s, xp) for n, s in zip(shape, spacing)]
+    fields = []
+    for m in magnitude:
+        field = xp.asarray(rng.normal(0.0, m, size=tuple(a.shape[1] for a in matrices)))
+        for axis, a in enumerate(matrices):       # contract the control axis with A
+            field = xp.moveaxis(xp.tensordot(a, field, axes=([1], [axis])), 0, axis)
+        fields.append(field)
+    return xp.stack(fields)
 
 
-# caffe_unet's vector fields and their sizes in 2-d.
-VECTOR_SIZES = (("random_elastic_grid_spacing", 2), ("random_elastic_deform_magnitude", 2),
-                ("random_rotate_from", 1), ("random_rotate_to", 1), ("random_offset_from", 2),
-                ("random_offset_to", 2), ("random_mirror_flag", 2))
+def vector_sizes(axes):
+    """caffe_unet's vector fields and their sizes: one value per axis, except the rotation,
+    one angle in 2-d and three in 3-d."""
+    return (("random_elastic_grid_spacing", axes), ("random_elastic_deform_magnitude", axes),
+            ("random_rotate_from", 2 * axes - 3), ("random_rotate_to", 2 * axes - 3),
+            ("random_offset_from", axes), ("random_offset_to", axes),
+            ("random_mirror_flag", axes))
 
 
-def check_parameters(p):
-    """Raise ValueError for a CreateDeformationParameter that cannot describe a 2-d map."""
-    for name, size in VECTOR_SIZES:
-        _vector(getattr(p, name), size, name)
+def check_parameters(p, axes=2):
+    """Raise ValueError for a CreateDeformationParameter that cannot describe an
+    `axes`-d map."""
+    for name, size in vector_sizes(axes):
+        _vector(getattr(p, name), size, name, axes)
     if any(s < 1 for s in p.random_elastic_grid_spacing.v):
         raise ValueError("random_elastic_grid_spacing must be at least 1 px, got "
                          f"{list(p.random_elastic_grid_spacing.v)}")
@@ -89,49 +104,63 @@ def paper_elastic(p):
     return not p.random_elastic_grid_spacing.v and (p.has("deform_std") or p.has("grid_points"))
 
 
-def _vector(field, size, what):
-    """The values of a VectorFloat/VectorInt32 field for `size` axes, or None if unset."""
+def _vector(field, size, what, axes=2):
+    """The values of a VectorFloat/VectorInt32 field for `size` values, or None if unset."""
     values = list(field.v)
     if not values:
         return None
     if len(values) != size:
-        raise ValueError(f"{what} needs {size} value(s) in 2-d, got {len(values)}")
+        raise ValueError(f"{what} needs {size} value(s) in {axes}-d, got {len(values)}")
     return values
 
 
-def random_affine(rng, p):
-    """caffe_unet's random draws for one map: (angle in degrees, mirror flags, offset)."""
-    rotate_from = _vector(p.random_rotate_from, 1, "random_rotate_from")
-    rotate_to = _vector(p.random_rotate_to, 1, "random_rotate_to") or rotate_from
-    angle = rng.uniform(rotate_from[0], rotate_to[0]) if rotate_from else 0.0
-    flags = _vector(p.random_mirror_flag, 2, "random_mirror_flag") or [0, 0]
+def random_affine(rng, p, axes=2):
+    """caffe_unet's random draws for one map: (angles in degrees, mirror flags, offset)."""
+    sizes = dict(vector_sizes(axes))
+    value = lambda name: _vector(getattr(p, name), sizes[name], name, axes)   # noqa: E731
+    rotate_from = value("random_rotate_from")
+    rotate_to = value("random_rotate_to") or rotate_from
+    angles = [rng.uniform(a, b) for a, b in zip(rotate_from, rotate_to)] if rotate_from \
+        else [0.0] * sizes["random_rotate_from"]
+    flags = value("random_mirror_flag") or [0] * axes
     mirror = [bool(flag) and rng.random() < 0.5 for flag in flags]
-    offset_from = _vector(p.random_offset_from, 2, "random_offset_from")
-    offset_to = _vector(p.random_offset_to, 2, "random_offset_to") or offset_from
+    offset_from = value("random_offset_from")
+    offset_to = value("random_offset_to") or offset_from
     offset = [rng.uniform(a, b) for a, b in zip(offset_from, offset_to)] if offset_from \
-        else [0.0, 0.0]
-    return angle, mirror, offset
+        else [0.0] * axes
+    return angles, mirror, offset
 
 
-def deformation_map(rng, p, out_shape, source_shape, shift=(0.0, 0.0), xp=np):
-    """(2, ny, nx) source positions of an out_shape tile, for the CreateDeformationParameter
+def deformation_map(rng, p, out_shape, source_shape, shift=None, xp=np):
+    """(axes, *out_shape) source positions of a tile, for the CreateDeformationParameter
     `p`: an elastic field (caffe_unet's if random_elastic_grid_spacing is set, the paper's if
     deform_std or grid_points is), then the random mirroring, rotation and offset, plus
     `shift` (where the caller places the tile)."""
-    ny, nx = out_shape
-    yy, xx = xp.meshgrid(xp.arange(ny, dtype=np.float64), xp.arange(nx, dtype=np.float64),
-                         indexing="ij")
-    points = xp.stack([yy, xx])
-    spacing = _vector(p.random_elastic_grid_spacing, 2, "random_elastic_grid_spacing")
+    axes = len(out_shape)
+    points = xp.stack(xp.meshgrid(*(xp.arange(n, dtype=np.float64) for n in out_shape),
+                                  indexing="ij"))
+    spacing = _vector(p.random_elastic_grid_spacing, axes, "random_elastic_grid_spacing", axes)
     if spacing:
-        magnitude = _vector(p.random_elastic_deform_magnitude, 2,
-                            "random_elastic_deform_magnitude") or [0.0, 0.0]
+        magnitude = _vector(p.random_elastic_deform_magnitude, axes,
+                            "random_elastic_deform_magnitude", axes) or [0.0] * axes
         points = points + bspline_displacements(out_shape, rng, spacing, magnitude, xp)
     elif paper_elastic(p):
         points = points + paper_displacements(out_shape, rng, p.grid_points, p.deform_std, xp)
-    angle, mirror, offset = random_affine(rng, p)
+    angles, mirror, offset = random_affine(rng, p, axes)
+    shift = shift or (0.0,) * axes
     center = [(s_src / 2.0 + o + s) for s_src, o, s in zip(source_shape, offset, shift)]
-    return affine_map(points, out_shape, angle, mirror, center)
+    if axes == 2:
+        return affine_map(points, out_shape, angles[0], mirror, center)
+    return affine_map_3d(points, out_shape, angles, mirror, center, p.voxel_relsize_z or 1.0)
+
+
+def plane_rotation(angle, first, second):
+    """The 3x3 matrix that turns the (first, second) axis plane by `angle` degrees:
+    first' = cos first - sin second, second' = sin first + cos second."""
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    r = np.eye(3)
+    r[first, first], r[first, second], r[second, first], r[second, second] = c, -s, s, c
+    return r
 
 
 def affine_map(points, out_shape, angle, mirror, center):
@@ -147,6 +176,21 @@ def affine_map(points, out_shape, angle, mirror, center):
     return array_module(points).stack([center[0] + c * y - s * x, center[1] + s * y + c * x])
 
 
+def affine_map_3d(points, out_shape, angles, mirror, center, relsize_z):
+    """source = S^-1 R S M (p - n_out / 2) + center, on (z, y, x): S scales z by relsize_z
+    (to cubic voxels and back), R = R_zy(angles[2]) R_zx(angles[1]) R_yx(angles[0]) as
+    caffe_unet's m_rotate3D composes it, M flips the axes in `mirror`."""
+    xp = array_module(points)
+    scale = np.diag([relsize_z, 1.0, 1.0])
+    rotation = plane_rotation(angles[2], 0, 1) @ plane_rotation(angles[1], 0, 2) \
+        @ plane_rotation(angles[0], 1, 2)
+    matrix = np.linalg.inv(scale) @ rotation @ scale @ np.diag([-1.0 if m else 1.0
+                                                                  for m in mirror])
+    centred = points - xp.asarray([n / 2.0 for n in out_shape]).reshape(3, 1, 1, 1)
+    moved = xp.tensordot(xp.asarray(matrix), centred, axes=([1], [0]))
+    return moved + xp.asarray(center, dtype=moved.dtype).reshape(3, 1, 1, 1)
+
+
 def sample(image, coords, order):
     """Read `image` at `coords` (order 3: bicubic for grey values; 0: nearest for labels and
     weights), reflecting about the border pixels outside the image."""
@@ -156,7 +200,7 @@ def sample(image, coords, order):
 
 def center_crop(coords, size):
     """The coordinates of the central part of a tile (the label tile); `size` is an edge
-    length or (height, width)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    top, left = (coords.shape[1] - height) // 2, (coords.shape[2] - width) // 2
-    return coords[:, top:top + height, left:left + width]
+    length (for every axis) or one size per axis."""
+    sizes = (size,) * (coords.ndim - 1) if isinstance(size, int) else tuple(size)
+    return coords[(slice(None),) + tuple(slice((n - s) // 2, (n - s) // 2 + s)
+                                         for n, s in zip(coords.shape[1:], sizes))]

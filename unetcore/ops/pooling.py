@@ -1,66 +1,80 @@
 """Pooling ops: the windows of an image, and MAX pooling forward and backward.
 
 max_pool_forward writes y = the maximum of each window and returns argmax, the flat index
-h * W + w of the maximum in the unpadded image (the first maximum in scan order, as Caffe).
-max_pool_backward routes each dy to its argmax: dx[argmax] += dy.
+of the maximum in the unpadded image (h * W + w in 2-d, (d * H + h) * W + w in 3-d): the
+first maximum in scan order, as Caffe. max_pool_backward routes each dy to its argmax:
+dx[argmax] += dy.
+
+The strided functions are the reference, in any number of spatial axes and on either
+device; the CUDA kernels (kernels/pooling.cu) serve 2-d images on a GPU.
 """
 import numpy as np
 
 from unetcore import gpu
-from unetcore.backend import on_gpu
+from unetcore.backend import array_module, on_gpu
 
 
 def windows(xp, x, kernel, stride, pad, out_size, fill):
-    """(N, C, H_out, W_out, kh*kw) copy of the windows of x, reading `fill` outside the image."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    (oh, ow), (h, w) = out_size, x.shape[2:]
-    need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
-    if ph == 0 and pw == 0 and need_h <= h and need_w <= w:
+    """(N, C, *out_size, prod(kernel)) copy of the windows of x, reading `fill` outside the
+    image."""
+    need = tuple((out - 1) * s + k for out, s, k in zip(out_size, stride, kernel))
+    spatial = x.shape[2:]
+    if not any(pad) and all(n <= size for n, size in zip(need, spatial)):
         padded = x
     else:
-        padded = xp.full(x.shape[:2] + (max(need_h, h + ph), max(need_w, w + pw)), fill,
-                         dtype=x.dtype)
-        padded[:, :, ph:ph + h, pw:pw + w] = x
+        padded = xp.full(x.shape[:2] + tuple(max(n, size + p) for n, size, p
+                                             in zip(need, spatial, pad)), fill, dtype=x.dtype)
+        padded[(slice(None), slice(None)) + tuple(slice(p, p + size) for p, size
+                                                  in zip(pad, spatial))] = x
     s = padded.strides
     view = xp.lib.stride_tricks.as_strided(
-        padded, shape=x.shape[:2] + (oh, ow, kh, kw),
-        strides=(s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]))
-    return view.reshape(x.shape[:2] + (oh, ow, kh * kw))
+        padded, shape=x.shape[:2] + tuple(out_size) + tuple(kernel),
+        strides=s[:2] + tuple(a * st for a, st in zip(s[2:], stride)) + s[2:])
+    return view.reshape(x.shape[:2] + tuple(out_size) + (-1,))
 
 
 def max_pool_forward(x, y, kernel, stride, pad):
     """y = max over each window of x; returns the argmax (see the module's docstring)."""
-    if on_gpu(x):
+    if on_gpu(x) and len(kernel) == 2:
         return max_pool_forward_gpu(x, y, kernel, stride, pad)
-    return max_pool_forward_cpu(x, y, kernel, stride, pad)
+    return max_pool_forward_strided(x, y, kernel, stride, pad)
 
 
 def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
     """dx = 0, then dx[argmax] += dy."""
-    if on_gpu(dy):
+    if on_gpu(dy) and len(kernel) == 2:
         return max_pool_backward_gpu(dy, argmax, dx, kernel, stride, pad)
-    return max_pool_backward_cpu(dy, argmax, dx, kernel, stride, pad)
+    return max_pool_backward_strided(dy, argmax, dx, kernel, stride, pad)
 
 
-def max_pool_forward_cpu(x, y, kernel, stride, pad):
-    win = windows(np, x, kernel, stride, pad, y.shape[2:], -np.inf)
+def max_pool_forward_strided(x, y, kernel, stride, pad):
+    xp = array_module(x)
+    win = windows(xp, x, kernel, stride, pad, y.shape[2:], -np.inf)
     arg = win.argmax(axis=-1)
-    y[...] = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
-    kw, (sh, sw), (ph, pw), (oh, ow) = kernel[1], stride, pad, y.shape[2:]
-    rows = np.arange(oh).reshape(-1, 1) * sh - ph + arg // kw
-    cols = np.arange(ow).reshape(1, -1) * sw - pw + arg % kw
-    return rows * x.shape[3] + cols
+    y[...] = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    # the winner's position: window start (out index * stride - pad) + its offset in the
+    # window, per axis, then flattened over the image's spatial axes
+    offsets = np.unravel_index(arg, kernel) if xp is np else xp.unravel_index(arg, kernel)
+    flat = 0
+    for axis, (offset, s, p, size) in enumerate(zip(offsets, stride, pad, x.shape[2:])):
+        shape = [1] * y.ndim
+        shape[2 + axis] = y.shape[2 + axis]
+        start = xp.arange(y.shape[2 + axis]).reshape(shape) * s - p
+        flat = flat * size + start + offset
+    return flat
 
 
-def max_pool_backward_cpu(dy, argmax, dx, kernel, stride, pad):
-    n, c, h, w = dx.shape
-    plane = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+def max_pool_backward_strided(dy, argmax, dx, kernel, stride, pad):
+    xp = array_module(dx)
+    planes = dx.shape[0] * dx.shape[1]
+    plane_size = dx.size // max(planes, 1)
+    plane = xp.arange(planes).reshape(dx.shape[:2] + (1,) * (dx.ndim - 2)) * plane_size
     index = (plane + argmax).ravel()
-    if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
+    if all(s >= k for s, k in zip(stride, kernel)):
         dx[...] = 0                      # windows do not overlap: each input gets at most one dy
         dx.reshape(-1)[index] = dy.ravel()
     else:
-        dx[...] = np.bincount(index, weights=dy.ravel(), minlength=dx.size).reshape(dx.shape)
+        dx[...] = xp.bincount(index, weights=dy.ravel(), minlength=dx.size).reshape(dx.shape)
 
 
 def max_pool_forward_gpu(x, y, kernel, stride, pad):
