@@ -106,6 +106,17 @@ def shapes(model, size, phase, receptive_field):
             click.echo(f"{layer.name:<24}{layer.type:<18}{name:<14}{'x'.join(map(str, blob.shape))}")
     params = sum(b.count for b in net.learnable_params)
     click.echo(f"{len(net.layers)} layers, {params:,} learnable parameters")
+    if net.image_input and any(layer.type == "Deconvolution" for layer in net.layers):
+        _print_valid_sizes(net)
+
+
+def _print_valid_sizes(net):
+    """The input sizes near the current one that the net takes, per spatial axis."""
+    from .sizes import nearest_sizes_per_axis
+    shape = net.blobs[net.image_input].shape[2:]
+    sizes = nearest_sizes_per_axis(net, net.image_input, count=3)
+    click.echo("valid input sizes near " + "x".join(map(str, shape)) + ": " + "; ".join(
+        f"{axis} {', '.join(map(str, near))}" for axis, near in zip("zyx"[-len(shape):], sizes)))
 
 
 def _print_receptive_field(net, model):
@@ -311,24 +322,56 @@ def _progress(solver):
               help="Training slices.")
 @click.option("--test", "n_test", default=2, show_default=True, type=click.IntRange(1),
               help="Test slices.")
-@click.option("--size", default=256, show_default=True, type=click.IntRange(16, 16384),
-              help="Slice edge length (px).")
+@click.option("--size", default=None, type=click.IntRange(16, 16384),
+              help="Slice edge length (px; default 256, 128 with --3d).")
 @click.option("--cell-size", default=40, show_default=True, type=click.IntRange(4),
               help="Typical cell diameter (px).")
 @click.option("--seed", default=0, show_default=True)
-def synth(folder, n_train, n_test, size, cell_size, seed):
+@click.option("--3d", "volume", is_flag=True,
+              help="Write 3-d volumes instead: volume3d-{train,test}.tif with -labels.tif, and "
+                   "the training volume as volume3d-train.h5 (data, labels, and the eq. 2 "
+                   "weights in voxels) listed in volume3d-train.txt, for HDF5Data.")
+@click.option("--slices", default=24, show_default=True, type=click.IntRange(1),
+              help="With --3d: slices per volume.")
+@click.option("--relsize-z", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --3d: the z spacing in units of the xy pixel size.")
+def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsize_z):
     """Write a synthetic ISBI-like EM stack: train/test volume and label TIFFs."""
     import tifffile
 
     from .data.synth import synth_stack
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    if volume:
+        return _synth_volumes(out, (slices, size or 128, size or 128), relsize_z, seed,
+                              cell_size)
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
-        images, labels = synth_stack(n, size, split_seed, cell_size)
+        images, labels = synth_stack(n, size or 256, split_seed, cell_size)
         tifffile.imwrite(out / f"{split}-volume.tif", images, photometric="minisblack")
         tifffile.imwrite(out / f"{split}-labels.tif", labels, photometric="minisblack")
         click.echo(f"wrote {out / f'{split}-volume.tif'} and {split}-labels.tif: "
-                   f"{n} slices of {size}x{size}")
+                   f"{n} slices of {size or 256}x{size or 256}")
+
+
+def _synth_volumes(out, shape, relsize_z, seed, cell_size):
+    """synth --3d: a training and a test volume, and the training HDF5 file."""
+    import h5py
+    import tifffile
+
+    from .data.synth import synth_volume
+    from .data.weightmap import weight_map
+    for split, split_seed in (("test", seed + 1), ("train", seed)):
+        image, labels = synth_volume(shape, relsize_z, split_seed, cell_size)
+        tifffile.imwrite(out / f"volume3d-{split}.tif", image, photometric="minisblack")
+        tifffile.imwrite(out / f"volume3d-{split}-labels.tif", labels, photometric="minisblack")
+    with h5py.File(out / "volume3d-train.h5", "w") as f:     # the training volume, as (1, 1, D, H, W)
+        f["data"] = (image / 255.0).astype(np.float32)[None, None]
+        f["labels"] = (labels == 255).astype(np.float32)[None, None]
+        f["weights"] = weight_map(labels, element_size=(relsize_z, 1.0, 1.0))[None, None]
+    (out / "volume3d-train.txt").write_text("volume3d-train.h5\n")
+    click.echo(f"wrote {out / 'volume3d-train.tif'}, volume3d-test.tif (and -labels.tif): "
+               f"{'x'.join(map(str, shape))} voxels, z spacing {relsize_z:g} px; "
+               f"{out / 'volume3d-train.h5'} listed in volume3d-train.txt")
 
 
 @main.command()
@@ -414,6 +457,22 @@ def _read_images(path, channels, scale, mean, bits=None):
     return as_channel_images(normalize_grey(stack, scale, mean, path, bits), channels, path)
 
 
+def _read_inputs(path, net, scale, mean, bits=None):
+    """What _segment_all segments: a 2-d net's images (slices, C, H, W), or for a 3-d net the
+    stack as one volume, [(C, D, H, W)]."""
+    channels = net.blobs[net.image_input].shape[1]
+    if not _is_3d(net):
+        return _read_images(path, channels, scale, mean, bits)
+    from .data.stacks import normalize_grey, read_tiff
+    from .tiling import as_channel_volume
+    volume = normalize_grey(read_tiff(path, "image"), scale, mean, path, bits)
+    return as_channel_volume(volume, channels, path)[None]
+
+
+def _is_3d(net):
+    return len(net.blobs[net.image_input].shape) == 5
+
+
 def _read_model_images(path, channels, model, element_size):
     """The images as the Fiji plugin feeds them to `model`: float, rescaled to its pixel
     size, normalized by its normalization_type."""
@@ -429,6 +488,10 @@ def _choose_tile(net, source, image_shapes, tile, memory_mb):
     these shapes within --memory (tiling.auto_tile), and say which."""
     if tile is not None:
         return
+    if _is_3d(net):
+        shape = "x".join(map(str, net.blobs[net.image_input].shape[2:]))
+        click.echo(f"tile {shape}: the prototxt's input shape (a 3-d net's tile)", err=True)
+        return
     from .tiling import auto_tile
     chosen = auto_tile(net, image_shapes, memory_mb * 2 ** 20)
     square_input(net, source, chosen)
@@ -437,15 +500,18 @@ def _choose_tile(net, source, image_shapes, tile, memory_mb):
 
 
 def _segment_all(net, images, batch_budget_mb, average_mirror=False):
+    """Probabilities (slices, classes, H, W) of the images; a 3-d net's volume is returned
+    slice by slice too, so that the labels are written and scored as a stack."""
     from tqdm import tqdm
 
-    from .tiling import segment, softmax, tile_geometry, tile_origins, tiles_per_batch
-    _, _, _, step = tile_geometry(net, net.image_input, net.outputs[0])
-    count = sum(len(tile_origins(im.shape[-2:], (step, step))) for im in images)
+    from .tiling import axis_geometry, segment, softmax, tile_origins, tiles_per_batch
+    steps = [step for _, _, _, step in axis_geometry(net, net.image_input, net.outputs[0])]
+    count = sum(len(tile_origins(im.shape[-len(steps):], steps)) for im in images)
     batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
     with tqdm(total=count, unit="tile", disable=not sys.stderr.isatty()) as bar:
-        return np.stack([softmax(segment(net, im, batch, bar.update, average_mirror))
-                         for im in images])
+        probs = np.stack([softmax(segment(net, im, batch, bar.update, average_mirror))
+                          for im in images])
+    return probs[0].swapaxes(0, 1) if _is_3d(net) else probs
 
 
 @main.command()
@@ -516,7 +582,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         if element_size:
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
         net = deploy_net(model, weights, tile, gpu)
-        images = _read_images(image, net.blobs[net.image_input].shape[1], scale, mean, bits)
+        images = _read_inputs(image, net, scale, mean, bits)
     _choose_tile(net, modeldef or model, [im.shape for im in images], tile, memory_mb)
     probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
@@ -526,7 +592,8 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
                      photometric="minisblack")
     if probabilities:
         tifffile.imwrite(probabilities, probs.astype(np.float32), photometric="minisblack")
-    click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}")
+    click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}"
+               + (", segmented as one volume by the 3-d net" if _is_3d(net) else ""))
 
 
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
@@ -550,6 +617,9 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
             _output_array_path(path)
     volume = open_volume(image)
     net = deploy_net(model, weights, tile, gpu)
+    if _is_3d(net):
+        raise UnetcoreError(f"{model}: a 3-d net segments a volume in memory (-o OUT.tif); "
+                            "chunked output (-o OUT.zarr) is for 2-d nets")
     if net.blobs[net.image_input].shape[1] != 1:
         raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
                             "images; chunked volumes (-o OUT.zarr) are grey, one channel")
@@ -581,14 +651,16 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
 @click.option("--bits", type=int, default=None,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
-    """Segment IMAGES and score them against LABELS with the ISBI 2012 measures."""
+    """Segment IMAGES and score them against LABELS with the ISBI 2012 measures (a 3-d net
+    segments the stack as one volume; the measures, 2-d, score it slice by slice)."""
     from .data.stacks import check_same_shape, read_stack, to_classes
     from .metrics import evaluate, iou
     net = deploy_net(model, weights, tile, gpu)
-    stack = _read_images(images, net.blobs[net.image_input].shape[1], 0.0, 0.0, bits)
+    stack = _read_inputs(images, net, 0.0, 0.0, bits)
     classes = net.blobs[net.outputs[0]].shape[1]
     truth = to_classes(read_stack(labels, "label"), classes, labels)
-    check_same_shape(stack[:, 0], truth, images, labels, "label")
+    check_same_shape(stack[0, 0] if _is_3d(net) else stack[:, 0], truth, images, labels,
+                     "label")
     _choose_tile(net, model, [im.shape for im in stack], tile, memory_mb)
     probs = _segment_all(net, stack, memory_mb)
     ious = iou(probs.argmax(axis=1), truth, classes)

@@ -28,7 +28,8 @@ def copy_all_weights(net, path):
 
 def require_image_input(net, model):
     if net.image_input is None:
-        raise UnetcoreError(f"{model}: the net has no 4-d image input blob")
+        raise UnetcoreError(f"{model}: the net has no image input blob (N, C, H, W) or "
+                            "volume input blob (N, C, D, H, W)")
 
 
 def square_input(net, model, size):
@@ -41,6 +42,10 @@ def square_input(net, model, size):
     require_image_input(net, model)
     from .memory import require_bytes
     blob = net.blobs[net.image_input]
+    if len(blob.shape) != 4:
+        raise UnetcoreError(f"{model}: a 3-d net's tile (D, H, W) is its prototxt's input shape; "
+                            "a square --size/--tile is for 2-d nets (`unetcore shapes` lists "
+                            "the valid sizes per axis)")
     shape = blob.shape[:2] + (size, size)
     require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
     blob.reshape(shape)

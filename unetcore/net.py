@@ -216,8 +216,8 @@ class Net:
 
     @property
     def image_input(self):
-        """The first 4-d input blob (the image), or None."""
-        return next((n for n in self.inputs if len(self.blobs[n].shape) == 4), None)
+        """The first input blob of an image (N, C, H, W) or a volume (N, C, D, H, W), or None."""
+        return next((n for n in self.inputs if len(self.blobs[n].shape) in (4, 5)), None)
 
     def check_input_size(self):
         """In a net that upsamples (a U-Net), refuse an input size that misaligns a pool."""

@@ -9,7 +9,7 @@ from .errors import NetError
 
 
 def misaligned_pools(net):
-    """(layer name, H, W) of every Pooling layer whose windows do not tile its input."""
+    """(layer name, *spatial size) of every Pooling layer whose windows do not tile its input."""
     bad = []
     for layer, bottom in zip(net.layers, net.bottom_vecs):
         if layer.type != "Pooling" or layer.global_pooling:
@@ -54,10 +54,52 @@ def check_alignment(net, input_name):
     bad = misaligned_pools(net)
     if not bad:
         return
-    name, h, w = bad[0]
-    size = net.blobs[input_name].shape[-1]
-    near = nearest_valid_sizes(net, input_name, size)
-    raise NetError(f"input size {net.blobs[input_name].shape[-2]}x{size} makes pooling layer "
-                   f"'{name}' see {h}x{w}, which its windows do not tile, so the skip connections "
-                   f"would be misaligned; nearest valid sizes: "
-                   f"{', '.join(map(str, near)) or 'none within 256'}")
+    name, *seen = bad[0]
+    shape = net.blobs[input_name].shape[2:]
+    if len(shape) == 2:
+        near = nearest_valid_sizes(net, input_name, shape[-1])
+        nearest = f"nearest valid sizes: {', '.join(map(str, near)) or 'none within 256'}"
+    else:
+        nearest = "valid sizes per axis: " + "; ".join(
+            f"{axis}: {', '.join(map(str, sizes)) or 'none within 256'}"
+            for axis, sizes in zip("zyx"[-len(shape):], nearest_sizes_per_axis(net, input_name)))
+    raise NetError(f"input size {'x'.join(map(str, shape))} makes pooling layer '{name}' see "
+                   f"{'x'.join(map(str, seen))}, which its windows do not tile, so the skip "
+                   f"connections would be misaligned; {nearest}")
+
+
+def _fits_axis(net, input_name, shape, axis, size):
+    """True when `shape` with `size` on spatial axis `axis` passes with aligned pools."""
+    blob = net.blobs[input_name]
+    trial = list(shape)
+    trial[axis] = size
+    blob.reshape(blob.shape[:2] + tuple(trial))
+    try:
+        net.reshape()
+    except NetError:
+        return False
+    return all(not (s + 2 * p - k) % st for layer, bottom in zip(net.layers, net.bottom_vecs)
+               if layer.type == "Pooling" and not layer.global_pooling
+               for s, k, st, p in [(bottom[0].shape[2 + axis], layer.kernel[axis],
+                                    layer.stride[axis], layer.pad[axis])])
+
+
+def valid_sizes_per_axis(net, input_name, low, high):
+    """For each spatial axis, the sizes in [low, high] that the net takes on that axis (the
+    others at their current size). The axes are independent: each pools on its own."""
+    original = net.blobs[input_name].shape
+    try:
+        return [[s for s in range(max(1, low), high + 1)
+                 if _fits_axis(net, input_name, original[2:], axis, s)]
+                for axis in range(len(original) - 2)]
+    finally:
+        net.blobs[input_name].reshape(original)
+        net.reshape()
+
+
+def nearest_sizes_per_axis(net, input_name, count=2):
+    """Up to `count` valid sizes below and above the current one, per spatial axis."""
+    shape = net.blobs[input_name].shape[2:]
+    sizes = valid_sizes_per_axis(net, input_name, max(1, min(shape) - 256), max(shape) + 256)
+    return [[s for s in axis_sizes if s < n][-count:] + [s for s in axis_sizes if s > n][:count]
+            for axis_sizes, n in zip(sizes, shape)]

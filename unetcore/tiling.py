@@ -165,6 +165,18 @@ def as_channel_images(stack, channels, path="image"):
                     "(C, H, W) or (slices, C, H, W) for C channels")
 
 
+def as_channel_volume(stack, channels, path="image"):
+    """(channels, D, H, W) from a grey (D, H, W) volume, or a (D, C, H, W) one (ImageJ's
+    order) for a net of C channels."""
+    if channels == 1 and stack.ndim == 3:
+        return stack[None]
+    if channels > 1 and stack.ndim == 4 and stack.shape[1] == channels:
+        return stack.swapaxes(0, 1)
+    raise DataError(f"{path}: the 3-d net takes {channels}-channel volumes, but the image has "
+                    f"shape {stack.shape}; give (slices, H, W) for one channel, "
+                    "(slices, C, H, W) for C channels")
+
+
 def softmax(scores, axis=0):
     shifted = np.exp(scores - scores.max(axis=axis, keepdims=True))
     return shifted / shifted.sum(axis=axis, keepdims=True)

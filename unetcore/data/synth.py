@@ -6,6 +6,10 @@ width that varies smoothly over the image (1.5 to 4 px). Grey values: bright tex
 cytoplasm, dark membranes, a few dark "vesicles" inside cells (which are not membrane, so a
 threshold alone cannot segment the image), then blur and noise as an electron microscope
 gives. Labels follow ISBI: 255 = cell, 0 = membrane. Deterministic for a seed.
+
+`synth_volume` makes the same in 3-d: cells are the regions of a 3-d Voronoi tessellation in
+physical space, sampled on voxels whose z spacing is `relsize_z` times their xy spacing (as
+serial-section EM, where sections are thicker than pixels are wide).
 """
 import numpy as np
 from scipy import ndimage
@@ -55,3 +59,24 @@ def synth_stack(n=4, size=256, seed=0, cell_size=40):
     rng = np.random.default_rng(seed)
     pairs = [synth_image(rng, size, cell_size) for _ in range(n)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def synth_volume(shape=(24, 128, 128), relsize_z=3.0, seed=0, cell_size=40):
+    """(image, labels): uint8 volumes of `shape` (D, H, W); the voxel spacing is relsize_z
+    px in z and 1 px in y and x; membranes 1.5 to 4 px thick, measured in xy pixels."""
+    rng = np.random.default_rng(seed)
+    extent = np.array([shape[0] * relsize_z, shape[1], shape[2]])
+    n_cells = max(2, int(np.prod(extent) / cell_size ** 3 * 2))
+    centers = rng.uniform(0, 1, size=(n_cells, 3)) * extent
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)
+    points = grid.reshape(-1, 3) * np.array([relsize_z, 1.0, 1.0])
+    distances, _ = cKDTree(centers).query(points, k=2)
+    gap = (distances[:, 1] - distances[:, 0]).reshape(shape)
+    smooth = lambda sigma: smooth_noise(rng, shape, (sigma / relsize_z, sigma, sigma))  # noqa: E731
+    membrane = gap < 2.75 + 1.25 * np.tanh(smooth(shape[1] / 8))
+    grey = 0.7 + 0.08 * smooth(3) + 0.05 * smooth(30)
+    grey = np.where(membrane, 0.25 + 0.05 * smooth(2), grey)
+    grey = ndimage.gaussian_filter(grey, (1.0 / relsize_z, 1.0, 1.0)) + rng.normal(0, 0.05, shape)
+    image = (np.clip(grey, 0, 1) * 255).round().astype(np.uint8)
+    labels = np.where(membrane, 0, 255).astype(np.uint8)
+    return image, labels

@@ -39,8 +39,11 @@ def nearest_two_distances(instances, sampling=None):
     return d1, d2
 
 
-def weight_map(labels, w0=10.0, sigma=5.0, num_classes=2):
-    """The weight map of one 2-d label image (instances, or a binary mask of cells).
+def weight_map(labels, w0=10.0, sigma=5.0, num_classes=2, element_size=None):
+    """The weight map of one label image (instances, or a binary mask of cells): 2-d, or a
+    3-d volume, whose distances d1, d2 are then measured in voxels scaled by
+    `element_size` (one spacing per axis, e.g. (3, 1, 1) where z is 3 times coarser), so
+    sigma stays in xy pixels.
 
     The border term is added on background pixels only: inside a cell d1 = 0, and the term
     would weight up every cell pixel near a neighbouring cell (whole small cells, the rims of
@@ -51,7 +54,7 @@ def weight_map(labels, w0=10.0, sigma=5.0, num_classes=2):
     classes = (instances > 0).astype(np.int64) if num_classes == 2 else labels.astype(np.int64)
     weights = class_balance(classes, num_classes)
     if w0:
-        d1, d2 = nearest_two_distances(instances)
+        d1, d2 = nearest_two_distances(instances, element_size)
         border = w0 * np.exp(-((d1 + d2) ** 2) / (2.0 * sigma ** 2))
         weights = weights + np.where(instances == 0, border, 0.0)
     return weights.astype(np.float32)
