@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import unetcore
-from unetcore.errors import NetError, PrototxtError
+from unetcore.errors import PrototxtError
 from unetcore.gradcheck import check_net, randomize_params
 from unetcore.prototxt import parse
 from unetcore.unet import output_size
@@ -143,13 +143,16 @@ layer { bottom: 'd0b' top: 'd1a' name: 'pool_d0b-1a' type: 'Pooling' pooling_par
 """
 
 
-def test_3d_nets_in_that_style_parse_and_stop_at_their_first_3d_layer():
+def test_3d_nets_in_that_style_build_with_anisotropic_kernels():
+    """caffe_unet's `kernel_size: 1 kernel_size: 3 kernel_size: 3` and 1x2x2 pooling on a 5-d
+    blob: z is kept, y and x shrink and halve (tests/test_unet3d.py has whole 3-d nets)."""
     param = parse(THREE_D, "NetParameter")
     assert list(param.layer[1].convolution_param.kernel_size) == [1, 3, 3]
     assert list(param.layer[3].pooling_param.stride) == [1, 2, 2]
-    with pytest.raises(NetError, match=r"layer 'conv_d0a-b' \(Convolution, .*\): .*3 spatial "
-                                       r"axes.*2-d"):
-        unetcore.Net(param)
+    net = unetcore.Net(param)
+    assert net.params["conv_d0a-b"][0].shape == (8, 1, 1, 3, 3)
+    assert net.blobs["d0b"].shape == (1, 8, 20, 98, 98)
+    assert net.blobs["d1a"].shape == (1, 8, 20, 49, 49)
 
 
 def test_a_misplaced_caffe_unet_field_names_the_message_it_belongs_in():

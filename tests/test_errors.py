@@ -29,8 +29,8 @@ def setup_layer(text, bottoms=(), tops=1):
 
 
 @pytest.mark.parametrize("params,message", [
-    ("nz: 3 ny: 4 nx: 4", r"3-d deformation \(nz > 0\) is not supported yet"),
-    ("ny: 0 nx: 6", "needs ny > 0 and nx > 0, got ny 0, nx 6"),
+    ("nz: 3 ny: 4 nx: 4", r"ncomponents must be 3 \(z, y, x\) with nz > 0, got 2"),
+    ("ny: 0 nx: 6", r"needs ny > 0 and nx > 0 \(and nz >= 0\), got nz 0, ny 0, nx 6"),
     ("ny: 4 nx: 4 ncomponents: 3", "ncomponents must be 2"),
     ("ny: 4 nx: 4 random_rotate_from { v: 0 v: 1 }", "random_rotate_from needs 1 value"),
     ("ny: 4 nx: 4 random_elastic_grid_spacing { v: 0 v: 4 }",

@@ -111,6 +111,20 @@ def deploy_text(name, tile, depth, channels, flat_levels, classes=2):
             + layers_text(depth, channels, flat_levels, classes))
 
 
+def inputs_train_text(name, tile, depth, channels, flat_levels, classes=2):
+    """A training net whose data, label and weights are Input blobs (for benchmarks and the
+    gradient check), with the weighted loss."""
+    out = output_shape(tile, depth, flat_levels)
+    dims = lambda shape: " ".join(f"dim: {d}" for d in (1, 1, *shape))      # noqa: E731
+    return (f"name: '{name}'\nforce_backward: true\n"
+            f"layer {{ top: 'd0a' top: 'label' top: 'weights' name: 'input' type: 'Input' "
+            f"input_param {{ shape {{ {dims(tile)} }} shape {{ {dims(out)} }} "
+            f"shape {{ {dims(out)} }} }} }}\n"
+            + layers_text(depth, channels, flat_levels, classes)
+            + "layer { bottom: 'score' bottom: 'label' bottom: 'weights' top: 'loss' "
+              "name: 'loss' type: 'SoftmaxWithLoss' }\n")
+
+
 def train_text(name, tile, depth, channels, flat_levels, source, relsize_z=1.0, classes=2):
     """A training net as caffe_unet's 3-d nets: HDF5Data (data, labels, weights), a tile
     centre drawn anywhere in the volume, caffe_unet's elastic B-spline field (control points

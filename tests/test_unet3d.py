@@ -1,0 +1,201 @@
+"""3-d U-Nets (issue 20): the caffe_unet-style nets build as train and deploy nets with the
+shapes of the per-axis tile rule, pass the gradient check end to end, tile a volume by
+overlap-tile exactly as one pass over it, and the 3-d demo trains, segments and scores."""
+import math
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+
+import unetcore
+from unetcore import unet3d
+from unetcore.cli import main
+from unetcore.gradcheck import check_net, randomize_params
+from unetcore.net import Net
+from unetcore.prototxt import parse
+from unetcore.sizes import valid_sizes_per_axis
+from unetcore.tiling import axis_geometry, mirror_pad, segment, tiles_per_batch
+
+
+def net_of(text, phase="TEST", dtype=np.float32):
+    return Net(parse(text, "NetParameter"), phase, dtype=dtype)
+
+
+def test_the_prototxt_files_are_the_generators(tmp_path):
+    unet3d.write_files(tmp_path)
+    for name in unet3d.FILES:
+        assert (tmp_path / name).read_text() == open(f"prototxt/{name}").read(), name
+
+
+def test_the_em_net_has_snemi_v6s_tile_and_shapes():
+    """Depth 4, two anisotropic levels: the 44 x 268 x 268 tile of snemi_v6's
+    CreateDeformation gives a 4 x 84 x 84 output; z is convolved from level 2 on."""
+    net = Net("prototxt/unet3d-em-deploy.prototxt", "TEST")
+    assert net.blobs["d0a"].shape == (1, 1, 44, 268, 268)
+    assert net.blobs["d0c"].shape == (1, 32, 44, 264, 264)       # 1x3x3: z kept
+    assert net.blobs["d2a"].shape == (1, 64, 44, 64, 64)         # pooled 1x2x2 twice
+    assert net.blobs["d3a"].shape == (1, 128, 20, 30, 30)        # then 2x2x2
+    assert net.blobs["score"].shape == (1, 2, 4, 84, 84)
+    assert unet3d.output_shape((44, 268, 268), 4, 2) == (4, 84, 84)
+    assert net.params["conv_d0a-b"][0].shape == (32, 1, 1, 3, 3)
+    assert net.params["upconv_u1d_u0a"][0].shape == (64, 32, 1, 2, 2)
+
+
+def test_valid_tiles_per_axis_agree_with_the_net(tmp_path):
+    """The generator's per-axis rule and the built net's (unetcore.sizes) list the same sizes."""
+    net = Net("prototxt/unet3d-demo-deploy.prototxt", "TEST")
+    by_net = valid_sizes_per_axis(net, "d0a", 10, 100)
+    depth, flat = unet3d.DEMO["depth"], unet3d.DEMO["flat_levels"]
+    for axis in range(3):
+        assert by_net[axis] == unet3d.valid_tiles(axis, depth, flat, 10, 100)
+    assert by_net[0][:3] == [18, 20, 22] and by_net[1][:3] == [44, 48, 52]
+
+
+def test_the_train_nets_build_with_3d_deformation(tmp_path):
+    h5 = tmp_path / "v.h5"
+    import h5py
+    with h5py.File(h5, "w") as f:
+        f["data"] = np.random.default_rng(0).random((1, 1, 30, 90, 90), dtype=np.float32)
+        f["labels"] = np.ones((1, 1, 30, 90, 90), np.float32)
+        f["weights"] = np.ones((1, 1, 30, 90, 90), np.float32)
+    (tmp_path / "list.txt").write_text(f"{h5}\n")
+    text = unet3d.train_text("t", source=str(tmp_path / "list.txt"), **unet3d.DEMO)
+    net = net_of(text, "TRAIN")
+    assert net.blobs["def"].shape == (1, 20, 76, 76, 3)
+    assert net.blobs["d0a"].shape == (1, 1, 20, 76, 76)
+    assert net.blobs["labelscrop"].shape == net.blobs["score"].shape[:1] + (1, 4, 36, 36)
+    net.forward()
+    assert np.isfinite(net.loss) and net.loss > 0
+
+
+def tiny_3d(tile, channels=2, flat_levels=1, depth=1):
+    return unet3d.deploy_text("tiny", tile, depth, channels, flat_levels)
+
+
+def test_a_3d_unet_passes_the_gradient_check_end_to_end():
+    """Depth 1 with an anisotropic level (1x3x3 convolutions, 1x2x2 pooling and up-conv)
+    and an isotropic one, a weighted loss over every output voxel."""
+    tile = (5, 20, 20)
+    out = unet3d.output_shape(tile, 1, 1)
+    assert out == (1, 4, 4)
+    net = net_of(unet3d.inputs_train_text("tiny", tile, 1, 2, 1), "TRAIN", np.float64)
+    rng = np.random.default_rng(0)
+    randomize_params(net, rng)
+    net.set_inputs({"d0a": rng.standard_normal((1, 1, 5, 20, 20)),
+                    "label": rng.integers(0, 2, (1, 1, 1, 4, 4)).astype(float),
+                    "weights": 1 + rng.random((1, 1, 1, 4, 4))})
+    results = check_net(net, max_checks=8, seed=1)
+    failed = [r.line() for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    assert len(results) >= len(net.learnable_params)
+
+
+def single_pass_3d(text, weights_from, volume):
+    """The reference: the whole volume, mirror-extended to a valid size, in one forward."""
+    geometry = axis_geometry(weights_from, "d0a", "score")
+    need = [tile + step * math.ceil(max(n - out, 0) / step)
+            for n, (tile, out, _, step) in zip(volume.shape[1:], geometry)]
+    padded = mirror_pad(volume, tuple(m for _, _, m, _ in geometry),
+                        tuple(s - n - m for s, n, (_, _, m, _) in zip(need, volume.shape[1:],
+                                                                      geometry)))
+    whole = net_of(text, dtype=np.float64)
+    for name, blobs in weights_from.params.items():
+        for a, b in zip(whole.params[name], blobs):
+            a.data[...] = b.data
+    scores = whole.forward(d0a=padded[None])["score"][0]
+    return scores[(slice(None),) + tuple(slice(0, n) for n in volume.shape[1:])]
+
+
+@settings(max_examples=8, deadline=None)
+@given(shape=st.tuples(st.integers(1, 9), st.integers(1, 30), st.integers(1, 30)),
+       budget_tiles=st.integers(1, 4), seed=st.integers(0, 100))
+def test_3d_overlap_tile_equals_a_single_pass(shape, budget_tiles, seed):
+    """Tiles in z, y and x with mirrored borders, batched within a memory budget of
+    `budget_tiles` tiles: the stitched scores equal one pass over the whole volume."""
+    text = tiny_3d((5, 20, 20))
+    net = net_of(text, dtype=np.float64)
+    randomize_params(net, np.random.default_rng(seed))
+    net.release_activations = True
+    volume = np.random.default_rng(seed + 1).random((1, *shape))
+    per_tile = sum(b.count for b in net.blobs.values()) * 8
+    batch = tiles_per_batch(net, "d0a", budget_tiles * per_tile, 10 ** 6)
+    assert batch == budget_tiles
+    tiled = segment(net, volume, batch=batch)
+    assert tiled.shape == (2, *shape)
+    np.testing.assert_allclose(tiled, single_pass_3d(text, net, volume), atol=1e-5)
+
+
+def test_3d_average_mirror_averages_all_eight_flips():
+    """--average-mirror in 3-d: the tile and its flips in every non-empty set of z, y, x."""
+    from unetcore.tiling import forward_tiles, mirror_axes
+    assert mirror_axes(2) == [(-2,), (-1,), (-2, -1)]
+    assert len(mirror_axes(3)) == 7
+    net = net_of(tiny_3d((5, 20, 20)), dtype=np.float64)
+    randomize_params(net, np.random.default_rng(3))
+    tiles = np.random.default_rng(4).random((1, 1, 5, 20, 20))
+    expected = sum(np.flip(net.forward(d0a=np.flip(tiles, axes).copy())["score"], axes)
+                   for axes in [()] + mirror_axes(3)) / 8
+    np.testing.assert_allclose(forward_tiles(net, tiles, average_mirror=True), expected,
+                               atol=1e-12)
+
+
+def test_the_3d_demo_trains_segments_and_scores(tmp_path, monkeypatch):
+    """The README's 3-d demo in little: synth --3d, a few iterations of the demo solver,
+    then segment and test the held-out volume as one volume."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["synth", "--3d", "--slices", "20", "--size", "80"])
+    assert result.exit_code == 0, result.output
+    assert tifffile.imread("data/volume3d-test.tif").shape == (20, 80, 80)
+    import shutil
+    import unetcore.unet3d as generator
+    folder = tmp_path / "prototxt"
+    folder.mkdir()
+    generator.write_files(folder)
+    solver = (folder / "unet3d-demo-solver.prototxt").read_text()
+    (folder / "unet3d-demo-solver.prototxt").write_text(
+        solver.replace("max_iter: 300", "max_iter: 4").replace("snapshot: 100", "snapshot: 4"))
+    result = runner.invoke(main, ["train", "--solver", "prototxt/unet3d-demo-solver.prototxt"])
+    assert result.exit_code == 0, result.output
+    weights = "snapshots/unet3d-demo_iter_4.caffemodel.h5"
+    result = runner.invoke(main, ["segment", "data/volume3d-test.tif", "-o", "seg.tif",
+                                  "--model", "prototxt/unet3d-demo-deploy.prototxt",
+                                  "--weights", weights])
+    assert result.exit_code == 0, result.output
+    assert "20 slice(s) of 80x80, segmented as one volume by the 3-d net" in result.output
+    labels = tifffile.imread("seg.tif")
+    assert labels.shape == (20, 80, 80) and set(np.unique(labels)) <= {0, 255}
+    result = runner.invoke(main, ["test", "data/volume3d-test.tif",
+                                  "data/volume3d-test-labels.tif", "--model",
+                                  "prototxt/unet3d-demo-deploy.prototxt", "--weights", weights])
+    assert result.exit_code == 0, result.output
+    assert "IoU per class (argmax)" in result.output and "best rand error" in result.output
+    shutil.rmtree("snapshots")
+
+
+def test_3d_nets_refuse_what_is_for_2d_nets_in_one_line(tmp_path):
+    runner = CliRunner()
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((20, 76, 76), np.uint8))
+    cases = [
+        (["segment", str(tmp_path / "v.tif"), "-o", str(tmp_path / "s.tif"), "--model",
+          "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5", "--tile", "76"],
+         "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
+        (["shapes", "prototxt/unet3d-demo-deploy.prototxt", "--size", "76"],
+         "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code != 0 and message in result.output, result.output
+    result = runner.invoke(main, ["shapes", "prototxt/unet3d-demo-deploy.prototxt"])
+    assert "valid input sizes near 20x76x76: z 18, 22, 24, 26; y 64, 68, 72, 80, 84, 88" \
+        in result.output
+
+
+def test_a_misaligned_3d_tile_names_the_valid_sizes_per_axis():
+    with pytest.raises(unetcore.errors.NetError,
+                       match=r"input size 21x76x76 makes pooling layer 'pool_d1c-2a' see "
+                             r"17x32x32, which its windows do not tile.*valid sizes per axis: "
+                             r"z: 18, 20, 22, 24; y: 68, 72, 80, 84; x: 68, 72, 80, 84"):
+        net_of(tiny_3d((21, 76, 76), depth=2)).check_input_size()
