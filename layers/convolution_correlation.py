@@ -48,14 +48,15 @@ class CorrelationConvolution(ConvolutionLayer):
         c_in, c_out = bottom_shapes[0][1], param.convolution_param.num_output
         return c_in > c_out if xp is np else c_in >= c_out
 
-    def turned_weights(self):
+    def turned_weights(self, w):
         """W_rot[c, (o, p, q)] = W[o, c, kh-1-p, kw-1-q]: the kernel turned by 180 degrees,
-        input and output channels swapped, as a (C_in, C_out * kh * kw) matrix."""
-        return self.blobs[0].data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(
-            self.channels, -1)
+        input and output channels swapped, as a (C_in, C_out * kh * kw) matrix, from the
+        weight matrices w (1, C_out, C_in * kh * kw)."""
+        kernel = w[0].reshape(self.num_output, self.channels, *self.geom.kernel)
+        return kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(self.channels, -1)
 
     def backward_gemm(self, dy, w, dx):
-        xp, (kh, kw), w_rot = self.xp, self.geom.kernel, self.turned_weights()
+        xp, (kh, kw), w_rot = self.xp, self.geom.kernel, self.turned_weights(w)
         dy_pad = xp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
         k, (h, wid) = w_rot.shape[1], dx.shape[1:]
         for r0, r1 in self.bands(h, k, wid):

@@ -66,7 +66,7 @@ class FlatConvolution(CorrelationConvolution):
         a valid correlation of dyP, the rows of dy shifted down by kh - 1 and right by kw - 1,
         with zeros around. On the flat grid the kw - 1 zero columns at the start of one row
         pad the end of the row above, so each dx band is written directly, without waste."""
-        kh, (c_in, h, wid), w_rot = self.geom.kernel[0], dx.shape, self.turned_weights()
+        kh, (c_in, h, wid), w_rot = self.geom.kernel[0], dx.shape, self.turned_weights(w)
         offsets, k = tap_offsets(self.geom.kernel, wid), w_rot.shape[1]
         dx_flat = dx.reshape(c_in, -1)
         for r0, r1 in self.flat_bands(h, k, wid):

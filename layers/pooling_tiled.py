@@ -41,7 +41,7 @@ class TiledMaxPooling(PoolingLayer):
     def forward_max(self, x, top):
         y = top[0].data
         grid = self.whole_windows(x)
-        if self.kernel == (2, 2):
+        if self.kernel[-2:] == (2, 2) and set(self.kernel[:-2]) <= {1}:
             self.offset = self.max_2x2_tournament(grid, y)
         else:
             self.offset = np.zeros(y.shape, np.int8)
@@ -87,11 +87,12 @@ class TiledMaxPooling(PoolingLayer):
 
     @staticmethod
     def max_2x2_tournament(x, y):
-        """The U-Net's 2x2 windows, as a tournament: left against right in each row, then
-        top row against bottom row. A tie keeps the earlier one in scan order, as Caffe.
-        Returns the winner's offset p * 2 + q in its window."""
-        a, b = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
-        c, d = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+        """The U-Net's 2x2 windows (and 1x2x2 in 3-d: 2x2 in every slice), as a tournament:
+        left against right in each row, then top row against bottom row. A tie keeps the
+        earlier one in scan order, as Caffe. Returns the winner's offset p * 2 + q in its
+        window."""
+        a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+        c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
         offset = (b > a).view(np.int8)                   # 0 or 1: the top row's winner
         bottom_offset = (d > c).view(np.int8)
         bottom_offset += 2                               # 2 or 3

@@ -55,6 +55,24 @@ def test_a_caffe_unet_net_with_value_transformation_leaky_relu_and_cropping_conc
     onnx_equals_forward(net, tmp_path / "cell.onnx", [44, 60])
 
 
+def test_a_3d_unet_in_caffe_unets_style(tmp_path):
+    """5-d input (batch, channels, depth, height, width), 1x3x3 and 3x3x3 Conv, 1x2x2 and
+    2x2x2 MaxPool and ConvTranspose, cropping Concat: at the tile and at another valid size."""
+    from unetcore import unet3d
+    net = unetcore.Net(parse(unet3d.deploy_text("t", (18, 44, 44), 2, 2, 1), "NetParameter"),
+                       unetcore.TEST, seed=2)
+    randomize_params(net, np.random.default_rng(2), scale=0.3)
+    path = tmp_path / "unet3d.onnx"
+    export_onnx(net, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [d for d in session.get_inputs()[0].shape] == ["batch", 1, "depth", "height", "width"]
+    for shape in ((18, 44, 44), (22, 48, 52)):
+        x = np.random.default_rng(sum(shape)).random((1, 1, *shape), dtype=np.float32)
+        ours = net.forward(d0a=x)["score"].copy()
+        theirs = session.run(None, {"d0a": x})[0]
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
+
+
 def test_a_cropping_concat_whose_bottoms_differ_by_one_pixel(tmp_path):
     """(7 - 6) // 2 = 0: the larger bottom is cut at its end only, and still cut."""
     text = ('name: "t" input: "data" input_shape { dim: 1 dim: 1 dim: 7 dim: 7 } '

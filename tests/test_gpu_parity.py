@@ -13,6 +13,7 @@ from hypothesis import assume, given, strategies as st
 
 from helpers import cupy_with_device, needs_gpu
 from test_layers import conv_params, conv_text
+from test_nd_layers import nd_conv_case
 from unetcore import backend, config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
@@ -122,6 +123,28 @@ def test_winograd_engine_on_the_gpu_against_the_cpu_reference(kernel, size, prec
 def pool_text(method, kernel, stride, pad):
     return (f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: {kernel} '
             f'stride: {stride} pad: {pad} }}')
+
+
+@given(nd_conv_case(max_size=5), st.sampled_from(["Convolution", "Deconvolution"]), precisions)
+def test_nd_convolution_and_deconvolution(c, kind, precision):
+    """1-d and 3-d: the strided im2col/col2im on CuPy (the CUDA kernels are 2-d), and the
+    pointwise and blocks engines where they run."""
+    from test_nd_layers import conv_text as nd_conv_text
+    text = nd_conv_text(kind, c["cout"] * c["group"], c["kernel"], c["stride"], c["pad"],
+                        c["dilation"], c["group"], c["bias"])
+    x = normal(c["n"], c["cin"] * c["group"], *c["size"])
+    assert_same_on_both(text, [x], precision, down=[True])
+
+
+@given(st.sampled_from(["MAX", "AVE"]), st.sampled_from([(1, 2, 2), (2, 2, 2), (3, 1, 2)]),
+       st.integers(0, 1), st.sampled_from([(4, 6, 7), (3, 5, 5)]), precisions)
+def test_nd_pooling(method, kernel, pad, size, precision):
+    from test_nd_layers import pool_text as nd_pool_text
+    stride = tuple(max(1, k - 1) for k in kernel)
+    pads = tuple(min(pad, k - 1) for k in kernel)
+    x = normal(2, 2, *size)
+    assert_same_on_both(nd_pool_text(method, kernel, stride, pads), [x], precision,
+                        down=[True])
 
 
 @given(st.sampled_from(["MAX", "AVE"]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
@@ -307,6 +330,25 @@ def test_create_and_apply_deformation(interpolation, extrapolation, precision):
              f'interpolation: "{interpolation}" extrapolation: "{extrapolation}" }}')
     # shift the positions off the half-pixel ties of nearest-neighbour rounding
     assert_same_on_both(apply, [normal(2, 2, 14, 14), np.round(maps, 1) + 0.03], precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_3d_create_and_apply_deformation(precision):
+    """caffe_unet's 3-d map (B-spline in z, y, x, three rotation angles, voxel_relsize_z)
+    and its resampling of a volume: the same random draws on the host, the same field and
+    the same volume on both devices."""
+    create = ('name: "def" type: "CreateDeformation" create_deformation_param { batch_size: 1 '
+              'nz: 6 ny: 10 nx: 12 ncomponents: 3 voxel_relsize_z: 2 '
+              'random_elastic_grid_spacing { v: 3 v: 4 v: 4 } '
+              'random_elastic_deform_magnitude { v: 1 v: 2 v: 2 } '
+              'random_rotate_from { v: 0 v: -10 v: -10 } random_rotate_to { v: 360 v: 10 v: 10 } '
+              'random_mirror_flag { v: 1 v: 1 v: 1 } }')
+    field = run_layer(np, create, [], precision[0])["top 0"]
+    assert_close(field, run_layer(cupy, create, [], precision[0])["top 0"], precision[1])
+    apply = ('name: "apply" type: "ApplyDeformation" apply_deformation_param { '
+             'interpolation: "linear" extrapolation: "mirror" }')
+    volume = normal(1, 2, 8, 12, 14)
+    assert_same_on_both(apply, [volume, field], precision)
 
 
 # ---------------------------------------------------------------- whole nets

@@ -265,3 +265,42 @@ def test_3d_max_pooling_1x2x2_pools_each_slice_as_2d():
     plane = make_layer(pool_text("MAX", (2,), (2,), (0,)))
     for z in range(3):
         np.testing.assert_array_equal(run_forward(plane, x[:, :, z])[0], y[:, :, z])
+
+
+@pytest.mark.parametrize("c_in,c_out,size,plane", [
+    (32, 32, (3, 12, 13), "flat"),                  # caffe_unet's level-0 width
+    (64, 64, (2, 26, 27), "winograd"),              # Winograd pays with 36+ tiles a slice
+    (12, 6, (2, 9, 10), "correlation"),             # C_in > C_out: the turned kernel
+    (2, 3, (2, 6, 7), None),                        # thin: the reference, no slice engine
+])
+def test_slices_engine_runs_each_slice_through_the_2d_engine(c_in, c_out, size, plane):
+    """A 1x3x3 convolution on volumes: "auto" takes the slices engine where a 2-d engine
+    pays on one slice, and its forward, data gradient and weight gradient equal the
+    reference's; it passes the gradient check."""
+    text = conv_text("Convolution", c_out, (1, 3, 3), (1,), (0,), (1,))
+    x = RNG.standard_normal((2, c_in, *size))
+    layer = make_layer(text, shapes=[x.shape])
+    if plane is None:
+        assert layer.engine == "reference"
+        return
+    assert layer.engine == "slices"
+    run_forward(layer, x)
+    assert layer.plane.engine == plane
+    dy = RNG.standard_normal(run_forward(make_layer(text), x)[0].shape)
+    reference = make_layer(text, shapes=[x.shape], engine="reference")
+    for fast, slow in zip(forward_and_backward(make_layer(text, shapes=[x.shape]), x, dy),
+                          forward_and_backward(reference, x, dy)):
+        np.testing.assert_allclose(fast, slow, atol=1e-10)
+    small = RNG.standard_normal((1, c_in, 2, 6, 7))
+    assert_gradients(make_layer(text, shapes=[small.shape], engine="slices"), small,
+                     max_checks=30)
+
+
+def forward_and_backward(layer, x, dy):
+    bottom, top = blobs_of(x), [Blob((), np.float64)]
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    return top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()

@@ -2,6 +2,10 @@
 shapes of the per-axis tile rule, pass the gradient check end to end, tile a volume by
 overlap-tile exactly as one pass over it, and the 3-d demo trains, segments and scores."""
 import math
+import re
+import shlex
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,8 @@ from unetcore.net import Net
 from unetcore.prototxt import parse
 from unetcore.sizes import valid_sizes_per_axis
 from unetcore.tiling import axis_geometry, mirror_pad, segment, tiles_per_batch
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def net_of(text, phase="TEST", dtype=np.float32):
@@ -46,7 +52,7 @@ def test_the_em_net_has_snemi_v6s_tile_and_shapes():
 def test_valid_tiles_per_axis_agree_with_the_net(tmp_path):
     """The generator's per-axis rule and the built net's (unetcore.sizes) list the same sizes."""
     net = Net("prototxt/unet3d-demo-deploy.prototxt", "TEST")
-    by_net = valid_sizes_per_axis(net, "d0a", 10, 100)
+    by_net = valid_sizes_per_axis(net, "d0a", [(10, 100)] * 3)
     depth, flat = unet3d.DEMO["depth"], unet3d.DEMO["flat_levels"]
     for axis in range(3):
         assert by_net[axis] == unet3d.valid_tiles(axis, depth, flat, 10, 100)
@@ -141,49 +147,52 @@ def test_3d_average_mirror_averages_all_eight_flips():
                                atol=1e-12)
 
 
-def test_the_3d_demo_trains_segments_and_scores(tmp_path, monkeypatch):
-    """The README's 3-d demo in little: synth --3d, a few iterations of the demo solver,
-    then segment and test the held-out volume as one volume."""
+def demo_commands():
+    """The `sh` block of docs/3d.md, a command per line."""
+    text = (REPO / "docs" / "3d.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S)[1]
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def test_the_3d_demo_of_the_docs_trains_segments_and_scores(tmp_path, monkeypatch):
+    """docs/3d.md's demo, command by command, on a smaller volume (20 x 80 x 80) and for 4
+    iterations: synth --3d, train, segment and test the held-out volume as one volume."""
+    shutil.copytree(REPO / "prototxt", tmp_path / "prototxt")
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    result = runner.invoke(main, ["synth", "--3d", "--slices", "20", "--size", "80"])
-    assert result.exit_code == 0, result.output
+    smaller = {"synth": ["--slices", "20", "--size", "80"],
+               "train": ["--max-iter", "4", "--snapshot-every", "4"]}
+    outputs = []
+    for command in demo_commands():
+        assert command[0] == "unetcore"
+        args = [arg.replace("_iter_300", "_iter_4") for arg in command[1:]]
+        result = CliRunner().invoke(main, args + smaller.get(args[0], []))
+        assert result.exit_code == 0, f"{' '.join(command)}\n{result.output}"
+        outputs.append(result.output)
     assert tifffile.imread("data/volume3d-test.tif").shape == (20, 80, 80)
-    import shutil
-    import unetcore.unet3d as generator
-    folder = tmp_path / "prototxt"
-    folder.mkdir()
-    generator.write_files(folder)
-    solver = (folder / "unet3d-demo-solver.prototxt").read_text()
-    (folder / "unet3d-demo-solver.prototxt").write_text(
-        solver.replace("max_iter: 300", "max_iter: 4").replace("snapshot: 100", "snapshot: 4"))
-    result = runner.invoke(main, ["train", "--solver", "prototxt/unet3d-demo-solver.prototxt"])
-    assert result.exit_code == 0, result.output
-    weights = "snapshots/unet3d-demo_iter_4.caffemodel.h5"
-    result = runner.invoke(main, ["segment", "data/volume3d-test.tif", "-o", "seg.tif",
-                                  "--model", "prototxt/unet3d-demo-deploy.prototxt",
-                                  "--weights", weights])
-    assert result.exit_code == 0, result.output
-    assert "20 slice(s) of 80x80, segmented as one volume by the 3-d net" in result.output
-    labels = tifffile.imread("seg.tif")
+    assert "20 slice(s) of 80x80, segmented as one volume by the 3-d net" in outputs[2]
+    labels = tifffile.imread("volume3d-segmentation.tif")
     assert labels.shape == (20, 80, 80) and set(np.unique(labels)) <= {0, 255}
-    result = runner.invoke(main, ["test", "data/volume3d-test.tif",
-                                  "data/volume3d-test-labels.tif", "--model",
-                                  "prototxt/unet3d-demo-deploy.prototxt", "--weights", weights])
-    assert result.exit_code == 0, result.output
-    assert "IoU per class (argmax)" in result.output and "best rand error" in result.output
-    shutil.rmtree("snapshots")
+    assert "IoU per class (argmax)" in outputs[3] and "best rand error" in outputs[3]
 
 
 def test_3d_nets_refuse_what_is_for_2d_nets_in_one_line(tmp_path):
     runner = CliRunner()
-    tifffile.imwrite(tmp_path / "v.tif", np.zeros((20, 76, 76), np.uint8))
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((20, 76, 76), np.uint8),
+                     photometric="minisblack")
     cases = [
         (["segment", str(tmp_path / "v.tif"), "-o", str(tmp_path / "s.tif"), "--model",
           "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5", "--tile", "76"],
          "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
         (["shapes", "prototxt/unet3d-demo-deploy.prototxt", "--size", "76"],
          "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
+        (["shapes", "prototxt/unet3d-demo-deploy.prototxt", "--receptive-field"],
+         "--receptive-field is for 2-d nets"),
+        (["segment", str(tmp_path / "v.tif"), "-o", str(tmp_path / "s.zarr"), "--model",
+          "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5"],
+         "chunked output (-o OUT.zarr) is for 2-d nets"),
+        (["export", "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5",
+          "--bioimageio", str(tmp_path / "pkg"), "--author", "A"],
+         "--bioimageio packages 2-d nets for now"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
@@ -199,3 +208,30 @@ def test_a_misaligned_3d_tile_names_the_valid_sizes_per_axis():
                              r"17x32x32, which its windows do not tile.*valid sizes per axis: "
                              r"z: 18, 20, 22, 24; y: 68, 72, 80, 84; x: 68, 72, 80, 84"):
         net_of(tiny_3d((21, 76, 76), depth=2)).check_input_size()
+
+
+def test_prepare_volume_writes_what_the_3d_train_nets_read(tmp_path):
+    """prepare-volume: grey values scaled as everywhere (8-bit: v / 255), classes from an
+    ISBI-style mask, and eq. 2's weights with distances in the voxels' element size."""
+    import h5py
+    from unetcore.data.synth import synth_volume
+    from unetcore.data.weightmap import weight_map
+    image, labels = synth_volume((6, 40, 40), relsize_z=3.0, seed=2)
+    tifffile.imwrite(tmp_path / "v.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
+    result = CliRunner().invoke(main, ["prepare-volume", str(tmp_path / "v.tif"),
+                                       str(tmp_path / "l.tif"), "-o", str(tmp_path / "t.h5"),
+                                       "--element-size", "0.09", "0.03", "0.03"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "t.txt").read_text() == "t.h5\n"
+    with h5py.File(tmp_path / "t.h5") as f:
+        np.testing.assert_allclose(f["data"][0, 0], image / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(f["labels"][0, 0], labels == 255)
+        np.testing.assert_allclose(f["weights"][0, 0], weight_map(labels, element_size=(3, 1, 1)),
+                                   rtol=1e-5)
+        assert f["weights"][0, 0].max() > 5          # the border term, across z too
+    tifffile.imwrite(tmp_path / "short.tif", labels[:4], photometric="minisblack")
+    result = CliRunner().invoke(main, ["prepare-volume", str(tmp_path / "v.tif"),
+                                       str(tmp_path / "short.tif"), "-o", str(tmp_path / "u.h5")])
+    assert result.exit_code != 0
+    assert "the label stack has shape (4, 40, 40)" in result.output

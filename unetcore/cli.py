@@ -123,6 +123,9 @@ def _print_receptive_field(net, model):
     from .receptive import receptive_field
     from .tiling import pooling_grid
     require_image_input(net, model)
+    if _is_3d(net):
+        raise UnetcoreError(f"{model}: --receptive-field is for 2-d nets; a 3-d net's margins "
+                            "per axis are in the table above and in docs/3d.md")
     grid = pooling_grid(net)
     output = net.blobs[net.outputs[0]].shape[-1]
     click.echo(f"output pixel (mod {grid})  input rows it depends on  size  centre offset")
@@ -355,20 +358,16 @@ def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsiz
 
 def _synth_volumes(out, shape, relsize_z, seed, cell_size):
     """synth --3d: a training and a test volume, and the training HDF5 file."""
-    import h5py
     import tifffile
 
     from .data.synth import synth_volume
-    from .data.weightmap import weight_map
+    from .data.training_volume import write_training_volume
     for split, split_seed in (("test", seed + 1), ("train", seed)):
         image, labels = synth_volume(shape, relsize_z, split_seed, cell_size)
         tifffile.imwrite(out / f"volume3d-{split}.tif", image, photometric="minisblack")
         tifffile.imwrite(out / f"volume3d-{split}-labels.tif", labels, photometric="minisblack")
-    with h5py.File(out / "volume3d-train.h5", "w") as f:     # the training volume, as (1, 1, D, H, W)
-        f["data"] = (image / 255.0).astype(np.float32)[None, None]
-        f["labels"] = (labels == 255).astype(np.float32)[None, None]
-        f["weights"] = weight_map(labels, element_size=(relsize_z, 1.0, 1.0))[None, None]
-    (out / "volume3d-train.txt").write_text("volume3d-train.h5\n")
+    write_training_volume(out / "volume3d-train.h5", image / 255.0, labels == 255, labels,
+                          (relsize_z, 1.0, 1.0))
     click.echo(f"wrote {out / 'volume3d-train.tif'}, volume3d-test.tif (and -labels.tif): "
                f"{'x'.join(map(str, shape))} voxels, z spacing {relsize_z:g} px; "
                f"{out / 'volume3d-train.h5'} listed in volume3d-train.txt")
@@ -405,6 +404,38 @@ def convert(source, output):
     else:
         write_caffemodel(output, [(name, "", arrays) for name, arrays, _ in layers])
     click.echo(f"wrote {output}: {len(layers)} layers with weights")
+
+
+@main.command(name="prepare-volume")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The HDF5 file (.h5); a list naming it is written beside it (.txt), the "
+                   "source of a 3-d train net's HDF5Data layer.")
+@click.option("--element-size", type=float, nargs=3, default=(1.0, 1.0, 1.0),
+              show_default=True, help="Voxel spacing z y x (any unit): the weight map's "
+                                      "distances are measured in it, sigma in its y unit.")
+@click.option("--w0", default=10.0, show_default=True, help="Border weight w0.")
+@click.option("--sigma", default=5.0, show_default=True, help="Border width sigma.")
+@click.option("--classes", "num_classes", default=2, show_default=True)
+@click.option("--bits", type=int, default=None,
+              help="Bit depth of unsigned integer images (default: inferred, with a note).")
+def prepare_volume(image, labels, output, element_size, w0, sigma, num_classes, bits):
+    """Write a 3-d image stack and its labels as a training volume for 3-d nets: HDF5
+    data, labels, and the eq. 2 weights computed in 3-d."""
+    _output_path(output)
+    from .data.stacks import check_same_shape, normalize_grey, read_stack, to_classes
+    from .data.training_volume import write_training_volume
+    grey = normalize_grey(read_stack(image, "image"), 0.0, 0.0, image, bits)
+    label_stack = read_stack(labels, "label")
+    check_same_shape(grey, label_stack, image, labels, "label")
+    classes = to_classes(label_stack, num_classes, labels)
+    scale = tuple(e / element_size[1] for e in element_size)
+    listing = write_training_volume(output, grey, classes, label_stack, scale, w0, sigma,
+                                    num_classes)
+    click.echo(f"wrote {output} (data, labels, weights: {'x'.join(map(str, grey.shape))} "
+               f"voxels, element size {' x '.join(f'{e:g}' for e in element_size)}) and "
+               f"{listing}, its list for HDF5Data")
 
 
 @main.command()
@@ -616,10 +647,11 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
         if path:
             _output_array_path(path)
     volume = open_volume(image)
-    net = deploy_net(model, weights, tile, gpu)
+    net = deploy_net(model, None, tile, gpu)
     if _is_3d(net):
         raise UnetcoreError(f"{model}: a 3-d net segments a volume in memory (-o OUT.tif); "
                             "chunked output (-o OUT.zarr) is for 2-d nets")
+    copy_all_weights(net, weights)
     if net.blobs[net.image_input].shape[1] != 1:
         raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
                             "images; chunked volumes (-o OUT.zarr) are grey, one channel")
@@ -709,6 +741,9 @@ def export(model, weights, output, package, name, author, license_id, data_citat
     output = _output_path(output) if output else None
     net = Net(model, "TEST")
     require_image_input(net, model)
+    if package is not None and _is_3d(net):
+        raise UnetcoreError(f"{model}: --bioimageio packages 2-d nets for now; a 3-d net "
+                            "exports to ONNX with -o MODEL.onnx")
     copy_all_weights(net, weights)
     if package is not None and package.endswith(".zip"):
         write_zip(net, _output_path(package), name, author, license_id, data_citation)

@@ -561,6 +561,39 @@ def winograd_sources():
             f"- dx += (B^T kron B^T)^T dV, tile by tile: `add_input_tile_gradients`, {_link(Wino.add_input_tile_gradients, 'pixels +=')}\n")
 
 
+def three_d_tiles():
+    """The 3-d nets' tiles: input, output, margin and step per axis, and the valid sizes."""
+    from .sizes import nearest_sizes_per_axis
+    from .tiling import axis_geometry
+    rows = ["| net | tile (z, y, x) | output | margin | step | valid sizes near the tile |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("unet3d-em", "unet3d-demo"):
+        net = _net(f"{name}-deploy.prototxt")
+        geometry = axis_geometry(net, "d0a", "score")
+        column = lambda i: " x ".join(str(g[i]) for g in geometry)      # noqa: E731
+        near = nearest_sizes_per_axis(net, "d0a", count=2)
+        valid = "; ".join(f"{axis}: {', '.join(map(str, sizes))}" for axis, sizes
+                          in zip("zyx", near))
+        rows.append(f"| {name} | {column(0)} | {column(1)} | {column(2)} | {column(3)} | "
+                    f"{valid} |")
+    return "\n".join(rows) + "\n"
+
+
+def three_d_im2col():
+    """The im2col matrix of the EM net's first 3x3x3 layer, for one band of output slices."""
+    net = _net("unet3d-em-deploy.prototxt")
+    layer = next(l for l in net.layers if l.name == "conv_d2a-b")
+    x, y = net.blobs["d2a"].shape, net.blobs["d2b"].shape
+    rows = x[1] * 27
+    per_slice = y[3] * y[4]
+    return (f"For `conv_d2a-b` of the EM net ({x[1]} -> {y[1]} channels, "
+            f"{'x'.join(map(str, x[2:]))} -> {'x'.join(map(str, y[2:]))} voxels, kernel "
+            f"{'x'.join(map(str, layer.geom.kernel))}), `col` has {rows} rows (channel, o, p, "
+            f"q) and {per_slice:,} columns per output slice: {rows * per_slice * 4 / 1e6:.1f} MB "
+            f"a slice, {rows * per_slice * y[2] * 4 / 1e9:.2f} GB for all {y[2]} slices, so it "
+            "is built in bands of slices within the workspace.\n")
+
+
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
           "layer-sources": layer_sources, "convolution-products": convolution_products,
           "real-data-scores": real_data_scores,
@@ -574,7 +607,8 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
           "exercises-overlap-tile": exercises_overlap_tile,
           "winograd-matrices": winograd_matrices, "winograd-example": winograd_example,
           "winograd-unet-layers": winograd_unet_layers, "winograd-errors": winograd_errors,
-          "winograd-sources": winograd_sources}
+          "winograd-sources": winograd_sources, "three-d-tiles": three_d_tiles,
+          "three-d-im2col": three_d_im2col}
 
 
 def figures():

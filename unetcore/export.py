@@ -2,7 +2,8 @@
 
 Each layer maps to the operators that compute the same numbers:
 
-    Input                 a graph input (batch, channels, height, width), height and width dynamic
+    Input                 a graph input (batch, channels, height, width), height and width
+                          dynamic; (batch, channels, depth, height, width) for a 3-d net
     Convolution           Conv                     Deconvolution   ConvTranspose
     Pooling MAX           MaxPool, ceil_mode 1     Pooling AVE     AveragePool (no padding only)
     ReLU                  Relu, or LeakyRelu       Softmax         Softmax
@@ -82,7 +83,7 @@ def export_onnx(net, path, opset=17, probabilities=False):
             name = "probabilities" if len(net.outputs) == 1 else f"{blob}_probabilities"
         graph.nodes.append(onnx.helper.make_node("Identity", [tensor], [name]))
         shape = net.blobs[blob].shape
-        dims = ["batch", shape[1]] + [f"{name}_{axis}" for axis in ("height", "width")]
+        dims = ["batch", shape[1]] + [f"{name}_{axis}" for axis in spatial_names(shape)]
         outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                           dims[:len(shape)]))
     model = onnx.helper.make_model(
@@ -94,11 +95,16 @@ def export_onnx(net, path, opset=17, probabilities=False):
     return model
 
 
+def spatial_names(shape):
+    """The names of a blob's spatial axes: height, width, and depth before them in 3-d."""
+    return ("depth", "height", "width")[-(len(shape) - 2):] if len(shape) > 2 else ()
+
+
 def _input(graph, layer, spec, net):
     for name in spec.tops:
-        channels = net.blobs[name].shape[1]
+        shape = net.blobs[name].shape
         graph.inputs.append(graph.helper.make_tensor_value_info(
-            name, graph.onnx.TensorProto.FLOAT, ["batch", channels, "height", "width"]))
+            name, graph.onnx.TensorProto.FLOAT, ["batch", shape[1], *spatial_names(shape)]))
         graph.tensor[name] = name
 
 

@@ -5,7 +5,7 @@ A max-pool with stride s sees a size that its windows do not tile exactly when
 the skip connection that is cropped and concatenated on the way up. For the 2015 U-Net
 this leaves the sizes 16k + 60 (k >= 8): 572 -> 388 is the paper's tile.
 """
-from .errors import NetError
+from .errors import NetError, UnetcoreError
 
 
 def misaligned_pools(net):
@@ -61,7 +61,7 @@ def check_alignment(net, input_name):
         nearest = f"nearest valid sizes: {', '.join(map(str, near)) or 'none within 256'}"
     else:
         nearest = "valid sizes per axis: " + "; ".join(
-            f"{axis}: {', '.join(map(str, sizes)) or 'none within 256'}"
+            f"{axis}: {', '.join(map(str, sizes)) or 'none within 64'}"
             for axis, sizes in zip("zyx"[-len(shape):], nearest_sizes_per_axis(net, input_name)))
     raise NetError(f"input size {'x'.join(map(str, shape))} makes pooling layer '{name}' see "
                    f"{'x'.join(map(str, seen))}, which its windows do not tile, so the skip "
@@ -76,7 +76,7 @@ def _fits_axis(net, input_name, shape, axis, size):
     blob.reshape(blob.shape[:2] + tuple(trial))
     try:
         net.reshape()
-    except NetError:
+    except UnetcoreError:           # too small for a layer, or too large for the memory
         return False
     return all(not (s + 2 * p - k) % st for layer, bottom in zip(net.layers, net.bottom_vecs)
                if layer.type == "Pooling" and not layer.global_pooling
@@ -84,22 +84,23 @@ def _fits_axis(net, input_name, shape, axis, size):
                                     layer.stride[axis], layer.pad[axis])])
 
 
-def valid_sizes_per_axis(net, input_name, low, high):
-    """For each spatial axis, the sizes in [low, high] that the net takes on that axis (the
-    others at their current size). The axes are independent: each pools on its own."""
+def valid_sizes_per_axis(net, input_name, ranges):
+    """For each spatial axis, the sizes in its (low, high) range that the net takes on that
+    axis (the others at their current size). The axes are independent: each pools on its own."""
     original = net.blobs[input_name].shape
     try:
         return [[s for s in range(max(1, low), high + 1)
                  if _fits_axis(net, input_name, original[2:], axis, s)]
-                for axis in range(len(original) - 2)]
+                for axis, (low, high) in enumerate(ranges)]
     finally:
         net.blobs[input_name].reshape(original)
         net.reshape()
 
 
-def nearest_sizes_per_axis(net, input_name, count=2):
-    """Up to `count` valid sizes below and above the current one, per spatial axis."""
+def nearest_sizes_per_axis(net, input_name, count=2, reach=64):
+    """Up to `count` valid sizes below and above the current one, per spatial axis, within
+    `reach` of it."""
     shape = net.blobs[input_name].shape[2:]
-    sizes = valid_sizes_per_axis(net, input_name, max(1, min(shape) - 256), max(shape) + 256)
+    sizes = valid_sizes_per_axis(net, input_name, [(n - reach, n + reach) for n in shape])
     return [[s for s in axis_sizes if s < n][-count:] + [s for s in axis_sizes if s > n][:count]
             for axis_sizes, n in zip(sizes, shape)]
