@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 21): install without network on the machine's own CuPy, run the
 # CPU/GPU parity tests, the GPU benchmark beside PyTorch, a short training run of the
-# full U-Net at 572 on the GPU, and the per-layer times with the Winograd engine forced. Every step runs even when one before it fails; each writes
+# full U-Net at 572 on the GPU, the per-layer times with the Winograd engine forced and those
+# of the 3-d EM net. Every step runs even when one before it fails; each writes
 # its log into OUTDIR, and summary.txt holds one line per step: name, exit status, seconds.
 #
 # Usage:  bench/gpu_check.sh OUTDIR
@@ -80,4 +81,8 @@ step train train
 # per layer on this device, beside the train step's in train.log
 step winograd "$PYTHON" -m unetcore time prototxt/unet-train-inputs.prototxt $gpu_flag \
     --iterations 5 --engine winograd
+# the 3-d EM net (snemi_v6's shape, 44 x 268 x 268): per-layer times on this device, the
+# N-d layers' strided CuPy paths beside the 2-d kernels' (issue 20)
+step unet3d "$PYTHON" -m unetcore time prototxt/unet3d-em-deploy.prototxt $gpu_flag \
+    --iterations 3
 cat "$out/summary.txt"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from helpers import assert_gradients, blobs_of, make_layer, run_forward
+from test_layers import forward_and_backward
 from unetcore.blob import Blob
 from unetcore.errors import NetError
 
@@ -122,13 +123,20 @@ def test_nd_deconvolution_is_the_adjoint_of_convolution_and_its_gradients_check(
 @settings(max_examples=30, deadline=None)
 @given(nd_conv_case(max_size=4))
 def test_nd_fast_engines_equal_the_reference(c):
-    """pointwise (1x1x1) and blocks (stride = kernel) run in 1-d and 3-d too; they give the
+    """pointwise (1x1x1) and blocks (stride = kernel) run in 1-d and 3-d too, and slices
+    (1 x kh x kw on volumes, any 2-d stride, padding and dilation); they give the
     reference's forward and pass the gradient check."""
     point = dict(c, kernel=(1,) * c["axes"], stride=(1,) * c["axes"], pad=(0,) * c["axes"],
                  dilation=(1,) * c["axes"], group=1)
     blocks = dict(c, stride=c["kernel"], pad=(0,) * c["axes"], dilation=(1,) * c["axes"])
-    for kind, case, engine in (("Convolution", point, "pointwise"),
-                               ("Deconvolution", blocks, "blocks")):
+    cases = [("Convolution", point, "pointwise"), ("Deconvolution", blocks, "blocks")]
+    planar = dict(c, kernel=(1, *c["kernel"][1:]), stride=(1, *c["stride"][1:]),
+                  pad=(0, *c["pad"][1:]), dilation=(1, *c["dilation"][1:]))
+    if c["axes"] == 3 and planar["kernel"][1:] != (1, 1) and all(
+            n + 2 * p >= d * (k - 1) + 1 for n, p, d, k in
+            zip(c["size"], planar["pad"], planar["dilation"], planar["kernel"])):
+        cases.append(("Convolution", planar, "slices"))
+    for kind, case, engine in cases:
         fast, x = _layer(kind, case, engine)
         slow, _ = _layer(kind, case, "reference")
         np.testing.assert_allclose(run_forward(fast, x)[0], run_forward(slow, x)[0], atol=1e-12)
@@ -294,13 +302,3 @@ def test_slices_engine_runs_each_slice_through_the_2d_engine(c_in, c_out, size, 
     small = RNG.standard_normal((1, c_in, 2, 6, 7))
     assert_gradients(make_layer(text, shapes=[small.shape], engine="slices"), small,
                      max_checks=30)
-
-
-def forward_and_backward(layer, x, dy):
-    bottom, top = blobs_of(x), [Blob((), np.float64)]
-    layer.setup(bottom, top)
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    return top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()

@@ -164,7 +164,7 @@ def test_the_3d_demo_of_the_docs_trains_segments_and_scores(tmp_path, monkeypatc
     outputs = []
     for command in demo_commands():
         assert command[0] == "unetcore"
-        args = [arg.replace("_iter_300", "_iter_4") for arg in command[1:]]
+        args = [arg.replace("_iter_600", "_iter_4") for arg in command[1:]]
         result = CliRunner().invoke(main, args + smaller.get(args[0], []))
         assert result.exit_code == 0, f"{' '.join(command)}\n{result.output}"
         outputs.append(result.output)

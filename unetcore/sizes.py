@@ -10,15 +10,21 @@ from .errors import NetError, UnetcoreError
 
 def misaligned_pools(net):
     """(layer name, *spatial size) of every Pooling layer whose windows do not tile its input."""
-    bad = []
-    for layer, bottom in zip(net.layers, net.bottom_vecs):
-        if layer.type != "Pooling" or layer.global_pooling:
-            continue
-        for size, k, s, p in zip(bottom[0].shape[2:], layer.kernel, layer.stride, layer.pad):
-            if (size + 2 * p - k) % s:
-                bad.append((layer.name, *bottom[0].shape[2:]))
-                break
-    return bad
+    return [(layer.name, *bottom[0].shape[2:]) for layer, bottom in pools(net)
+            if any(misaligned(layer, bottom[0].shape, axis)
+                   for axis in range(len(bottom[0].shape) - 2))]
+
+
+def pools(net):
+    """(layer, bottom blobs) of the net's windowed Pooling layers."""
+    return [(layer, bottom) for layer, bottom in zip(net.layers, net.bottom_vecs)
+            if layer.type == "Pooling" and not layer.global_pooling]
+
+
+def misaligned(layer, shape, axis):
+    """Whether a pooling layer's windows do not tile spatial axis `axis` of its bottom."""
+    size, k, s, p = shape[2 + axis], layer.kernel[axis], layer.stride[axis], layer.pad[axis]
+    return (size + 2 * p - k) % s != 0
 
 
 def _fits(net, input_name, size):
@@ -78,10 +84,7 @@ def _fits_axis(net, input_name, shape, axis, size):
         net.reshape()
     except UnetcoreError:           # too small for a layer, or too large for the memory
         return False
-    return all(not (s + 2 * p - k) % st for layer, bottom in zip(net.layers, net.bottom_vecs)
-               if layer.type == "Pooling" and not layer.global_pooling
-               for s, k, st, p in [(bottom[0].shape[2 + axis], layer.kernel[axis],
-                                    layer.stride[axis], layer.pad[axis])])
+    return not any(misaligned(layer, bottom[0].shape, axis) for layer, bottom in pools(net))
 
 
 def valid_sizes_per_axis(net, input_name, ranges):

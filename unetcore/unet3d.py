@@ -176,7 +176,7 @@ FILES = {
                                                      source="data/volume3d-train.txt",
                                                      relsize_z=3),
     "unet3d-demo-solver.prototxt": lambda: solver_text("prototxt/unet3d-demo-train.prototxt",
-                                                       300, 100, "snapshots/unet3d-demo"),
+                                                       600, 200, "snapshots/unet3d-demo"),
 }
 
 
