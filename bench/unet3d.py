@@ -1,12 +1,14 @@
 """CPU benchmark of a 3-d U-Net: unetcore, and the same net in PyTorch (Conv3d) in the same run.
 
-Prints, for one tile, batch 1, float32, N threads, the forward and train step (forward,
-backward, SGD update) medians, peak resident memory (each mode in its own child process),
-GFLOP/s from the multiply-adds the net does, and the ratios. Default: the snemi_v6-style EM
-net (prototxt/unet3d-em-*, depth 4, 32 channels, two 1x3x3 levels) at its 44 x 268 x 268
-tile; --isotropic runs Çiçek et al.'s 3D U-Net shape instead (depth 3, 32 channels, every
-level 3x3x3, 2x2x2 pooling) at 116 x 132 x 132. The two frameworks take turns, --rounds
-times.
+Prints the host (CPU model, vector extensions, same-run SGEMM rate) and, for one tile,
+batch 1, float32, N threads, the forward and train step (forward, backward, SGD update)
+medians, peak resident memory (each mode in its own child process), GFLOP/s from the
+multiply-adds the net does, and the ratios. Default: the snemi_v6-style EM net
+(prototxt/unet3d-em-*, depth 4, 32 channels, two 1x3x3 levels) at its 44 x 268 x 268 tile;
+--isotropic runs the net isotropic at Çiçek et al.'s 3D U-Net tile (depth 3, 32 channels,
+every level 3x3x3 with 2x2x2 pooling, 116 x 132 x 132 -> 28 x 44 x 44; Çiçek's net also
+doubles the channels within each level and has batch normalization). The two frameworks
+take turns, --rounds times.
 
 Usage:  python bench/unet3d.py [--isotropic] [--threads 2] [--rounds 2]
                                [--torch-python /tmp/torchvenv/bin/python]
@@ -24,7 +26,7 @@ from pathlib import Path
 import unetcore  # noqa: F401  (before NumPy, as in the unetcore command)
 import numpy as np
 
-from host import describe
+from host import describe, sgemm_rate
 
 HERE = Path(__file__).resolve().parent
 EM = dict(tile=(44, 268, 268), depth=4, channels=32, flat_levels=2)
@@ -105,7 +107,7 @@ def main():
     if args.child:
         print(json.dumps(measure(args.child, spec, args.repeats)))
         return
-    print(f"host: {describe()}")
+    print(f"host: {describe(sgemm_rate())}")
     print(f"3-d U-Net {spec}, batch 1, float32, {args.threads} threads, {args.rounds} rounds")
     print(f"{'mode':<9}{'who':<10}{'median s':>10}{'GFLOP/s':>9}{'RSS MB':>9}{'ratio':>8}")
     for mode in ("forward", "train"):

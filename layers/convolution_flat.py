@@ -1,16 +1,23 @@
-"""Convolution engine "flat": stride 1 with 16 to 128 channels, on the CPU.
+"""Convolution engine "flat": stride 1 with 16 to 128 channels, on the CPU, in 2-d and 3-d.
 
 Index the output on the input's grid, pixel (i, j) at column i*W + j, with W the input
 width. Then every row of the im2col matrix is one contiguous slice of the flattened image,
 shifted by its tap's offset p*W + q (the flat im2col, unetcore/im2col.py): one slice copy
 per row, in bands of a few rows that stay in the CPU's cache while the GEMM reads them. The
-kw - 1 wrapped-around columns of each output row are computed and thrown away.
+kw - 1 wrapped-around columns of each output row are computed and thrown away. In 3-d the
+same holds slice by slice: output slice z starts at z*H*W of the flattened volume, and tap
+(o, p, q) is offset by o*H*W + p*W + q.
 
-There the GEMMs are thin (M = C_out, K = 9 C_in), and im2col through main memory costs as
-much as the GEMM; with more channels the GEMM dominates and large bands suit BLAS better
-(docs/benchmarks.md has the measurements behind both limits). The data gradient is the
-correlation engine's full correlation with the turned kernel, on the same flat grid.
+There the GEMMs are thin (M = C_out, K = 9 C_in, or 27 C_in in 3-d), and im2col through
+main memory costs as much as the GEMM; with more channels the GEMM dominates and large bands
+suit BLAS better (docs/benchmarks.md has the measurements behind both limits). The data
+gradient is the correlation engine's full correlation with the turned kernel: in 2-d on
+the flat grid of dx, with the zero padding folded into each band (shifted_rows); in 3-d on
+dy padded once, as a valid flat convolution like the forward.
 """
+import itertools
+import math
+
 import numpy as np
 
 from unetcore import backend
@@ -20,8 +27,9 @@ from unetcore.layer import register_engine
 from .convolution import row_bands
 from .convolution_correlation import CorrelationConvolution, unit_stride_unpadded
 
-# The flat path pays where the GEMMs are thin: up to this many input and output channels.
-FLAT_MAX_CHANNELS = 128
+# The flat path pays where the GEMMs are thin: up to this many input and output channels
+# (in 3-d, where K = 27 C_in, up to 64: docs/benchmarks.md).
+FLAT_MAX_CHANNELS = {2: 128, 3: 64}
 # ... and from this many input channels: below, im2col is small and the band copies cost more.
 FLAT_MIN_CHANNELS = 16
 
@@ -33,41 +41,55 @@ class FlatConvolution(CorrelationConvolution):
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):
-        return xp is np and unit_stride_unpadded(param, bottom_shapes)
+        return xp is np and unit_stride_unpadded(param, bottom_shapes, dimensions=(2, 3))
 
     @classmethod
     def pays(cls, param, bottom_shapes, xp):
-        if not bottom_shapes or len(bottom_shapes[0]) != 4:
+        if not bottom_shapes:
             return False
         c_in, c_out = bottom_shapes[0][1], param.convolution_param.num_output
-        return FLAT_MIN_CHANNELS <= c_in <= FLAT_MAX_CHANNELS and c_out <= FLAT_MAX_CHANNELS
+        most = FLAT_MAX_CHANNELS[len(bottom_shapes[0]) - 2]
+        return FLAT_MIN_CHANNELS <= c_in <= most and c_out <= most
 
     def forward_gemm(self, x, w, y):
-        """y = W @ col band by band, keeping the first W_out of every W columns."""
-        (c_out, out_h, out_w), wid = y.shape, x.shape[2]
-        for r0, r1, col in self.flat_columns(x, out_h):
-            count = col.shape[1]
-            band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
-            np.matmul(w[0], col, out=band[:, :count])
-            y[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
+        self.flat_convolution(x, w[0], y)
+
+    def flat_convolution(self, x, matrix, y):
+        """y = matrix @ col(x), the valid convolution of x (C, *spatial) into y (M, *out),
+        band by band, keeping the first W_out of every W columns."""
+        c_out, (out_h, out_w), wid = y.shape[0], y.shape[-2:], x.shape[-1]
+        for y_slice, start in self.output_slices(x, y):
+            for r0, r1, col in self.flat_columns(x, out_h, start):
+                count = col.shape[1]
+                band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
+                np.matmul(matrix, col, out=band[:, :count])
+                y_slice[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 
     def weight_gemm(self, x, dy, dw):
         """dW += dY_flat @ col^T over bands of output rows, dY shifted onto the flat grid."""
-        (c_out, out_h, out_w), wid = dy.shape, x.shape[2]
+        c_out, (out_h, out_w), wid = dy.shape[0], dy.shape[-2:], x.shape[-1]
         shift = wid - out_w                                   # kw - 1
         product = self.band_buffer(c_out, dw.shape[2], "product")
-        for r0, r1, col in self.flat_columns(x, out_h):
-            dy_flat = self.shifted_rows(dy, r0, r1, wid)     # zeros in the wrapped columns
-            np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
-            dw[0] += product
+        for dy_slice, start in self.output_slices(x, dy):
+            for r0, r1, col in self.flat_columns(x, out_h, start):
+                dy_flat = self.shifted_rows(dy_slice, r0, r1, wid)   # zeros where wrapped
+                np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
+                dw[0] += product
 
     def backward_gemm(self, dy, w, dx):
+        if self.axes != 2:                  # dx = the valid flat convolution of padded dy
+            padding = ((0, 0),) + tuple((k - 1, k - 1) for k in self.geom.kernel)
+            self.flat_convolution(np.pad(dy, padding), self.turned_weights(w), dx)
+            return
+        self.backward_gemm_2d(dy, w, dx)
+
+    def backward_gemm_2d(self, dy, w, dx):
         """dx[c, i*W + j] = sum over o, p, q of W_rot[c, o, p, q] dyP[o, i*W + j + p*W + q]:
         a valid correlation of dyP, the rows of dy shifted down by kh - 1 and right by kw - 1,
         with zeros around. On the flat grid the kw - 1 zero columns at the start of one row
         pad the end of the row above, so each dx band is written directly, without waste."""
         kh, (c_in, h, wid), w_rot = self.geom.kernel[0], dx.shape, self.turned_weights(w)
-        offsets, k = tap_offsets(self.geom.kernel, wid), w_rot.shape[1]
+        offsets, k = tap_offsets(self.geom.kernel, (h, wid)), w_rot.shape[1]
         dx_flat = dx.reshape(c_in, -1)
         for r0, r1 in self.flat_bands(h, k, wid):
             dy_pad = self.shifted_rows(dy, r0 - (kh - 1), r1, wid)
@@ -76,17 +98,26 @@ class FlatConvolution(CorrelationConvolution):
             np.matmul(w_rot, col, out=dx_flat[:, r0 * wid:r1 * wid])
 
     # ---- the flat grid
-    def flat_columns(self, x, out_h):
-        """(r0, r1, col) for each band of output rows: the flat im2col of x, with
-        (r1 - r0) * W columns less the last kw - 1. Those are wrapped-around columns of the
-        band's last row, thrown away like the others; in the last band they would read past
-        the end of the image."""
-        (c_in, _, wid), kw = x.shape, self.geom.kernel[1]
-        offsets, x_flat = tap_offsets(self.geom.kernel, wid), x.reshape(c_in, -1)
+    @staticmethod
+    def output_slices(x, y):
+        """(y's (M, H_out, W_out) slice, where its input slice starts in the flattened x) for
+        every index of y's leading spatial axes: the one image itself in 2-d, the output
+        slices z in 3-d (input slice z starts at z*H*W)."""
+        strides = [math.prod(x.shape[2 + axis:]) for axis in range(x.ndim - 3)]
+        for index in itertools.product(*map(range, y.shape[1:-2])):
+            yield y[(slice(None), *index)], sum(i * s for i, s in zip(index, strides))
+
+    def flat_columns(self, x, out_h, start=0):
+        """(r0, r1, col) for each band of output rows of the slice that starts at `start`:
+        the flat im2col of x, with (r1 - r0) * W columns less the last kw - 1. Those are
+        wrapped-around columns of the band's last row, thrown away like the others; in the
+        last band they would read past the end of the image."""
+        c_in, wid, kw = x.shape[0], x.shape[-1], self.geom.kernel[-1]
+        offsets, x_flat = tap_offsets(self.geom.kernel, x.shape[1:]), x.reshape(c_in, -1)
         k = c_in * len(offsets)
         for r0, r1 in self.flat_bands(out_h, k, wid):
             count = (r1 - r0) * wid - (kw - 1)
-            yield r0, r1, im2col_flat(x_flat, offsets, r0 * wid, count,
+            yield r0, r1, im2col_flat(x_flat, offsets, start + r0 * wid, count,
                                       self.column_buffer(k, r1 - r0, wid))
 
     def shifted_rows(self, dy, row0, row1, wid):

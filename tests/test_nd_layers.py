@@ -3,6 +3,7 @@ axes, with Caffe's repeated fields (one value for every axis, or one per axis), 
 against direct sums and by the gradient checker on hypothesis-drawn shapes, anisotropic
 kernels included."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -123,13 +124,20 @@ def test_nd_deconvolution_is_the_adjoint_of_convolution_and_its_gradients_check(
 @settings(max_examples=30, deadline=None)
 @given(nd_conv_case(max_size=4))
 def test_nd_fast_engines_equal_the_reference(c):
-    """pointwise (1x1x1) and blocks (stride = kernel) run in 1-d and 3-d too, and slices
-    (1 x kh x kw on volumes, any 2-d stride, padding and dilation); they give the
-    reference's forward and pass the gradient check."""
+    """pointwise (1x1x1), blocks (stride = kernel) and correlation (dx through the turned
+    kernel) run in 1-d and 3-d too, flat in 3-d, and slices (1 x kh x kw on volumes, any 2-d
+    stride, padding and dilation); they give the reference's forward and pass the gradient
+    check."""
     point = dict(c, kernel=(1,) * c["axes"], stride=(1,) * c["axes"], pad=(0,) * c["axes"],
                  dilation=(1,) * c["axes"], group=1)
     blocks = dict(c, stride=c["kernel"], pad=(0,) * c["axes"], dilation=(1,) * c["axes"])
     cases = [("Convolution", point, "pointwise"), ("Deconvolution", blocks, "blocks")]
+    turned = dict(c, stride=(1,) * c["axes"], pad=(0,) * c["axes"], dilation=(1,) * c["axes"],
+                  group=1)
+    if set(c["kernel"]) != {1} and all(n >= k for n, k in zip(c["size"], c["kernel"])):
+        cases.append(("Convolution", turned, "correlation"))
+        if c["axes"] == 3:
+            cases.append(("Convolution", turned, "flat"))
     planar = dict(c, kernel=(1, *c["kernel"][1:]), stride=(1, *c["stride"][1:]),
                   pad=(0, *c["pad"][1:]), dilation=(1, *c["dilation"][1:]))
     if c["axes"] == 3 and planar["kernel"][1:] != (1, 1) and all(
@@ -143,17 +151,20 @@ def test_nd_fast_engines_equal_the_reference(c):
         assert_gradients(_layer(kind, case, engine)[0], x)
 
 
-def test_the_2d_engines_leave_volumes_to_the_reference():
-    """Flat, correlation and Winograd are 2-d: on a 5-d bottom "auto" takes the reference
-    (or pointwise for 1x1x1), and forcing one of them falls back to the reference too."""
-    text = conv_text("Convolution", 64, (3,), (1,), (0,), (1,))
-    shape = (1, 64, 6, 20, 20)
-    assert make_layer(text, shapes=[shape]).engine == "reference"
-    for engine in ("flat", "correlation", "winograd"):
-        with pytest.raises(AssertionError, match="cannot run"):
-            make_layer(text, shapes=[shape], engine=engine)
-    score = conv_text("Convolution", 2, (1,), (1,), (0,), (1,))
-    assert make_layer(score, shapes=[shape]).engine == "pointwise"
+def test_auto_picks_the_engines_that_pay_on_volumes():
+    """3x3x3 kernels: flat up to 64 channels, the reference above, correlation where
+    C_in > C_out; pointwise for 1x1x1. Winograd is 2-d: forcing it on a volume falls back
+    to the reference."""
+    def engine(c_in, c_out, kernel=(3,)):
+        text = conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
+        return make_layer(text, shapes=[(1, c_in, 6, 20, 20)]).engine
+    assert engine(32, 32) == engine(64, 64) == "flat"
+    assert engine(128, 128) == engine(8, 8) == "reference"
+    assert engine(256, 128) == "correlation"
+    assert engine(64, 2, (1,)) == "pointwise"
+    with pytest.raises(AssertionError, match="cannot run"):
+        make_layer(conv_text("Convolution", 64, (3,), (1,), (0,), (1,)),
+                   shapes=[(1, 64, 6, 20, 20)], engine="winograd")
 
 
 def test_anisotropic_1x3x3_kernel_is_caffe_unets_and_a_plane_by_plane_2d_convolution():
@@ -302,3 +313,26 @@ def test_slices_engine_runs_each_slice_through_the_2d_engine(c_in, c_out, size, 
     small = RNG.standard_normal((1, c_in, 2, 6, 7))
     assert_gradients(make_layer(text, shapes=[small.shape], engine="slices"), small,
                      max_checks=30)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+       st.tuples(st.integers(3, 6), st.integers(3, 7), st.integers(3, 7)),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 6))
+def test_flat_engine_in_3d_matches_the_direct_sum_in_cache_bands(kernel, size, c_in, c_out,
+                                                                 band_rows):
+    """The flat engine on volumes, slice by slice, with cache bands of 1 to 6 rows: the
+    direct sum's forward, and gradients that check (dx from the padded dy)."""
+    from unetcore import backend
+    assume(set(kernel) != {1} and all(n >= k for n, k in zip(size, kernel)))
+    text = conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
+    x = RNG.standard_normal((2, c_in, *size))
+    k_rows = max(c_in, c_out) * math.prod(kernel)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * size[-1] * 8 * band_rows)
+        layer = make_layer(text, shapes=[x.shape], engine="flat")
+        y = run_forward(layer, x)[0]
+        expected = direct_conv(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1, 1),
+                               (0, 0, 0), (1, 1, 1), 1)
+        np.testing.assert_allclose(y, expected, atol=1e-12)
+        assert_gradients(make_layer(text, shapes=[x.shape], engine="flat"), x, max_checks=40)

@@ -32,7 +32,7 @@ def test_intervals_match_what_the_net_depends_on(tmp_path, depth, size):
     model = tmp_path / "net.prototxt"
     model.write_text(deploy_text("net", depth=depth, channels=2, size=size))
     net = Net(str(model), "TEST", dtype=np.float64)
-    randomize_params(net, np.random.default_rng(0))
+    randomize_params(net, np.random.default_rng(0), scale=0.5)
     positions = list(range(0, net.blobs["score"].shape[-1], 3))
     measured = measured_rows(net, size, positions)
     for p in positions:

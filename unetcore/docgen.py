@@ -417,6 +417,38 @@ def exercises_overlap_tile():
                 f"{margin} mirrored pixels before the image."))
 
 
+
+def exercises_3d():
+    from .errors import NetError
+    from .tiling import axis_geometry
+    net = _net("unet3d-em-deploy.prototxt")
+    (tile_z, out_z, margin_z, step_z), (tile_y, out_y, margin_y, step_y), _ = \
+        axis_geometry(net, "d0a", "score")
+    try:
+        net.set_inputs({"d0a": np.zeros((1, 1, 46, 268, 268))})
+        verdict = "46 is valid."
+    except NetError as err:
+        verdict = f"No. `unetcore shapes` says: {err}"
+    net.set_inputs({"d0a": np.zeros((1, 1, tile_z, tile_y, tile_y))})
+    volume = (100, 1024, 1024)
+    tiles = [-(-n // step) for n, step in zip(volume, (step_z, step_y, step_y))]
+    weights = net.params["conv_d0a-b"][0].shape
+    return (f"1. The EM net's first convolution has weights of shape {weights}. Why is "
+            "its third axis 1, and what does the layer compute on a volume?\n\n" + _answer(
+                "The kernel is 1 x 3 x 3 (`kernel_size: 1 kernel_size: 3 kernel_size: 3`): one "
+                "tap along z. Each output slice is the 2-d 3 x 3 convolution of the same input "
+                "slice, with the same weights for every slice.")
+            + f"\n2. Is 46 a valid z size for the EM net (at {tile_y} x {tile_y} in y and x)?"
+            "\n\n" + _answer(verdict)
+            + f"\n3. A {' x '.join(map(str, volume))} volume is segmented with the EM net's "
+            f"tile ({tile_z} x {tile_y} x {tile_y}). How many tiles does it take, and how much "
+            "context does a tile have before its output in z and in y?\n\n" + _answer(
+                f"Tiles step by {step_z} slices in z and {step_y} px in y and x, so "
+                f"{tiles[0]} x {tiles[1]} x {tiles[2]} = {tiles[0] * tiles[1] * tiles[2]:,} "
+                f"tiles. The margin is {margin_z} slices in z and {margin_y} px in y: the two "
+                "anisotropic levels never convolve along z, so z needs less context."))
+
+
 TEST_DATA = REPO / "tests" / "data"
 ISBI_MODEL = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
 
@@ -608,7 +640,7 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
           "winograd-matrices": winograd_matrices, "winograd-example": winograd_example,
           "winograd-unet-layers": winograd_unet_layers, "winograd-errors": winograd_errors,
           "winograd-sources": winograd_sources, "three-d-tiles": three_d_tiles,
-          "three-d-im2col": three_d_im2col}
+          "three-d-im2col": three_d_im2col, "exercises-3d": exercises_3d}
 
 
 def figures():

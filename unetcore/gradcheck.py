@@ -135,12 +135,13 @@ def check_net(net, step=1e-6, threshold=1e-6, max_checks=None, seed=0):
 def randomize_params(net, rng, scale=None):
     """Random weights and biases, uniform in [-scale, scale], so that no ReLU sits exactly at
     its kink (zero biases on a dead region put whole maps at 0, where the derivative does
-    not exist). By default biases take scale 0.5 and weights sqrt(3 / fan-in): variance
-    1 / fan-in, so activations keep their size through a wide net, and its loss stays where
-    central differences are accurate."""
+    not exist). By default scale 0.5, and for the weights of a wide layer sqrt(6 / fan-in)
+    where that is less: variance 2 / fan-in (MSRA's, for ReLU nets), so activations keep
+    their size through a wide net, and its loss stays where central differences are
+    accurate."""
     for blob in net.learnable_params:
         fan_in = blob.count // blob.shape[0] if len(blob.shape) > 1 else 0
-        bound = scale or (min(0.5, (3.0 / fan_in) ** 0.5) if fan_in else 0.5)
+        bound = scale or (min(0.5, (6.0 / fan_in) ** 0.5) if fan_in else 0.5)
         blob.data[...] = net.xp.asarray(rng.uniform(-bound, bound, blob.shape))
 
 

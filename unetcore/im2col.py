@@ -27,6 +27,7 @@ caffe_unet's im2col_nd) has rows (c, o, p, q) and one column per output voxel, a
 code builds it; the "rows" of the output are then its slices along the first spatial axis.
 """
 import itertools
+import math
 from dataclasses import dataclass
 
 
@@ -141,10 +142,12 @@ def im2col_gpu(x_padded, geom, out_rest, row0, row1, out):
     return out
 
 
-def tap_offsets(kernel, width):
-    """The flat offsets p*width + q of the taps (p, q) of a kernel, in im2col's row order."""
-    kh, kw = kernel
-    return [p * width + q for p in range(kh) for q in range(kw)]
+def tap_offsets(kernel, shape):
+    """The flat offsets of a kernel's taps in an image of spatial `shape`, in im2col's row
+    order: p*W + q for the taps (p, q) in 2-d, o*H*W + p*W + q for (o, p, q) in 3-d."""
+    strides = [math.prod(shape[axis + 1:]) for axis in range(len(shape))]
+    return [sum(t * s for t, s in zip(tap, strides))
+            for tap in itertools.product(*map(range, kernel))]
 
 
 def im2col_flat(x_flat, offsets, start, count, out):
