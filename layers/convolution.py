@@ -15,13 +15,15 @@ backward_gemm and weight_gemm. Deconvolution, the adjoint, is the same three wir
 other way round (layers/deconvolution.py).
 
 The im2col matrix is built in bands of output rows (slices along the first spatial axis)
-inside one workspace shared by all layers, so its size stays under backend.WORKSPACE_LIMIT_BYTES whatever the image.
+inside one workspace shared by all layers, so its size stays under
+backend.WORKSPACE_LIMIT_BYTES whatever the image.
 
 This is the reference engine: the one path that docs/backprop.md derives. Faster engines for
 special cases live beside it, each in its own file, and override some of the three products:
-convolution_pointwise.py (1x1), convolution_correlation.py (dx without col2im) and
-convolution_flat.py (stride 1 with few channels, on the CPU). unetcore.layer picks one.
-The engines are 2-d; the reference serves every number of spatial axes.
+convolution_pointwise.py (1x1), convolution_correlation.py (dx without col2im),
+convolution_flat.py (stride 1 with few channels, on the CPU), convolution_winograd.py (3x3,
+2-d) and convolution_slices.py (1 x kh x kw on volumes, slice by slice through a 2-d
+engine). unetcore.layer picks one; docs/3d.md says which run on volumes.
 """
 import math
 

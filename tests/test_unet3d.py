@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 import unetcore
-from unetcore import unet3d
+from unetcore import config, unet3d
 from unetcore.cli import main
 from unetcore.gradcheck import check_net, randomize_params
 from unetcore.net import Net
@@ -80,13 +80,18 @@ def tiny_3d(tile, channels=2, flat_levels=1, depth=1):
     return unet3d.deploy_text("tiny", tile, depth, channels, flat_levels)
 
 
-def test_a_3d_unet_passes_the_gradient_check_end_to_end():
+@pytest.mark.parametrize("engine", ["auto", "reference", "slices", "flat", "correlation"])
+def test_a_3d_unet_passes_the_gradient_check_end_to_end(engine):
     """Depth 1 with an anisotropic level (1x3x3 convolutions, 1x2x2 pooling and up-conv)
-    and an isotropic one, a weighted loss over every output voxel."""
+    and an isotropic one, a weighted loss over every output voxel; with each engine forced
+    wherever it can run."""
     tile = (5, 20, 20)
     out = unet3d.output_shape(tile, 1, 1)
     assert out == (1, 4, 4)
-    net = net_of(unet3d.inputs_train_text("tiny", tile, 1, 2, 1), "TRAIN", np.float64)
+    with config.using_engine(engine):
+        net = net_of(unet3d.inputs_train_text("tiny", tile, 1, 2, 1), "TRAIN", np.float64)
+    if engine != "auto":
+        assert engine in {layer.engine for layer in net.layers}
     rng = np.random.default_rng(0)
     randomize_params(net, rng)
     net.set_inputs({"d0a": rng.standard_normal((1, 1, 5, 20, 20)),
