@@ -240,3 +240,15 @@ def test_prepare_volume_writes_what_the_3d_train_nets_read(tmp_path):
                                        str(tmp_path / "short.tif"), "-o", str(tmp_path / "u.h5")])
     assert result.exit_code != 0
     assert "the label stack has shape (4, 40, 40)" in result.output
+
+
+def test_a_volume_that_would_not_fit_in_memory_is_refused_in_one_line(monkeypatch):
+    """A 3-d net segments its volume whole: a volume whose canvas and scores exceed the
+    memory budget stops before anything is allocated."""
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1")                # 1 MiB
+    net = net_of(tiny_3d((5, 20, 20)))
+    with pytest.raises(unetcore.errors.UnetcoreError,
+                       match=r"segmenting the 20x100x100 image in memory \(its mirrored canvas "
+                             r"and scores\) would take .* GiB, more than the 0.0 GiB allowed "
+                             r"by UNETCORE_MAX_MEMORY"):
+        segment(net, np.zeros((1, 20, 100, 100)))

@@ -20,6 +20,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .errors import DataError, NetError, UnetcoreError
+from .memory import require_bytes
 from .sizes import misaligned_pools
 from .timing import net_macs
 
@@ -116,9 +117,20 @@ def segment(net, image, batch=1, progress=None, average_mirror=False):
     margins = tuple(margin for _, _, margin, _ in geometry)
     after = tuple((count - 1) * step + tile - n - margin
                   for n, count, (tile, _, margin, step) in zip(spatial, counts, geometry))
+    require_canvas(net, image, [n + m + a for n, m, a in zip(spatial, margins, after)])
     padded = mirror_pad(image, margins, after)
     scores = segment_canvas(net, padded, counts, batch, progress, average_mirror)
     return scores[(slice(None),) + tuple(slice(0, n) for n in spatial)]
+
+
+def require_canvas(net, image, canvas_shape):
+    """Refuse, in one line, an image whose mirrored canvas and scores (float32) would not
+    fit in memory: a 3-d net segments its volume whole."""
+    classes = net.blobs[net.outputs[0]].shape[1]
+    voxels = math.prod(canvas_shape)
+    size = "x".join(map(str, image.shape[1:]))
+    require_bytes(4 * voxels * (image.shape[0] + 2 * classes),
+                  f"segmenting the {size} image in memory (its mirrored canvas and scores)")
 
 
 def segment_canvas(net, canvas, counts, batch=1, progress=None, average_mirror=False):
