@@ -192,9 +192,6 @@ def test_3d_nets_refuse_what_is_for_2d_nets_in_one_line(tmp_path):
          "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
         (["shapes", "prototxt/unet3d-demo-deploy.prototxt", "--receptive-field"],
          "--receptive-field is for 2-d nets"),
-        (["segment", str(tmp_path / "v.tif"), "-o", str(tmp_path / "s.zarr"), "--model",
-          "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5"],
-         "chunked output (-o OUT.zarr) is for 2-d nets"),
         (["export", "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5",
           "--bioimageio", str(tmp_path / "pkg"), "--author", "A"],
          "--bioimageio packages 2-d nets for now"),
@@ -243,12 +240,52 @@ def test_prepare_volume_writes_what_the_3d_train_nets_read(tmp_path):
 
 
 def test_a_volume_that_would_not_fit_in_memory_is_refused_in_one_line(monkeypatch):
-    """A 3-d net segments its volume whole: a volume whose canvas and scores exceed the
-    memory budget stops before anything is allocated."""
+    """In memory, a 3-d net segments its volume whole: a volume whose canvas and scores
+    exceed the memory budget stops before anything is allocated, and says what does not."""
     monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1")                # 1 MiB
     net = net_of(tiny_3d((5, 20, 20)))
     with pytest.raises(unetcore.errors.UnetcoreError,
                        match=r"segmenting the 20x100x100 image in memory \(its mirrored canvas "
-                             r"and scores\) would take .* GiB, more than the 0.0 GiB allowed "
-                             r"by UNETCORE_MAX_MEMORY"):
+                             r"and scores; -o OUT.zarr segments it chunk by chunk\) would take "
+                             r".* GiB, more than the 0.0 GiB allowed by UNETCORE_MAX_MEMORY"):
         segment(net, np.zeros((1, 20, 100, 100)))
+
+
+
+@settings(max_examples=4, deadline=None)
+@given(shape=st.tuples(st.integers(1, 11), st.integers(5, 30), st.integers(5, 30)),
+       chunk=st.sampled_from([4, 8]), slices=st.sampled_from([1, 3]))
+def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory, shape, chunk,
+                                                                 slices):
+    """-o OUT.zarr with a 3-d net: chunks of `slices` x `chunk` x `chunk` voxels (rounded to
+    the tile steps), each with the net's context in z, y and x, mirrored only at the volume's
+    border: the same probabilities as one in-memory segmentation of the whole volume."""
+    pytest.importorskip("zarr")
+    pytest.importorskip("dask.distributed")
+    import zarr
+    from unetcore import volume as chunked
+    tmp_path = tmp_path_factory.mktemp("chunks")
+    model = tmp_path / "net.prototxt"
+    model.write_text(tiny_3d((5, 20, 20)))
+    net = Net(str(model), "TEST")
+    randomize_params(net, np.random.default_rng(4))
+    net.save(str(tmp_path / "w.caffemodel.h5"))
+    values = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "v.tif", values, photometric="minisblack")
+    common = ["--model", str(model), "--weights", str(tmp_path / "w.caffemodel.h5")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chunked, "CHUNK_TARGET_Z", slices)
+        result = CliRunner().invoke(main, ["segment", str(tmp_path / "v.tif"), "-o",
+                                           str(tmp_path / "l.zarr"), "--probabilities",
+                                           str(tmp_path / "p.zarr"), "--chunk", str(chunk)]
+                                    + common)
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "v.tif"), "-o",
+                                       str(tmp_path / "l.tif"), "--probabilities",
+                                       str(tmp_path / "p.tif")] + common)
+    assert result.exit_code == 0, result.output
+    in_memory = tifffile.imread(tmp_path / "p.tif").reshape(shape[0], 2, *shape[1:])
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[...], in_memory,
+                               atol=1e-5)
+    labels = tifffile.imread(tmp_path / "l.tif").reshape(shape)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...], labels)

@@ -647,26 +647,28 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
         if path:
             _output_array_path(path)
     volume = open_volume(image)
-    net = deploy_net(model, None, tile, gpu)
-    if _is_3d(net):
-        raise UnetcoreError(f"{model}: a 3-d net segments a volume in memory (-o OUT.tif); "
-                            "chunked output (-o OUT.zarr) is for 2-d nets")
-    copy_all_weights(net, weights)
+    net = deploy_net(model, weights, tile, gpu)
     if net.blobs[net.image_input].shape[1] != 1:
         raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
                             "images; chunked volumes (-o OUT.zarr) are grey, one channel")
-    _choose_tile(net, model, [volume.shape[1:]], tile, memory_mb)
-    tile = net.blobs[net.image_input].shape[-1]
+    _choose_tile(net, model, [volume.shape if _is_3d(net) else volume.shape[1:]], tile,
+                 memory_mb)
+    tile = None if _is_3d(net) else net.blobs[net.image_input].shape[-1]
     plan = ChunkPlan.for_net(net, volume.shape, chunk)
     offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, bits, plan.edge, config.engine, gpu, uuid.uuid4().hex)
+                    factor, bits, plan.edge[-1], config.engine, gpu, uuid.uuid4().hex)
     chunks = len(plan.chunks())
     with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
         run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)
     click.echo(f"wrote {output}: {plan.shape[0]} slice(s) of {plan.shape[1]}x{plan.shape[2]}, "
-               f"{chunks} chunks of {plan.edge} px: {run} segmented, {skipped} already written")
+               f"{chunks} chunks of {_edge(plan)}: {run} segmented, {skipped} already written")
+
+
+def _edge(plan):
+    """A chunk's size in words: '1024 px' (one slice of a 2-d net's), or '64x1024x1024'."""
+    return "x".join(map(str, plan.edge)) if plan.volumetric else f"{plan.edge[-1]} px"
 
 
 @main.command(name="test")

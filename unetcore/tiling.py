@@ -125,12 +125,13 @@ def segment(net, image, batch=1, progress=None, average_mirror=False):
 
 def require_canvas(net, image, canvas_shape):
     """Refuse, in one line, an image whose mirrored canvas and scores (float32) would not
-    fit in memory: a 3-d net segments its volume whole."""
+    fit in memory (a 3-d net's volume is one image)."""
     classes = net.blobs[net.outputs[0]].shape[1]
     voxels = math.prod(canvas_shape)
     size = "x".join(map(str, image.shape[1:]))
     require_bytes(4 * voxels * (image.shape[0] + 2 * classes),
-                  f"segmenting the {size} image in memory (its mirrored canvas and scores)")
+                  f"segmenting the {size} image in memory (its mirrored canvas and scores; "
+                  "-o OUT.zarr segments it chunk by chunk)")
 
 
 def segment_canvas(net, canvas, counts, batch=1, progress=None, average_mirror=False):

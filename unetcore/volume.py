@@ -1,8 +1,9 @@
 """Segmenting volumes larger than memory, chunk by chunk: in this process, or on a dask cluster.
 
-The output is cut into chunks of (1, S, S) voxels, with S a multiple of the net's tile step, so
-that every chunk's tiles are exactly the tiles that unetcore.tiling.segment would run over the
-whole slice (same origins, same mirrored context). A chunk reads only its input region,
+The output is cut into chunks of (1, S, S) voxels for a 2-d net, or (S_z, S, S) for a 3-d net,
+each edge a multiple of the net's tile step on its axis, so that every chunk's tiles are
+exactly the tiles that unetcore.tiling.segment would run over the whole slice, or the whole
+volume (same origins, same mirrored context). A chunk reads only its input region,
 with the net's margin of context, and mirrors where that region passes the volume's border,
 as the whole slice would be mirrored. So a chunked result equals the in-process one, and the
 chunks are independent: any process can run any of them, in any order.
@@ -16,6 +17,7 @@ dataset) or a TIFF stack, all read lazily, as (Z, H, W) or (H, W). Output: a zar
 uint8 labels (0/255 for two classes), chunked as the computation is; with probabilities, a
 second zarr array of float32 (Z, classes, H, W).
 """
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ DONE_FOLDER = ".unetcore-done"
 # The chunk edge aims at this many output pixels: large enough that the context read around a
 # chunk (the tile minus one step, on each axis) costs little, small enough for many workers.
 CHUNK_TARGET = 1024
+# ... and at this many slices in z for a 3-d net, whose tiles are a few slices deep.
+CHUNK_TARGET_Z = 64
 
 
 def require_cluster_extra():
@@ -131,41 +135,48 @@ def value_scaling(volume, scale, mean, bits, path):
 # ---------------------------------------------------------------- the chunk plan
 @dataclass(frozen=True)
 class ChunkPlan:
-    """Output chunks of (1, edge, edge) over a (Z, H, W) volume, for a net's tile geometry."""
+    """Output chunks over a (Z, H, W) volume, for a net's tile geometry: tile, margin, step and
+    chunk edge per axis (z, y, x). A 2-d net's chunks are one slice thick and read no
+    context in z (tile 1, margin 0, step 1 there); a 3-d net's are edge[0] slices deep."""
     shape: tuple
-    tile: int
-    margin: int
-    step: int
-    edge: int
+    tile: tuple
+    margin: tuple
+    step: tuple
+    edge: tuple
+    volumetric: bool            # a 3-d net: the chunk's canvas is one volume, not slices
 
     @classmethod
     def for_net(cls, net, shape, edge=None):
-        from .tiling import tile_geometry
-        tile, _, margin, step = tile_geometry(net, net.image_input, net.outputs[0])
-        edge = step * max(1, round((edge or CHUNK_TARGET) / step))
-        return cls(tuple(shape), tile, margin, step, edge)
+        """The plan for `net`, with chunk edges near `edge` px in y and x (CHUNK_TARGET by
+        default) and CHUNK_TARGET_Z slices in z for a 3-d net, rounded to the tile steps."""
+        from .tiling import axis_geometry
+        geometry = axis_geometry(net, net.image_input, net.outputs[0])
+        volumetric = len(geometry) == 3
+        if not volumetric:
+            geometry = [(1, 1, 0, 1)] + geometry
+        tile, _, margin, step = zip(*geometry)
+        targets = (CHUNK_TARGET_Z if volumetric else 1,) + (edge or CHUNK_TARGET,) * 2
+        edges = tuple(s * max(1, round(t / s)) for s, t in zip(step, targets))
+        return cls(tuple(shape), tile, margin, step, edges, volumetric)
 
     def chunks(self):
         """(z, row, col) of every chunk, in index units."""
-        z, h, w = self.shape
-        return [(k, i, j) for k in range(z) for i in range(math.ceil(h / self.edge))
-                for j in range(math.ceil(w / self.edge))]
+        counts = [math.ceil(n / e) for n, e in zip(self.shape, self.edge)]
+        return list(itertools.product(*map(range, counts)))
 
     def output_window(self, chunk):
         """(z, rows, cols) slices of the output that `chunk` writes."""
-        k, i, j = chunk
-        h, w = self.shape[1:]
-        return (k, slice(i * self.edge, min(h, (i + 1) * self.edge)),
-                slice(j * self.edge, min(w, (j + 1) * self.edge)))
+        return tuple(slice(i * e, min(n, (i + 1) * e))
+                     for i, e, n in zip(chunk, self.edge, self.shape))
 
-    def canvas_indices(self, start, length, size):
-        """Image indices of the mirrored canvas rows (or columns) that a chunk's tiles read:
+    def canvas_indices(self, axis, start, length):
+        """Volume indices, along `axis`, of the mirrored canvas that a chunk's tiles read:
         from start - margin, for the tiles at start, start + step, ... covering `length`
-        outputs; reflected about the border pixels as numpy's 'reflect' padding does."""
-        tiles = math.ceil(length / self.step)
-        index = np.arange(start - self.margin, start - self.margin + (tiles - 1) * self.step
-                          + self.tile)
-        return reflect(index, size)
+        outputs; reflected about the border voxels as numpy's 'reflect' padding does."""
+        tiles = math.ceil(length / self.step[axis])
+        first = start - self.margin[axis]
+        index = np.arange(first, first + (tiles - 1) * self.step[axis] + self.tile[axis])
+        return reflect(index, self.shape[axis])
 
 
 def reflect(index, size):
@@ -178,26 +189,28 @@ def reflect(index, size):
 
 
 def chunk_canvas(volume, plan, chunk, to_grey):
-    """The mirrored input region that `chunk`'s tiles read, as grey values (1, rows, cols):
-    one contiguous read of the volume, then the mirror's index map."""
-    k, rows, cols = plan.output_window(chunk)
-    h, w = plan.shape[1:]
-    row_index = plan.canvas_indices(rows.start, rows.stop - rows.start, h)
-    col_index = plan.canvas_indices(cols.start, cols.stop - cols.start, w)
-    r0, r1, c0, c1 = row_index.min(), row_index.max() + 1, col_index.min(), col_index.max() + 1
-    region = np.asarray(volume[k, r0:r1, c0:c1])
-    return to_grey(region[np.ix_(row_index - r0, col_index - c0)])[None]
+    """The mirrored input region that `chunk`'s tiles read, as grey values: (1, rows, cols)
+    for a 2-d net, (1, slices, rows, cols) for a 3-d net. One contiguous read of the volume,
+    then the mirror's index map."""
+    indices = [plan.canvas_indices(axis, window.start, window.stop - window.start)
+               for axis, window in enumerate(plan.output_window(chunk))]
+    lows = [index.min() for index in indices]
+    region = np.asarray(volume[tuple(slice(low, index.max() + 1)
+                                     for low, index in zip(lows, indices))])
+    canvas = to_grey(region[np.ix_(*(index - low for index, low in zip(indices, lows)))])
+    return canvas[None] if plan.volumetric else canvas
 
 
 def segment_chunk(net, volume, plan, chunk, to_grey, batch):
-    """Class probabilities (classes, rows, cols) of one output chunk."""
+    """Class probabilities (classes, slices, rows, cols) of one output chunk."""
     from .tiling import segment_canvas, softmax
-    _, rows, cols = plan.output_window(chunk)
-    canvas = chunk_canvas(volume, plan, chunk, to_grey)
-    counts = (math.ceil((rows.stop - rows.start) / plan.step),
-              math.ceil((cols.stop - cols.start) / plan.step))
-    scores = segment_canvas(net, canvas, counts, batch)
-    return softmax(scores[:, :rows.stop - rows.start, :cols.stop - cols.start])
+    window = plan.output_window(chunk)
+    axes = range(3) if plan.volumetric else range(1, 3)       # the net's spatial axes
+    sizes = [window[axis].stop - window[axis].start for axis in axes]
+    counts = tuple(math.ceil(n / plan.step[axis]) for n, axis in zip(sizes, axes))
+    scores = segment_canvas(net, chunk_canvas(volume, plan, chunk, to_grey), counts, batch)
+    probabilities = softmax(scores[(slice(None),) + tuple(slice(0, n) for n in sizes)])
+    return probabilities if plan.volumetric else probabilities[:, None]
 
 
 # ---------------------------------------------------------------- output and markers
@@ -205,11 +218,11 @@ def create_outputs(path, plan, classes, probabilities):
     """The label array (uint8, (Z, H, W)) and, if asked, the probability array (float32,
     (Z, classes, H, W)), chunked as the plan. An existing output of the same shape is opened
     as it is, for a rerun to finish."""
-    arrays = [open_or_create(path, plan.shape, (1, plan.edge, plan.edge), np.uint8)]
+    arrays = [open_or_create(path, plan.shape, plan.edge, np.uint8)]
     if probabilities:
         shape = (plan.shape[0], classes) + plan.shape[1:]
-        arrays.append(open_or_create(probabilities, shape, (1, classes, plan.edge, plan.edge),
-                                     np.float32))
+        arrays.append(open_or_create(probabilities, shape,
+                                     (plan.edge[0], classes) + plan.edge[1:], np.float32))
     Path(path, DONE_FOLDER).mkdir(exist_ok=True)
     return arrays
 
@@ -231,14 +244,15 @@ def marker(path, chunk):
 
 
 def write_chunk(outputs, plan, chunk, probabilities, marker_path):
-    """The chunk's labels (and probabilities), then its marker: a chunk with a marker is whole."""
-    k, rows, cols = plan.output_window(chunk)
+    """The chunk's labels (and probabilities, (classes, slices, rows, cols)), then its marker:
+    a chunk with a marker is whole."""
+    slices, rows, cols = plan.output_window(chunk)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     if probabilities.shape[0] == 2:
         labels *= 255
-    outputs[0][k, rows, cols] = labels
+    outputs[0][slices, rows, cols] = labels
     if len(outputs) > 1:
-        outputs[1][k, :, rows, cols] = probabilities
+        outputs[1][slices, :, rows, cols] = probabilities.swapaxes(0, 1)
     marker_path.touch()
 
 
@@ -251,12 +265,12 @@ class VolumeJob:
     probabilities: str
     model: str
     weights: str
-    tile: int
+    tile: int           # a 2-d net's square tile; None: the prototxt's (a 3-d net's)
     memory_mb: int
     offset: float
     scale: float
     bits: int
-    edge: int
+    edge: int           # the chunk edge in y and x
     engine: str
     gpu: int = None
     run: str = ""       # one id per run of the command: what a process opened for one run
@@ -274,7 +288,7 @@ class JobState:
             self.net = deploy_net(job.model, job.weights, job.tile, job.gpu)
         self.volume = open_volume(job.source)
         self.plan = ChunkPlan.for_net(self.net, self.volume.shape, job.edge)
-        tiles = math.ceil(job.edge / self.plan.step) ** 2                 # a chunk's tiles
+        tiles = math.prod(math.ceil(e / s) for e, s in zip(self.plan.edge, self.plan.step))
         self.batch = tiles_per_batch(self.net, self.net.image_input, job.memory_mb * 2 ** 20,
                                      tiles)
         self.outputs = create_outputs(job.output, self.plan,
