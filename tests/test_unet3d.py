@@ -289,3 +289,15 @@ def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory
                                atol=1e-5)
     labels = tifffile.imread(tmp_path / "l.tif").reshape(shape)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...], labels)
+
+
+def test_a_3d_net_reads_stacks_as_volumes_and_an_image_as_one_slice():
+    from unetcore.errors import DataError
+    from unetcore.tiling import as_channel_volume
+    assert as_channel_volume(np.zeros((4, 6, 7)), 1).shape == (1, 4, 6, 7)
+    assert as_channel_volume(np.zeros((6, 7)), 1).shape == (1, 1, 6, 7)
+    two = np.arange(4 * 2 * 6 * 7).reshape(4, 2, 6, 7)           # ImageJ's (Z, C, Y, X)
+    np.testing.assert_array_equal(as_channel_volume(two, 2)[1, 3], two[3, 1])
+    with pytest.raises(DataError, match=r"the 3-d net takes 2-channel volumes, but the image "
+                                        r"has shape \(4, 6, 7\)"):
+        as_channel_volume(np.zeros((4, 6, 7)), 2)

@@ -180,9 +180,9 @@ def as_channel_images(stack, channels, path="image"):
 
 def as_channel_volume(stack, channels, path="image"):
     """(channels, D, H, W) from a grey (D, H, W) volume, or a (D, C, H, W) one (ImageJ's
-    order) for a net of C channels."""
-    if channels == 1 and stack.ndim == 3:
-        return stack[None]
+    order) for a net of C channels. A grey 2-d image is a volume of one slice."""
+    if channels == 1 and stack.ndim in (2, 3):
+        return stack.reshape((1, -1) + stack.shape[-2:])
     if channels > 1 and stack.ndim == 4 and stack.shape[1] == channels:
         return stack.swapaxes(0, 1)
     raise DataError(f"{path}: the 3-d net takes {channels}-channel volumes, but the image has "
