@@ -132,6 +132,37 @@ def test_a_bioimage_model_zoo_package_validates_and_reproduces_its_test_output(t
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
+def test_a_3d_unet_package_validates_with_a_z_axis_and_reproduces_its_test_output(tmp_path):
+    """A 3-d net's package: space axes z, y and x, each with its own smallest size, step
+    and halo (the demo net's z differs from y and x), and ONNX Runtime reproduces the test
+    output from the test input of the smallest valid volume."""
+    spec = pytest.importorskip("bioimageio.spec")
+    net = unetcore.Net(PROTOTXT / "unet3d-demo-deploy.prototxt", unetcore.TEST, seed=3)
+    net.save(tmp_path / "w.caffemodel.h5")
+    result = CliRunner().invoke(main, [
+        "export", str(PROTOTXT / "unet3d-demo-deploy.prototxt"), "--weights",
+        str(tmp_path / "w.caffemodel.h5"), "--bioimageio", str(tmp_path / "pkg"),
+        "--name", "unetcore 3-d demo U-Net", "--author", "A. Tester"])
+    assert result.exit_code == 0, result.output
+    description = spec.load_description(tmp_path / "pkg" / "rdf.yaml")
+    assert type(description).__name__ == "ModelDescr", description.validation_summary.format()
+    import json
+    rdf = json.loads((tmp_path / "pkg" / "rdf.yaml").read_text())
+    axes = rdf["inputs"][0]["axes"][2:]
+    assert [(a["id"], a["size"]["min"], a["size"]["step"]) for a in axes] == \
+        [("z", 18, 2), ("y", 44, 4), ("x", 44, 4)]
+    assert [a["size"]["offset"] for a in rdf["outputs"][0]["axes"][2:]] == [-16, -40, -40]
+    x = np.load(tmp_path / "pkg" / "test_input.npy")
+    expected = np.load(tmp_path / "pkg" / "test_output.npy")
+    assert x.shape == (1, 1, 18, 44, 44) and expected.shape == (1, 2, 2, 4, 4)
+    session = ort.InferenceSession(str(tmp_path / "pkg" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {"d0a": x.astype(np.float32) / 255})
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert "of size z 18 + 2k, y 44 + 4k, x 44 + 4k pixels per axis" in \
+        (tmp_path / "pkg" / "README.md").read_text()
+
+
 def test_the_package_needs_an_author_and_a_name_the_spec_allows(tmp_path):
     net = unetcore.Net(PROTOTXT / "unet-small-deploy.prototxt", unetcore.TEST, seed=0)
     net.save(tmp_path / "w.caffemodel.h5")

@@ -192,9 +192,6 @@ def test_3d_nets_refuse_what_is_for_2d_nets_in_one_line(tmp_path):
          "a 3-d net's tile (D, H, W) is its prototxt's input shape"),
         (["shapes", "prototxt/unet3d-demo-deploy.prototxt", "--receptive-field"],
          "--receptive-field is for 2-d nets"),
-        (["export", "prototxt/unet3d-demo-deploy.prototxt", "--weights", "none.h5",
-          "--bioimageio", str(tmp_path / "pkg"), "--author", "A"],
-         "--bioimageio packages 2-d nets for now"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)

@@ -5,7 +5,8 @@ such packages.
 
 The description says what a user of the original must know to run the model right:
 - input: one image, 8-bit grey values scaled to [0, 1] (what `unetcore segment` does with
-  8-bit images), of any size 16k + 60 (for the 2015 depth): min and step of each space axis;
+  8-bit images), of any size 16k + 60 (for the 2015 depth): min and step of each space axis
+  (y, x; and z first for a 3-d net, whose axes may differ);
 - output: class probabilities, smaller than the input by the context the valid convolutions
   consume (92 px a side for the 2015 net), given as the output's size offset, as the spec asks
   for a halo that the model crops itself;
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import ExportError, export_onnx
-from .sizes import valid_sizes
+from .sizes import valid_sizes, valid_sizes_per_axis
 from .tiling import softmax
 
 UNET_PAPER = {"text": "Ronneberger O., Fischer P., Brox T. (2015). U-Net: Convolutional Networks "
@@ -34,29 +35,45 @@ def sha256(path):
 
 
 def size_rule(net):
-    """(smallest valid input edge, step between valid edges) of the net's image input."""
-    sizes = valid_sizes(net, net.image_input, 1, 1024)
-    return sizes[0], sizes[1] - sizes[0]
+    """(smallest valid input size, step between valid sizes) of each spatial axis of the
+    net's image input: (y, x), or (z, y, x) for a 3-d net."""
+    if len(net.blobs[net.image_input].shape) == 4:
+        sizes = [valid_sizes(net, net.image_input, 1, 1024)] * 2
+    else:
+        sizes = valid_sizes_per_axis(net, net.image_input, [(1, 512)] * 3)
+    return [s[0] for s in sizes], [s[1] - s[0] for s in sizes]
+
+
+def space_axes(count):
+    return ("z", "y", "x")[-count:]
+
+
+def per_axis(values, unit=""):
+    """'92 px' where every axis agrees, else 'z 20, y 92, x 92 px'."""
+    if len(set(values)) == 1:
+        return f"{values[0]}{unit}"
+    return ", ".join(f"{axis} {v}" for axis, v in zip(space_axes(len(values)), values)) + unit
 
 
 def write_package(net, folder, name, author, license="CC-BY-4.0", data_citation=None,
                   test_image=None):
     """Write the package into `folder` (created); return the rdf.yaml path.
     data_citation: (text, DOI or URL) of the training data. test_image: an 8-bit (H, W)
-    image whose size the net takes (default: a random one of the smallest size)."""
+    image, or (D, H, W) volume, whose size the net takes (default: a random one of the
+    smallest size)."""
     check_name(name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(net, folder / "model.onnx", probabilities=True)
     smallest, step = size_rule(net)
     if test_image is None:
-        test_image = np.random.default_rng(0).integers(0, 256, (smallest, smallest), np.uint8)
+        test_image = np.random.default_rng(0).integers(0, 256, smallest, np.uint8)
     test_input = np.asarray(test_image, np.uint8)[None, None]
     scores = net.forward(**{net.image_input: test_input.astype(np.float32) / 255})
     test_output = softmax(scores[net.outputs[0]][0])[None].astype(np.float32)
     np.save(folder / "test_input.npy", test_input)
     np.save(folder / "test_output.npy", test_output)
-    margin = (test_input.shape[-1] - test_output.shape[-1]) // 2
+    margin = [(i - o) // 2 for i, o in zip(test_input.shape[2:], test_output.shape[2:])]
     (folder / "README.md").write_text(readme(name, smallest, step, margin))
     rdf = description(net, name, author, license, data_citation, folder, smallest, step, margin,
                       test_output.shape[1])
@@ -79,17 +96,18 @@ def write_zip(net, path, *args, **kwargs):
 
 def description(net, name, author, license, data_citation, folder, smallest, step, margin,
                 classes):
-    space = [{"type": "space", "id": axis, "size": {"min": smallest, "step": step}}
-             for axis in ("y", "x")]
+    axes = space_axes(len(smallest))
+    space = [{"type": "space", "id": axis, "size": {"min": low, "step": every}}
+             for axis, low, every in zip(axes, smallest, step)]
     out_space = [{"type": "space", "id": axis,
                   "size": {"tensor_id": net.image_input, "axis_id": axis,
-                           "offset": -2 * margin}}
-                 for axis in ("y", "x")]
+                           "offset": -2 * cut}}
+                 for axis, cut in zip(axes, margin)]
     return {
         "type": "model", "format_version": "0.5.4", "name": name,
         "description": f"A U-Net (Ronneberger et al. 2015) trained with unetcore. Valid "
-                       f"convolutions: the output is {margin} px smaller than the input on "
-                       f"each side; inputs {smallest} + {step}k px.",
+                       f"convolutions: the output is {per_axis(margin, ' px')} smaller than "
+                       f"the input on each side; inputs {sizes_text(smallest, step)} px.",
         "authors": [{"name": author}], "license": license,
         "cite": [UNET_PAPER] + ([data_reference(*data_citation)] if data_citation else []),
         "documentation": "README.md",
@@ -131,13 +149,22 @@ def check_name(name):
                           f"_+-(); not {' '.join(repr(c) for c in bad) or 'an empty name'}")
 
 
+def sizes_text(smallest, step):
+    """'60 + 16k' where every axis agrees, else 'z 18 + 2k, y 44 + 4k, x 44 + 4k'."""
+    if len(set(smallest)) == 1 and len(set(step)) == 1:
+        return f"{smallest[0]} + {step[0]}k"
+    return ", ".join(f"{axis} {low} + {every}k" for axis, low, every
+                     in zip(space_axes(len(smallest)), smallest, step))
+
+
 def readme(name, smallest, step, margin):
+    kind = "image" if len(smallest) == 2 else "volume"
     return (f"# {name}\n\nA U-Net (Ronneberger, Fischer & Brox, MICCAI 2015) trained with "
             "unetcore and exported with `unetcore export --bioimageio`.\n\n"
-            f"- Input: one grey image, 8 bits, of size {smallest} + {step}k pixels per axis; "
-            "grey values are scaled to [0, 1].\n"
-            f"- Output: the class probabilities, {margin} px smaller on each side (valid "
-            "convolutions). Segment a larger image tile by tile with mirrored borders "
+            f"- Input: one grey {kind}, 8 bits, of size {sizes_text(smallest, step)} pixels per "
+            "axis; grey values are scaled to [0, 1].\n"
+            f"- Output: the class probabilities, {per_axis(margin, ' px')} smaller on each "
+            "side (valid convolutions). Segment a larger image tile by tile with mirrored borders "
             "(overlap-tile), as `unetcore segment` does.\n\n"
             "## Validation\n\nThe package's test input is an 8-bit image of the smallest "
             "size the net takes, and its test output the probabilities unetcore computed for "

@@ -743,9 +743,6 @@ def export(model, weights, output, package, name, author, license_id, data_citat
     output = _output_path(output) if output else None
     net = Net(model, "TEST")
     require_image_input(net, model)
-    if package is not None and _is_3d(net):
-        raise UnetcoreError(f"{model}: --bioimageio packages 2-d nets for now; a 3-d net "
-                            "exports to ONNX with -o MODEL.onnx")
     copy_all_weights(net, weights)
     if package is not None and package.endswith(".zip"):
         write_zip(net, _output_path(package), name, author, license_id, data_citation)
