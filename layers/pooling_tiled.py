@@ -17,6 +17,7 @@ import numpy as np
 
 from unetcore.errors import NetError
 from unetcore.layer import register_engine
+from unetcore.ops.pooling import flat_positions
 
 from .pooling import PoolingLayer, window_fields
 
@@ -53,7 +54,9 @@ class TiledMaxPooling(PoolingLayer):
                 np.copyto(y, candidate, where=better)
                 np.copyto(self.offset, k, where=better)
         if len(top) == 2:                          # Caffe's mask: the flat index in the image
-            top[1].data[...] = self.flat_index(x.shape[2:])
+            offsets = np.unravel_index(self.offset, self.kernel)
+            top[1].data[...] = flat_positions(np, offsets, self.kernel, (0,) * self.axes,
+                                              x.shape[2:])
 
     def taps(self):
         """The window's elements in scan order: (p, q) in 2-d, (o, p, q) in 3-d."""
@@ -64,24 +67,21 @@ class TiledMaxPooling(PoolingLayer):
         return (slice(None), slice(None)) + tuple(slice(t, None, k)
                                                   for t, k in zip(tap, self.kernel))
 
-    def flat_index(self, spatial):
-        """The winners' flat indices in the image, from their offsets in the windows."""
-        offsets = np.unravel_index(self.offset, self.kernel)
-        flat = 0
-        for axis, (offset, k, size) in enumerate(zip(offsets, self.kernel, spatial)):
-            shape = [1] * self.offset.ndim
-            shape[2 + axis] = self.out_size[axis]
-            flat = flat * size + np.arange(self.out_size[axis]).reshape(shape) * k + offset
-        return flat
+    def whole_shape(self):
+        """out_size * kernel: the spatial size of whole windows, no more."""
+        return tuple(o * k for o, k in zip(self.out_size, self.kernel))
+
+    def common_region(self, spatial):
+        """The region an image of `spatial` size shares with the whole windows."""
+        return (slice(None), slice(None)) + tuple(slice(0, min(n, w)) for n, w
+                                                  in zip(spatial, self.whole_shape()))
 
     def whole_windows(self, x):
-        """x cut or padded with -inf to out_size * kernel: whole windows, no more."""
-        whole = tuple(o * k for o, k in zip(self.out_size, self.kernel))
-        if x.shape[2:] == whole:
+        """x cut or padded with -inf to whole windows."""
+        if x.shape[2:] == self.whole_shape():
             return x
-        grid = np.full(x.shape[:2] + whole, -np.inf, x.dtype)
-        common = (slice(None), slice(None)) + tuple(slice(0, min(n, w)) for n, w
-                                                    in zip(x.shape[2:], whole))
+        grid = np.full(x.shape[:2] + self.whole_shape(), -np.inf, x.dtype)
+        common = self.common_region(x.shape[2:])
         grid[common] = x[common]
         return grid
 
@@ -104,13 +104,11 @@ class TiledMaxPooling(PoolingLayer):
 
     def backward_max(self, dy, dx):
         """Window element `tap` of every window gets dy where it won, else 0."""
-        whole = tuple(o * k for o, k in zip(self.out_size, self.kernel))
-        fits = dx.shape[2:] == whole
-        grid = dx if fits else np.empty(dx.shape[:2] + whole, dx.dtype)
+        fits = dx.shape[2:] == self.whole_shape()
+        grid = dx if fits else np.empty(dx.shape[:2] + self.whole_shape(), dx.dtype)
         for k, tap in enumerate(self.taps()):
             np.multiply(dy, self.offset == k, out=grid[self.tap_grid(tap)])
         if not fits:
-            common = (slice(None), slice(None)) + tuple(slice(0, min(n, w)) for n, w
-                                                        in zip(dx.shape[2:], whole))
+            common = self.common_region(dx.shape[2:])
             dx[...] = 0
             dx[common] = grid[common]

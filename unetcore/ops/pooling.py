@@ -52,14 +52,19 @@ def max_pool_forward_strided(x, y, kernel, stride, pad):
     win = windows(xp, x, kernel, stride, pad, y.shape[2:], -np.inf)
     arg = win.argmax(axis=-1)
     y[...] = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
-    # the winner's position: window start (out index * stride - pad) + its offset in the
-    # window, per axis, then flattened over the image's spatial axes
-    offsets = np.unravel_index(arg, kernel) if xp is np else xp.unravel_index(arg, kernel)
+    return flat_positions(xp, xp.unravel_index(arg, kernel), stride, pad, x.shape[2:])
+
+
+def flat_positions(xp, offsets, stride, pad, spatial):
+    """The flat index in the image (of spatial size `spatial`) of each window's chosen
+    element, given its offset in the window along each axis (arrays on the output grid):
+    per axis the window's start, out index * stride - pad, plus the offset, then flattened
+    as (d * H + h) * W + w."""
     flat = 0
-    for axis, (offset, s, p, size) in enumerate(zip(offsets, stride, pad, x.shape[2:])):
-        shape = [1] * y.ndim
-        shape[2 + axis] = y.shape[2 + axis]
-        start = xp.arange(y.shape[2 + axis]).reshape(shape) * s - p
+    for axis, (offset, s, p, size) in enumerate(zip(offsets, stride, pad, spatial)):
+        shape = [1] * offset.ndim
+        shape[2 + axis] = offset.shape[2 + axis]
+        start = xp.arange(offset.shape[2 + axis]).reshape(shape) * s - p
         flat = flat * size + start + offset
     return flat
 
