@@ -32,7 +32,7 @@ from pathlib import Path
 import unetcore  # noqa: F401  (before NumPy, as in the unetcore command: OpenBLAS threads sleep)
 import numpy as np
 
-from host import describe
+from host import describe, thread_env
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
@@ -96,11 +96,9 @@ def peak_rss_mb():
 
 
 def in_child(mode, tile, repeats, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--tile", str(tile),
-                          "--repeats", str(repeats)], env=env, capture_output=True, text=True,
-                         check=True)
+                          "--repeats", str(repeats)], env=thread_env(threads),
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

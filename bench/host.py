@@ -59,3 +59,10 @@ def describe(sgemm=None):
     rate = f", SGEMM 2048^3 {sgemm:.0f} GFLOP/s" if sgemm else ""
     return (f"{model}, {os.cpu_count()} cores, {' '.join(extensions)}{rate}, "
             f"commit {commit()}")
+
+
+def thread_env(threads):
+    """The environment of a benchmark's child process: `threads` BLAS and OpenMP threads,
+    for NumPy's BLAS and PyTorch alike."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                MKL_NUM_THREADS=str(threads))

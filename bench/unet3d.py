@@ -15,7 +15,6 @@ Usage:  python bench/unet3d.py [--isotropic] [--threads 2] [--rounds 2]
 """
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 import unetcore  # noqa: F401  (before NumPy, as in the unetcore command)
 import numpy as np
 
-from host import describe, sgemm_rate
+from host import describe, sgemm_rate, thread_env
 
 HERE = Path(__file__).resolve().parent
 EM = dict(tile=(44, 268, 268), depth=4, channels=32, flat_levels=2)
@@ -70,14 +69,9 @@ def measure(mode, net_spec, repeats):
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child_env(threads):
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                MKL_NUM_THREADS=str(threads))
-
-
 def ours(mode, spec_name, threads, repeats):
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--net", spec_name,
-                          "--repeats", str(repeats)], env=child_env(threads),
+                          "--repeats", str(repeats)], env=thread_env(threads),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -87,7 +81,7 @@ def theirs(python, mode, spec, threads, repeats):
                           *map(str, spec["tile"]), "--depth", str(spec["depth"]),
                           "--channels", str(spec["channels"]), "--flat-levels",
                           str(spec["flat_levels"]), "--threads", str(threads), "--repeats",
-                          str(repeats)], env=child_env(threads), capture_output=True,
+                          str(repeats)], env=thread_env(threads), capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
