@@ -1,7 +1,8 @@
 """ApplyDeformation (caffe_unet's type name): resample a blob at the positions of a map.
 
 Bottoms: the blob to deform (N, C, H, W) and the map of CreateDeformation (N, ny, nx, 2).
-Top: (N, C, ny, nx). In 3-d: (N, C, D, H, W), a (N, nz, ny, nx, 3) map, top (N, C, nz, ny, nx). interpolation: "linear", "cubic" (grey values) or "nearest" (labels,
+Top: (N, C, ny, nx). In 3-d: (N, C, D, H, W), a (N, nz, ny, nx, 3) map, top
+(N, C, nz, ny, nx). interpolation: "linear", "cubic" (grey values) or "nearest" (labels,
 weights); extrapolation: "mirror" or "zero". With output_shape_from naming a blob of the net
 made before this layer (caffe_unet's form, as its label layers name the score blob), or a
 third bottom (unetcore's own form), the top has that blob's spatial size, read from the

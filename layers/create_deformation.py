@@ -3,8 +3,9 @@
 Top: (batch, ny, nx, 2): for each output pixel, the (y, x) position it reads in the input;
 feed it to ApplyDeformation. With nz > 0 (caffe_unet's 3-d form, ncomponents 3) the top is
 (batch, nz, ny, nx, 3), the (z, y, x) positions of a volume tile; the vector fields then take
-one value per axis (z, y, x) and three rotation angles (unetcore.data.deformation). unetcore.data.deformation builds each map: an elastic field
-(caffe_unet's B-spline on control points random_elastic_grid_spacing px apart with
+one value per axis (z, y, x) and three rotation angles. unetcore.data.deformation builds
+each map: an elastic field (caffe_unet's B-spline on control points
+random_elastic_grid_spacing px apart with
 random_elastic_deform_magnitude px, or the paper's grid with unetcore's own deform_std and
 grid_points), then random mirroring (random_mirror_flag), rotation (random_rotate_from..to,
 degrees) and offset (random_offset_from..to, px) about the centre of the input.
