@@ -15,6 +15,5 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def auto_engine():
     """Each test starts with engine "auto", whatever a command before it chose."""
     from unetcore import config
-    config.engine = "auto"
-    yield
-    config.engine = "auto"
+    with config.using_engine(config.DEFAULT_ENGINE):
+        yield

@@ -63,6 +63,9 @@ def test_open_messages_of_unimplemented_caffe_layers_parse_and_print():
     ('layer { name: "a" @ }', 1, 19, "unexpected character '@'"),
     ('layer { loss_weight: 1e }', 1, 22, "takes a number"),
     ('layer { name: ["a"] }', 1, 15, "is not repeated and cannot take a list"),
+    ('layer {\n  crop_param { offset: 0 offset: -1 } }', 2, 34,
+     "field 'offset' takes an unsigned 32-bit integer (0 to 4294967295), found -1"),
+    ('layer { crop_param { offset: 4294967296 } }', 1, 30, "unsigned 32-bit integer"),
 ])
 def test_errors_are_located(text, line, col, words):
     with pytest.raises(PrototxtError) as info:

@@ -200,3 +200,22 @@ def test_bad_volumes_and_nets_are_refused_in_one_line(tmp_path, weights):
               two_channels, "--weights", tmp_path / "two.caffemodel.h5", code=1)
     assert "takes 2-channel images; chunked volumes (-o OUT.zarr) are grey, one channel" in out
     assert "Traceback" not in out
+
+
+def test_a_worker_with_two_threads_equals_in_process(tmp_path, weights):
+    """`--scheduler` to a dask worker that runs two chunks at once, in two threads (dask-worker's
+    default is one thread per core): each thread segments on a net of its own, so the result
+    is the in-process one."""
+    from dask.distributed import LocalCluster
+    values = volume_file(tmp_path, (2, 96, 96))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, memory_limit=0,
+                      dashboard_address=None) as cluster:
+        out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr", "--model", SMALL,
+                  "--weights", weights, "--tile", 48, "--chunk", 16, "--probabilities",
+                  tmp_path / "p.zarr", "--scheduler", cluster.scheduler_address)
+    assert "72 chunks of 16 px: 72 segmented" in out
+    expected = in_process_probabilities(values, weights, 48)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[...], expected,
+                               atol=1e-5)
+    labels = zarr.open_array(str(tmp_path / "out.zarr"))[...]
+    np.testing.assert_array_equal(labels, expected.argmax(axis=1).astype(np.uint8) * 255)

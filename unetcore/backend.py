@@ -4,8 +4,11 @@ Layers ask ``array_module(x)`` for the module (``xp``) that owns their arrays an
 write one expression for both. ``gpu_module(device)`` imports CuPy and selects a
 device, or raises ``BackendError`` saying why no GPU can be used.
 The column workspace that every Convolution and Deconvolution layer shares lives
-here too: one grow-only buffer per backend and dtype instead of one per layer.
+here too: one grow-only buffer per backend and dtype instead of one per layer, and one set
+of them per thread, so that nets running in two threads never write into each other's.
 """
+import threading
+
 import numpy as np
 
 from .errors import BackendError
@@ -16,7 +19,7 @@ WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20
 # enough that the band is still in the cache when the GEMM reads it (docs/benchmarks.md).
 CACHE_BAND_BYTES = 8 * 2 ** 20
 
-_workspaces = {}
+_per_thread = threading.local()      # .workspaces: (module, dtype, slot) -> flat buffer
 
 
 def gpu_module(device=0):
@@ -79,17 +82,25 @@ def matmul_into(xp, a, b, out):
         out[...] = xp.matmul(a, b)
 
 
+def _workspaces():
+    """This thread's scratch buffers."""
+    if not hasattr(_per_thread, "workspaces"):
+        _per_thread.workspaces = {}
+    return _per_thread.workspaces
+
+
 def workspace(xp, dtype, count, slot="columns"):
-    """A flat scratch array of at least `count` elements, shared by all layers.
-    Each `slot` is a separate buffer, for a layer that needs two scratch arrays at once."""
+    """A flat scratch array of at least `count` elements, shared by all layers that run in
+    this thread. Each `slot` is a separate buffer, for a layer that needs two at once."""
     key = (xp.__name__, np.dtype(dtype).str, slot)
-    buf = _workspaces.get(key)
+    buffers = _workspaces()
+    buf = buffers.get(key)
     if buf is None or buf.size < count:
         buf = xp.empty(count, dtype=dtype)
-        _workspaces[key] = buf
+        buffers[key] = buf
     return buf[:count]
 
 
 def release_workspaces():
-    """Free the shared scratch buffers (they are re-made on demand)."""
-    _workspaces.clear()
+    """Free this thread's scratch buffers (they are re-made on demand)."""
+    _workspaces().clear()

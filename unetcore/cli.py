@@ -72,7 +72,7 @@ def _phase(value):
 
 def _set_engine(ctx, param, value):
     from . import config
-    config.engine = value
+    config.set_engine(value)
 
 
 def _engine_option(f):
@@ -658,7 +658,7 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
     offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, bits, plan.edge[-1], config.engine, gpu, uuid.uuid4().hex)
+                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex)
     chunks = len(plan.chunks())
     with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
         run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)

@@ -10,7 +10,7 @@ A type may have faster *engines* beside its reference class (Caffe's layer_facto
 CAFFE or CUDNN the same way): subclasses registered with ``@register_engine``, each with a
 name, a priority (lower is faster) and two classmethods of (param, bottom_shapes, xp):
 ``can_run``, whether it computes this layer at all, and ``pays``, whether it is faster than
-the reference here. ``layer_class`` picks one, as unetcore.config.engine asks. The registry
+the reference here. ``layer_class`` picks one, as unetcore.config.engine() asks. The registry
 is filled by importing unetcore.layers (unetcore/__init__ does).
 """
 import numpy as np
@@ -63,14 +63,15 @@ def layer_class(layer_param, bottom_shapes=(), xp=np):
 
 
 def wanted_engine(layer_param, reference):
-    """config.engine, unless the layer's own `engine` field asks for CAFFE (the reference).
-    DEFAULT and CUDNN leave the choice to config.engine."""
-    if config.engine not in engine_names():
-        raise NetError(f"unknown engine '{config.engine}'; known: {', '.join(engine_names())}")
+    """config.engine(), unless the layer's own `engine` field asks for CAFFE (the reference).
+    DEFAULT and CUDNN leave the choice to config.engine()."""
+    asked = config.engine()
+    if asked not in engine_names():
+        raise NetError(f"unknown engine '{asked}'; known: {', '.join(engine_names())}")
     field = reference.engine_param
     if field and getattr(layer_param, field).engine == "CAFFE":
         return "reference"
-    return config.engine
+    return asked
 
 
 class Layer:

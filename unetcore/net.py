@@ -9,7 +9,12 @@ Building follows Caffe step by step:
    bottoms), set up and reshaped; a top named like its bottom runs in place;
 5. parameters are shared by ParamSpec name; which layers need backward is worked out from
    lr_mult, propagate_down, force_backward and whether a layer leads to a loss.
+
+A Net holds the data of one pass in its blobs, so it runs in one thread at a time: the first
+thread that sets its inputs or runs it owns it while that thread lives, and any other thread
+is refused with one line (two Nets, even of one prototxt, run in two threads independently).
 """
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -69,8 +74,20 @@ class Net:
         self.memory = MemoryPlan(self)
         self.check_memory()
         self.check_input_size()
+        self._owner, self._owner_lock = None, threading.Lock()
         if weights is not None:
             self.copy_from(weights)
+
+    def claim_thread(self):
+        """Make the calling thread this net's owner, or refuse if another live thread owns it.
+        Every entry that writes the blobs (inputs, forward, backward) calls this first."""
+        me = threading.current_thread()
+        with self._owner_lock:
+            owner = self._owner
+            if owner is not None and owner is not me and owner.is_alive():
+                raise NetError(f"net '{self.name}' is in use by thread '{owner.name}': a Net "
+                               "holds one pass's blobs, so give each thread a Net of its own")
+            self._owner = me
 
     # ------------------------------------------------------------------ building
     def _build(self, specs):
@@ -230,6 +247,7 @@ class Net:
 
     def set_inputs(self, inputs):
         """Copy {name: array} into the input blobs; reshape the net once if a shape changed."""
+        self.claim_thread()
         values, changed = {}, False
         for name, value in inputs.items():
             if name not in self.inputs:
@@ -282,6 +300,7 @@ class Net:
 
     def forward_layers(self, start=0, end=None):
         """Forward through layers [start, end); return the weighted loss."""
+        self.claim_thread()
         loss = 0.0
         for i in range(start, len(self.layers) if end is None else end):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
@@ -303,6 +322,7 @@ class Net:
         {blob name: diff} (pycaffe's net.backward). Parameter diffs accumulate
         (clear_param_diffs resets them). Returns {input name: diff}, or with `end`
         {bottom name of end: diff}."""
+        self.claim_thread()
         if self.release_activations:
             raise NetError(f"net '{self.name}' frees its activations during forward "
                            "(release_activations); set it to False to run backward")

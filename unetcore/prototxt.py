@@ -283,7 +283,7 @@ def _parse_scalar(tokens, spec):
         suggestion = f"; did you mean {hint[0]}?" if hint else ""
         tokens.fail(f"field '{spec.name}' takes one of {', '.join(spec.enum)}, "
                     f"found {_describe(tok)}{suggestion}", tok)
-    if spec.type == "int":
+    if spec.type in ("int", "uint"):
         return _parse_int(tokens, spec, tok)
     return _parse_float(tokens, spec, tok)
 
@@ -299,6 +299,9 @@ def _parse_int(tokens, spec, tok):
                 value = int(text, 10)
     if value is None:
         tokens.fail(f"field '{spec.name}' takes an integer, found {_describe(tok)}", tok)
+    if spec.type == "uint" and not 0 <= value < 2 ** 32:     # caffe.proto's uint32
+        tokens.fail(f"field '{spec.name}' takes an unsigned 32-bit integer (0 to 4294967295), "
+                    f"found {text}", tok)
     if not -2 ** 63 <= value < 2 ** 63:              # protobuf's widest integer: int64
         tokens.fail(f"field '{spec.name}': {text} is out of range for a 64-bit integer", tok)
     return value

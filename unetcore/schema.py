@@ -9,13 +9,13 @@ load up to the point where the net asks for an unknown layer type.
 """
 from dataclasses import dataclass, field as dc_field
 
-SCALAR_TYPES = ("int", "float", "bool", "string")
+SCALAR_TYPES = ("int", "uint", "float", "bool", "string")     # uint: uint32
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: str                # "int", "float", "bool", "string", "enum" or a message name
+    type: str                # a scalar type, "enum" or a message name
     default: object = None
     repeated: bool = False
     enum: tuple = ()         # the allowed names, for type "enum"
@@ -77,7 +77,7 @@ message("PoolingParameter",
         F("global_pooling", "bool", False), F("round_mode", "enum", enum=("CEIL", "FLOOR")))
 message("ReLUParameter", F("negative_slope", "float", 0.0), F("engine", "enum", enum=ENGINE))
 message("DropoutParameter", F("dropout_ratio", "float", 0.5), F("scale_train", "bool", True))
-message("CropParameter", F("axis", "int", 2), R("offset", "int"))
+message("CropParameter", F("axis", "int", 2), R("offset", "uint"))
 message("ConcatParameter", F("axis", "int", 1), F("concat_dim", "int", 1))
 message("SoftmaxParameter", F("engine", "enum", enum=ENGINE), F("axis", "int", 1))
 message("LossParameter", F("ignore_label", "int"),

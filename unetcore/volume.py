@@ -19,6 +19,7 @@ second zarr array of float32 (Z, classes, H, W).
 """
 import itertools
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,15 +297,16 @@ class JobState:
                                       job.probabilities)
 
 
-_OPENED = {}        # per process: the latest job (and run) -> its JobState
+_opened = threading.local()      # per thread: .job (the latest job and run), .state
 
 
 def job_state(job):
-    """This process's JobState for `job`, opened on its first chunk, kept for the others."""
-    if job not in _OPENED:
-        _OPENED.clear()
-        _OPENED[job] = JobState(job)
-    return _OPENED[job]
+    """This thread's JobState for `job`, opened on its first chunk, kept for the others. Per
+    thread, as a Net runs in one thread at a time: a dask worker with several threads runs
+    several chunks at once, each thread on a net of its own."""
+    if getattr(_opened, "job", None) != job:
+        _opened.job, _opened.state = job, JobState(job)
+    return _opened.state
 
 
 def run_chunk(job, chunk):
