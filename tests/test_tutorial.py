@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from unetcore.cli import main
-from unetcore.docgen import regenerate
+from unetcore.docgen import regenerate, texts_agree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,3 +32,17 @@ def test_every_tutorial_command_runs(tmp_path, monkeypatch):
 
 def test_generated_docs_are_up_to_date():
     assert regenerate(check=True) == []
+
+
+def test_the_docs_check_accepts_rounding_and_nothing_else():
+    """A printed float may move by one unit of its last digit; a rounding-error figure by up
+    to 2x; an integer or any other text not at all."""
+    assert texts_agree("pixel error 0.0347 at 0.5", "pixel error 0.0348 at 0.5")
+    assert not texts_agree("pixel error 0.0347 at 0.5", "pixel error 0.0349 at 0.5")
+    assert not texts_agree("120 parameters", "121 parameters")
+    assert not texts_agree("1.9e-05", "2.4e-05")
+    assert texts_agree("1.9e-05", "2.4e-05", factor=2.0)
+    assert not texts_agree("1.9e-05", "4.0e-05", factor=2.0)
+    assert not texts_agree("1.9e-05", "-1.9e-05", factor=2.0)
+    assert not texts_agree("F(4, 3) error 1.9e-05", "F(6, 3) error 1.9e-05", factor=2.0)
+    assert not texts_agree("max 1.9e-05", "median 1.9e-05")
