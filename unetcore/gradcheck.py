@@ -204,3 +204,65 @@ def check_gradients(layer, *inputs, tops=1, check_bottoms=None, max_checks=None,
     top = [Blob((), np.float64) for _ in range(tops)]
     return check_layer(layer, bottom, top, check_bottoms=check_bottoms, max_checks=max_checks,
                        seed=seed)
+
+
+# ---------------------------------------------------------------- float32 accuracy
+PRODUCTS = ("forward", "weight gradient", "data gradient")
+
+
+def float32_errors(param, bottom_shape, engine, rng):
+    """How far `engine` computes one (De)Convolution layer in float32 from the float64
+    reference on the same input x, weights W and top gradient dy: {product: error} for the
+    forward y, the weight gradient dW and the data gradient dx, each
+    max |float32 - float64| / max |float64|. x is uniform in [0, 1) (a ReLU's output), W
+    normal with MSRA's variance 2 / fan-in, dy standard normal. None if `engine` cannot run
+    this layer."""
+    from . import config
+    from .layer import LAYER_TYPES, layer_class
+    with config.using_engine(engine):
+        fast_class = layer_class(param, [bottom_shape])
+    if fast_class.engine != engine:
+        return None
+    reference_class = LAYER_TYPES[param.type]
+    inputs = _product_inputs(reference_class, param, bottom_shape, rng)
+    exact = _products(reference_class, param, np.float64, inputs)
+    fast = _products(fast_class, param, np.float32, inputs)
+    return {name: float(np.abs(fast[name] - exact[name]).max() / np.abs(exact[name]).max())
+            for name in PRODUCTS}
+
+
+def _built(cls, param, dtype, bottom_shape):
+    from .blob import Blob
+    layer = cls(param, "TRAIN", dtype)
+    bottom, top = [Blob(bottom_shape, dtype)], [Blob((), dtype)]
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    return layer, bottom, top
+
+
+def _product_inputs(cls, param, bottom_shape, rng):
+    """x, W, b (None without a bias) and dy for one layer, in float64."""
+    layer, _, top = _built(cls, param, np.float64, bottom_shape)
+    weights = layer.blobs[0]
+    fan_in = weights.count // weights.shape[0]             # Caffe's MSRA filler's
+    bias = rng.standard_normal(layer.blobs[1].shape) * 0.1 if len(layer.blobs) > 1 else None
+    return (rng.random(bottom_shape), rng.standard_normal(weights.shape) * np.sqrt(2 / fan_in),
+            bias, rng.standard_normal(top[0].shape))
+
+
+def _products(cls, param, dtype, inputs):
+    """y, dW and dx of one layer of class `cls`, computed in `dtype`, as float64 arrays."""
+    x, w, b, dy = inputs
+    layer, bottom, top = _built(cls, param, dtype, x.shape)
+    layer.blobs[0].data[...] = w
+    if b is not None:
+        layer.blobs[1].data[...] = b
+    bottom[0].data[...] = x
+    layer.forward(bottom, top)
+    top[0].diff[...] = dy
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    layer.backward(top, [True], bottom)
+    return {"forward": top[0].data.astype(np.float64),
+            "weight gradient": layer.blobs[0].diff.astype(np.float64),
+            "data gradient": bottom[0].diff.astype(np.float64)}
