@@ -53,7 +53,10 @@ class HDF5DataLayer(Layer):
                                 f"'{missing[0]}' of layer '{self.name}'; it has: "
                                 f"{', '.join(f.keys())}")
             self.current = [np.asarray(f[n], dtype=self.dtype) for n in self.names]
-        if hasattr(self, "shapes") and [a.shape[1:] for a in self.current] != self.shapes:
+        # With one item per batch, files may differ in size (caffe_unet's HDF5Data, fed one
+        # file per image by the Fiji plugin): the tops take each file's shape in reshape.
+        if self.batch > 1 and hasattr(self, "shapes") and \
+                [a.shape[1:] for a in self.current] != self.shapes:
             raise DataError(f"{filename}: its datasets have item shapes "
                             f"{[a.shape[1:] for a in self.current]}, the first file's "
                             f"{self.shapes}; all files of layer '{self.name}' must agree")
@@ -66,6 +69,8 @@ class HDF5DataLayer(Layer):
         self.row = 0
 
     def reshape(self, bottom, top):
+        if self.batch == 1 and self.row == len(self.rows):
+            self._next_file()
         for t, array in zip(top, self.current):
             t.reshape((self.batch,) + array.shape[1:])
 

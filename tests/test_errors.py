@@ -80,14 +80,14 @@ def test_tiff_data_label_top_needs_a_label_stack(tmp_path):
 
 
 def test_hdf5_files_must_agree_in_item_shape(tmp_path):
+    """With batches of several items (one item per batch may change shape, as caffe_unet's)."""
     for k, size in enumerate((2, 3)):
         with h5py.File(tmp_path / f"{k}.h5", "w") as f:
             f["data"] = np.zeros((1, 1, size, size))
     (tmp_path / "list.txt").write_text("0.h5\n1.h5\n")
     layer = setup_layer(f'name: "h" type: "HDF5Data" top: "data" hdf5_data_param '
-                        f'{{ source: "{tmp_path}/list.txt" batch_size: 1 }}')
-    top = [Blob(layer.current[0].shape)]
-    layer.forward([], top)
+                        f'{{ source: "{tmp_path}/list.txt" batch_size: 2 }}')
+    top = [Blob((2,) + layer.current[0].shape[1:])]
     with pytest.raises(DataError, match=r"1.h5: its datasets have item shapes \[\(1, 3, 3\)\], "
                                         r"the first file's \[\(1, 2, 2\)\]"):
         layer.forward([], top)

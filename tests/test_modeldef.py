@@ -1,5 +1,9 @@
-"""The Fiji U-Net plugin's model files: our own small .modeldef.h5 in the plugin's layout,
-with weights in a .caffemodel.h5, segmented as the plugin prepares images."""
+"""The Fiji U-Net plugin's model files: read and written in the plugin's layout (every string
+form, scalar or vector ints, loss weights in pixels or LMB's micrometres), caffe_unet's TEST
+net, the plugin's image preparation and training blobs, and `segment` / `train --modeldef`
+on a model file written here and on LMB's real 2d_cell_net_v0 file when ../shared is there."""
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -10,59 +14,217 @@ import unetcore
 from test_caffe_unet_nets import cell_net
 from unetcore.cli import main
 from unetcore.errors import DataError
+from unetcore.fiji_images import (java_round, normalize, prepare_image, rescale,
+                                  rescale_labels, resample_to, tiff_element_size_um,
+                                  training_blobs)
+from unetcore.fiji_predict import averaged_scores
 from unetcore.gradcheck import randomize_params
-from unetcore.modeldef import normalize, read_modeldef, rescale, training_blobs
+from unetcore.modeldef import read_modeldef, caffe_unet_net, write_modeldef
 from unetcore.prototxt import parse
-from unetcore.tiling import forward_tiles, segment, softmax
+from unetcore.tiling import segment, softmax
 
-MODEL_TEXT = cell_net(44, depth=2, channels=2)
+# A depth-2 cell net in the plugin's layout: its TRAIN net, whose image blob 'd0a' only
+# TRAIN layers produce (cell_net's TEST Input layer dropped: caffe_unet adds its own).
+MODEL_TEXT = "".join(line for line in cell_net(44, depth=2, channels=2).splitlines(True)
+                     if "type: 'Input'" not in line)
+LMB_MODEL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fiji-models" / \
+    "2d_cell_net_v0.modeldef.h5"
+needs_lmb_model = pytest.mark.skipif(not LMB_MODEL.exists(),
+                                     reason="../shared/data/fiji-models is not here")
 
 
-def write_modeldef(path, drop=(), normalization=1, element_size=(0.5, 0.5)):
-    """A .modeldef.h5 as the plugin writes it, without the keys in `drop`."""
-    values = {"/.unet-ident": "test-cell-net", "/model_prototxt": MODEL_TEXT,
-              "/solver_prototxt": "base_lr: 0.0001 momentum: 0.9 lr_policy: 'fixed'",
-              "/unet_param/name": "test cell net", "/unet_param/description": "depth 2",
-              "/unet_param/input_blob_name": "d0a", "/unet_param/padding": "mirror",
-              "/unet_param/normalization_type": np.int32(normalization),
-              "/unet_param/element_size_um": np.array(element_size),
-              "/unet_param/downsampleFactor": np.int32([4]),
-              "/unet_param/padInput": np.int32([20]), "/unet_param/padOutput": np.int32([-20])}
+def fixed(text):
+    """A fixed-length utf-8 string, as JHDF5 writes them."""
+    data = text.encode()
+    return np.array(data, dtype=h5py.string_dtype("utf-8", len(data)))
+
+
+def write_plugin_modeldef(path, element_size=(0.5, 0.5), padding="mirror", normalization=1,
+                          loss_weights=None, class_names=("Background", "cell")):
+    """A .modeldef.h5 as the plugin's ModelDefinition.save writes it."""
+    weights = loss_weights or {"borderWeightFactor": 50, "borderWeightSigmaPx": 6,
+                               "foregroundBackgroundRatio": 0.1, "sigma1Px": 10}
     with h5py.File(path, "w") as f:
-        for key, value in values.items():
-            if key not in drop:
-                f[key] = value
-        f["/unet_param/pixelwise_loss_weights/borderWeightFactor"] = np.float32(50)
+        for key, text in (("/.unet-ident", "test-cell-net"), ("/model_prototxt", MODEL_TEXT),
+                          ("/solver_prototxt", "base_lr: 0.00001 momentum: 0.9 "
+                                               "momentum2: 0.999 lr_policy: 'fixed' "
+                                               "max_iter: 600000 display: 1 type: 'Adam'"),
+                          ("/unet_param/name", "test cell net"),
+                          ("/unet_param/description", "depth 2, für Tests"),
+                          ("/unet_param/input_blob_name", "d0a"),
+                          ("/unet_param/input_dataset_name", "data"),
+                          ("/unet_param/padding", padding)):
+            f[key] = fixed(text)
+        f["/unet_param/normalization_type"] = np.int32(normalization)
+        f["/unet_param/element_size_um"] = np.array(element_size, np.float64)
+        f["/unet_param/downsampleFactor"] = np.int32([4])
+        f["/unet_param/padInput"] = np.int32([20])
+        f["/unet_param/padOutput"] = np.int32([-20])
+        for key, value in weights.items():
+            f[f"/unet_param/pixelwise_loss_weights/{key}"] = np.float32(value)
+        f["/unet_param/diskRadiusPx"] = np.int32(2)
+        if class_names:
+            f["/unet_param/classNames"] = np.array([n.encode() for n in class_names],
+                                                   dtype=h5py.string_dtype("utf-8", 10))
+        f["/__DATA_TYPES__/String_VariableLength"] = h5py.string_dtype()   # JHDF5's
     return path
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    net = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST, seed=0)
+    modeldef = write_plugin_modeldef(folder / "cell.modeldef.h5")
+    net = caffe_unet_net(read_modeldef(modeldef), 1, (44, 44))
     randomize_params(net, np.random.default_rng(1))
     net.save(folder / "cell.caffemodel.h5")
     image = np.random.default_rng(2).integers(0, 4096, (30, 37)).astype(np.uint16)
     tifffile.imwrite(folder / "image.tif", image)
-    return write_modeldef(folder / "cell.modeldef.h5"), folder / "cell.caffemodel.h5", image
+    return modeldef, folder / "cell.caffemodel.h5", image
 
 
-def test_read_modeldef_with_the_plugins_geometry(model_files):
+@pytest.fixture(scope="module")
+def lmb_weights(tmp_path_factory):
+    """Weights of 2d_cell_net_v0's layout (its trained weights are not public here)."""
+    net = caffe_unet_net(read_modeldef(LMB_MODEL), 1, (188, 188))
+    rng = np.random.default_rng(0)
+    for blobs in net.params.values():
+        fan_in = np.prod(blobs[0].shape[1:])
+        blobs[0].data[...] = rng.normal(0, np.sqrt(2 / fan_in), blobs[0].shape)
+    path = tmp_path_factory.mktemp("lmb") / "2d_cell_net_v0.caffemodel.h5"
+    net.save(path)
+    return path
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+@needs_lmb_model
+def test_lmbs_real_model_file_reads_as_the_plugin_and_caffe_unet_read_it():
+    model = read_modeldef(LMB_MODEL)
+    assert (model.ident, model.name, model.input_blob_name) == \
+        ("2d_cell_net_v0", "2D Cell Net (v0)", "data3")
+    assert model.element_size_um == (0.5, 0.5) and model.normalization_type == 1
+    assert (model.downsample_factor, model.pad_input, model.pad_output) == \
+        ((16, 16), (60, 60), (-124, -124))
+    assert model.memory_map.shape == (2, 79) and model.class_names == []
+    # borderWeightSigma_um 3 and sigma1_um 5 at 0.5 um per pixel
+    assert model.loss_weights["borderWeightSigmaPx"] == pytest.approx(6)
+    assert model.loss_weights["sigma1Px"] == pytest.approx(10)
+    assert model.loss_weights_from.startswith("micrometres")
+    assert model.check_tile() == (188, 188)            # caffe_unet's check shape
+    assert model.segmentation_tile() == model.finetuning_tile() == (348, 348)
+    net = caffe_unet_net(model, 1, model.check_tile())
+    assert net.inputs == ["data3"] and net.outputs == ["score"]
+    assert net.blobs["score"].shape == (1, 2, 4, 4)
+
+
+def test_every_string_form_and_scalar_or_vector_ints(tmp_path):
+    path = write_plugin_modeldef(tmp_path / "m.modeldef.h5")
+    with h5py.File(path, "a") as f:
+        for key in ("/unet_param/name", "/unet_param/padInput", "/unet_param/padding",
+                    "/unet_param/normalization_type", "/unet_param/input_blob_name"):
+            del f[key]
+        f["/unet_param/name"] = "variable-length"                    # h5py's vlen str
+        f["/unet_param/padding"] = np.array([b"mirror"])             # a 1-element array
+        f["/unet_param/input_blob_name"] = np.bytes_(b"d0a\0\0")     # NUL-padded ascii
+        f["/unet_param/padInput"] = np.int32(20)                     # a scalar
+        f["/unet_param/normalization_type"] = np.int64([1])          # a 1-element array
+    model = read_modeldef(path)
+    assert (model.name, model.padding, model.input_blob_name) == \
+        ("variable-length", "mirror", "d0a")
+    assert model.description == "depth 2, für Tests"                 # utf-8
+    assert model.class_names == ["Background", "cell"]
+    assert model.pad_input == (20, 20) and model.normalization_type == 1
+
+
+def test_loss_weights_in_pixels_micrometres_or_the_plugins_defaults(tmp_path):
+    def weights(keys, element_size=(0.5, 0.5)):
+        path = write_plugin_modeldef(tmp_path / "w.modeldef.h5", element_size,
+                                     loss_weights=keys)
+        model = read_modeldef(path)
+        return model.loss_weights, model.loss_weights_from
+
+    pixels = {"borderWeightFactor": 20, "borderWeightSigmaPx": 4,
+              "foregroundBackgroundRatio": 0.5, "sigma1Px": 8}
+    assert weights(pixels) == (pytest.approx(pixels), "pixels")
+    lmb = {"borderWeightFactor": 50, "borderWeightSigma_um": 3,
+           "foregroundBackgroundRatio": 0.1, "sigma1_um": 5}
+    converted, origin = weights(lmb, (0.25, 0.25))
+    assert converted["borderWeightSigmaPx"] == 12 and converted["sigma1Px"] == 20
+    assert origin == "micrometres at 0.25 um per pixel"
+    # one key missing: all four take the plugin's defaults, as ModelDefinition does
+    partial = {"borderWeightFactor": 20, "sigma1Px": 8}
+    assert weights(partial) == ({"borderWeightFactor": 50, "borderWeightSigmaPx": 6,
+                                 "foregroundBackgroundRatio": 0.1, "sigma1Px": 10},
+                                "the plugin's defaults")
+
+
+def test_write_modeldef_round_trips_in_the_plugins_layout(model_files, tmp_path):
     model = read_modeldef(model_files[0])
-    assert (model.name, model.input_blob_name, model.padding) == ("test cell net", "d0a", "mirror")
-    assert model.element_size_um == (0.5, 0.5) and model.downsample_factor == (4, 4)
-    assert model.pad_input == (20, 20) and model.pad_output == (-20, -20)
-    # the plugin's default output tile: the smallest valid one (0) plus 10 pooling steps (40)
-    assert model.default_tile() == (80, 80)
-    assert model.loss_weights["borderWeightFactor"] == 50
-    assert model.loss_weights["sigma1_um"] == 5.0                        # the plugin's default
+    written = write_modeldef(model, tmp_path / "copy.modeldef.h5")
+    again = read_modeldef(written.path)
+    for key in ("ident", "name", "description", "input_blob_name", "model_prototxt",
+                "padding", "element_size_um", "pad_output", "class_names", "loss_weights"):
+        assert getattr(again, key) == pytest.approx(getattr(model, key)) \
+            if key == "loss_weights" else getattr(again, key) == getattr(model, key)
+    with h5py.File(written.path) as f:
+        assert f["/unet_param/padInput"].dtype == np.int32
+        assert f["/unet_param/element_size_um"].dtype == np.float64
+        assert f["/unet_param/pixelwise_loss_weights/sigma1Px"].dtype == np.float32
+        assert f["/unet_param/classNames"].shape == (2,)
 
 
-def test_a_missing_key_names_the_file_and_the_key(tmp_path):
-    path = write_modeldef(tmp_path / "bad.modeldef.h5", drop=("/unet_param/padInput",))
+def test_a_missing_or_malformed_key_names_the_file_and_the_key(tmp_path):
+    path = write_plugin_modeldef(tmp_path / "bad.modeldef.h5")
+    with h5py.File(path, "a") as f:
+        del f["/unet_param/padInput"]
     with pytest.raises(DataError, match=r"bad.modeldef.h5: not a U-Net model definition: it has "
                                         r"no '/unet_param/padInput'"):
         read_modeldef(path)
+    path = write_plugin_modeldef(tmp_path / "bad2.modeldef.h5", element_size=(1, 1, 1, 1))
+    with pytest.raises(DataError, match=r"element_size_um: has 4 values"):
+        read_modeldef(path)
+
+
+def test_the_test_net_is_caffe_unets_input_layer_before_the_train_prototxt(model_files):
+    model = read_modeldef(model_files[0])
+    net = caffe_unet_net(model, 3, (44, 44))
+    assert net.layer_names[0] == "d0a" and net.inputs == ["d0a"]
+    assert net.blobs["d0a"].shape == (1, 3, 44, 44) and net.blobs["score"].shape[-1] == 4
+    assert "loaddata" not in net.layer_names                       # TRAIN-only
+
+
+# ---------------------------------------------------------------- images and labels
+
+
+def test_java_rounding_and_the_rescaled_size():
+    assert [java_round(x) for x in (2.5, 3.5, -2.5, 2.4999)] == [3, 4, -2, 2]
+    image = np.arange(5 * 7, dtype=np.float32).reshape(1, 5, 7)
+    assert rescale(image, (0.5, 0.5)).shape == (1, 3, 4)           # 2.5 -> 3, 3.5 -> 4
+
+
+def test_rescale_is_the_plugins_bilinear_with_mirrored_edge():
+    image = np.array([[[0.0, 2.0], [4.0, 6.0]]])
+    out = rescale(image, (2.0, 2.0))
+    # rows and columns read at 0, 0.5, 1, 1.5; position 1.5 mixes pixel 1 and its mirror, 0
+    np.testing.assert_allclose(out[0, 0], [0, 1, 2, 1])
+    np.testing.assert_allclose(out[0, :, 0], [0, 2, 4, 2])
+    labels = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(rescale_labels(labels, (1.0, 2.0)), [[1, 2, 2, 3, 3, 2]])
+    back = resample_to(out, (2, 2), (2.0, 2.0))
+    np.testing.assert_allclose(back, image)
+
+
+def test_calibration_uncalibrated_is_one_micrometre_per_pixel(tmp_path):
+    image = np.zeros((4, 4), np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    assert tiff_element_size_um(tmp_path / "plain.tif") == (1.0, 1.0)
+    tifffile.imwrite(tmp_path / "um.tif", image, imagej=True, resolution=(4.0, 2.0),
+                     metadata={"unit": "um"})
+    assert tiff_element_size_um(tmp_path / "um.tif") == pytest.approx((0.5, 0.25))
+    tifffile.imwrite(tmp_path / "nm.tif", np.zeros((3, 4, 4), np.uint8), imagej=True,
+                     resolution=(0.01, 0.01), metadata={"unit": "nm", "spacing": 200.0})
+    assert tiff_element_size_um(tmp_path / "nm.tif", 3) == pytest.approx((0.2, 0.1, 0.1))
 
 
 def test_normalization_types_by_hand():
@@ -76,38 +238,121 @@ def test_normalization_types_by_hand():
         normalize(image, 7)
 
 
-def test_rescale_is_the_plugins_bilinear_with_mirrored_edge():
-    image = np.array([[[0.0, 2.0], [4.0, 6.0]]])
-    out = rescale(image, (2.0, 2.0))
-    # rows and columns read at 0, 0.5, 1, 1.5; position 1.5 mixes pixel 1 and its mirror, 0
-    np.testing.assert_allclose(out[0, 0], [0, 1, 2, 1])
-    np.testing.assert_allclose(out[0, :, 0], [0, 2, 4, 2])
+def test_training_blobs_by_hand(model_files):
+    """Label 0 is ignored (weight 0, pdf 0), 1 is background, 2 the class. The two squares
+    touch diagonally only: two 4-connected instances, and the pixel of the second whose
+    upper-left neighbour is the first becomes a background gap."""
+    model = read_modeldef(model_files[0])
+    labels = np.ones((6, 8), int)
+    labels[0, :] = 0
+    labels[1:3, 1:3] = 2
+    labels[3:5, 3:5] = 2
+    out, weights, pdf = training_blobs(labels, model)
+    kept = (labels == 2)
+    kept[3, 3] = False                                   # the gap
+    np.testing.assert_array_equal(out, kept)
+    np.testing.assert_array_equal(weights[0], 0)
+    np.testing.assert_array_equal(pdf[0], 0)
+    np.testing.assert_array_equal(weights[kept], 1)
+    np.testing.assert_allclose(pdf[1:], np.where(kept, 1.0, 0.1)[1:])
+    # pixel (1, 4): 2 px from the first square's (1, 2), hypot(2, 0)... and the second's
+    # nearest pixel (3, 4) 2 px below; distances in pixels, sigma 6 and 10 px
+    d1, d2 = 2.0, 2.0
+    expected = 0.1 + 50 * np.exp(-(d1 + d2) ** 2 / 72) + 0.9 * np.exp(-d1 ** 2 / 200)
+    assert weights[1, 4] == pytest.approx(expected, rel=1e-6)
+
+
+def test_instance_labels_mode_separates_touching_objects():
+    from unetcore.fiji_images import instances_per_class
+    labels = np.ones((3, 6), int)
+    labels[:, 1:3], labels[:, 3:5] = 5, 7                  # two touching objects
+    classes, (instances,) = instances_per_class(labels, 2, labels_are_classes=False)
+    assert set(np.unique(classes)) == {1, 2} and len(np.unique(instances)) == 3
+
+
+def test_labels_beyond_the_models_classes_are_refused(model_files):
+    with pytest.raises(DataError, match="label 3 is class 2, but the model has 1 foreground"):
+        training_blobs(np.full((4, 4), 3), read_modeldef(model_files[0]))
+
+
+# ---------------------------------------------------------------- segmentation
 
 
 def test_segment_with_a_modeldef_is_the_plugins_pipeline(model_files, tmp_path):
+    """An uncalibrated image is 1 um per pixel: doubled to the model's 0.5 um, segmented,
+    and the probabilities read back at the image's own pixels."""
     modeldef, weights, image = model_files
     result = CliRunner().invoke(main, ["segment", str(modeldef.parent / "image.tif"),
                                        "-o", str(tmp_path / "labels.tif"), "--modeldef",
                                        str(modeldef), "--weights", str(weights),
                                        "--probabilities", str(tmp_path / "p.tif")])
     assert result.exit_code == 0, result.output
-    net = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST, weights=str(weights))
-    net.set_inputs({"d0a": np.zeros((1, 1, 80, 80))})                    # the default tile
-    low, high = image.min(), image.max()
-    expected = softmax(segment(net, ((image - low) / (high - low))[None].astype(np.float32)))
-    np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif")[0], expected, atol=1e-6)
+    model = read_modeldef(modeldef)
+    net = caffe_unet_net(model, 1, (80, 80))
+    net.copy_from(str(weights))
+    prepared = prepare_image(image[None].astype(np.float32), model, (1.0, 1.0))
+    assert prepared.shape == (1, 60, 74)
+    expected = resample_to(softmax(segment(net, prepared)), image.shape, (2.0, 2.0))
+    probabilities = tifffile.imread(tmp_path / "p.tif")
+    np.testing.assert_allclose(probabilities[0], expected, atol=1e-5)
     labels = tifffile.imread(tmp_path / "labels.tif")
-    np.testing.assert_array_equal(labels, 255 * (expected.argmax(axis=0) == 1))
+    assert labels.shape == image.shape
+    np.testing.assert_array_equal(labels, 255 * (probabilities[0].argmax(axis=0) == 1))
 
 
-def test_segment_with_a_modeldef_rescales_to_the_models_pixel_size(model_files, tmp_path):
-    modeldef, weights, _ = model_files
+def test_segment_with_the_models_pixel_size_does_not_rescale(model_files, tmp_path):
+    modeldef, weights, image = model_files
     result = CliRunner().invoke(main, ["segment", str(modeldef.parent / "image.tif"), "-o",
                                        str(tmp_path / "labels.tif"), "--modeldef",
                                        str(modeldef), "--weights", str(weights),
-                                       "--element-size", "0.25", "0.25"])
+                                       "--element-size", "0.5", "0.5", "--probabilities",
+                                       str(tmp_path / "p.tif")])
     assert result.exit_code == 0, result.output
-    assert tifffile.imread(tmp_path / "labels.tif").shape == (15, 18)   # 30 x 37 at half size
+    net = caffe_unet_net(read_modeldef(modeldef), 1, (80, 80))
+    net.copy_from(str(weights))
+    low, high = image.min(), image.max()
+    expected = softmax(segment(net, ((image - low) / (high - low))[None].astype(np.float32)))
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif")[0], expected, atol=1e-6)
+
+
+def test_zero_padding_is_one_pass_over_the_zero_extended_image(model_files):
+    net = caffe_unet_net(read_modeldef(model_files[0]), 1, (84, 84))       # output 44 >= 30
+    net.copy_from(str(model_files[1]))
+    image = np.random.default_rng(3).random((1, 30, 30)).astype(np.float32)
+    padded = np.pad(image, [(0, 0), (20, 34), (20, 34)])              # margin 20, to 84
+    single = net.forward(d0a=padded[None])["score"][0][:, :30, :30].copy()
+    np.testing.assert_allclose(segment(net, image, padding="zero"), single, atol=1e-5)
+    assert not np.allclose(segment(net, image), single, atol=1e-3)
+
+
+def test_averaging_is_the_mean_over_whole_image_flips_and_rotations(model_files):
+    net = caffe_unet_net(read_modeldef(model_files[0]), 1, (44, 44))
+    net.copy_from(str(model_files[1]))
+    image = np.random.default_rng(5).random((1, 12, 20)).astype(np.float32)
+    flips = [np.flip(segment(net, np.flip(image, axes).copy()), axes)
+             for axes in ((), (-1,), (-2,), (-2, -1))]
+    np.testing.assert_allclose(averaged_scores(net, image, "mirror"), np.mean(flips, axis=0),
+                               rtol=1e-5, atol=1e-6)
+    turns = [np.rot90(segment(net, np.rot90(image, k, (1, 2)).copy()), -k, (1, 2))
+             for k in range(4)]
+    np.testing.assert_allclose(averaged_scores(net, image, "rotate"), np.mean(turns, axis=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_segment_with_a_modeldef_averages_rotations_as_caffe_unet(model_files, tmp_path):
+    modeldef, weights, image = model_files
+    result = CliRunner().invoke(main, ["segment", str(modeldef.parent / "image.tif"), "-o",
+                                       str(tmp_path / "labels.tif"), "--modeldef",
+                                       str(modeldef), "--weights", str(weights),
+                                       "--element-size", "0.5", "0.5", "--average-rotate",
+                                       "--probabilities", str(tmp_path / "p.tif")])
+    assert result.exit_code == 0, result.output
+    net = caffe_unet_net(read_modeldef(modeldef), 1, (80, 80))
+    net.copy_from(str(weights))
+    low, high = image.min(), image.max()
+    prepared = ((image - low) / (high - low))[None].astype(np.float32)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif")[0],
+                               softmax(averaged_scores(net, prepared, "rotate")), atol=1e-5)
 
 
 def test_segment_refuses_mixed_or_missing_model_options(model_files, tmp_path):
@@ -116,77 +361,15 @@ def test_segment_refuses_mixed_or_missing_model_options(model_files, tmp_path):
                             "--scale and --mean do not apply with --modeldef"),
                            ([], "give the net as --model DEPLOY.prototxt or --modeldef"),
                            (["--model", "prototxt/unet-deploy.prototxt", "--element-size", "1",
-                             "1"], "--element-size needs --modeldef")):
+                             "1"], "--element-size needs --modeldef"),
+                           (["--model", "prototxt/unet-deploy.prototxt", "--average-rotate"],
+                            "--average-rotate needs --modeldef"),
+                           (["--modeldef", str(modeldef), "--average-rotate",
+                             "--average-mirror"], "exclude each other")):
         result = CliRunner().invoke(main, ["segment", str(modeldef.parent / "image.tif"), "-o",
                                            str(tmp_path / "x.tif"), "--weights", str(weights)]
                                     + extra)
         assert result.exit_code == 1 and message in result.output, result.output
-
-
-def test_average_mirror_is_the_mean_over_four_flips(model_files):
-    net = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST,
-                       weights=str(model_files[1]))
-    tiles = np.random.default_rng(5).random((1, 1, 44, 44)).astype(np.float32)
-    plain = forward_tiles(net, tiles)
-    expected = plain.copy()
-    for axes in ((-1,), (-2,), (-2, -1)):
-        expected += np.flip(forward_tiles(net, np.flip(tiles, axes).copy()), axes)
-    np.testing.assert_allclose(forward_tiles(net, tiles, average_mirror=True), expected / 4,
-                               rtol=1e-6)
-    assert not np.allclose(expected / 4, plain)
-
-
-def test_training_blobs_of_two_touching_objects_by_hand(model_files):
-    """Instance labels 1 and 2 touch: the pixels of 2 that touch 1 in scan order become a
-    background gap. Background weights follow the plugin's formula, in um."""
-    model = read_modeldef(model_files[0])                 # element size 0.5 um
-    labels = np.zeros((5, 8), int)
-    labels[1:4, 1:4] = 1
-    labels[1:4, 4:7] = 2
-    out_labels, weights, pdf = training_blobs(labels, model)
-    gap = np.zeros_like(labels, bool)
-    gap[1:4, 4] = True          # object 2's pixels whose left or upper-left neighbour is 1
-    gap[2:4, 3] = True          # object 1's pixels whose upper-right neighbour is 2
-    np.testing.assert_array_equal(out_labels, (labels > 0) & ~gap)
-    np.testing.assert_array_equal(weights[out_labels == 1], 1)
-    np.testing.assert_allclose(pdf, np.where(out_labels == 1, 1.0, 0.1))
-    # pixel (0, 2): 1 px from object 1, (1, 2) px from object 2's nearest pixel (1, 4);
-    # distances are taken to the objects as labelled, gaps included
-    d1, d2 = 0.5, 0.5 * np.hypot(1, 2)
-    expected = 0.1 + 50 * np.exp(-(d1 + d2) ** 2 / 18) + 0.9 * np.exp(-d1 ** 2 / 50)
-    assert weights[0, 2] == pytest.approx(expected, rel=1e-6)
-
-
-def test_binary_masks_have_no_gaps_and_classes_per_pixel_for_more_classes():
-    from unetcore.modeldef import separated_instances
-    mask = np.zeros((4, 7), int)
-    mask[:, 1:3] = 255
-    mask[:, 3:5] = 255                                    # one object: its components
-    instances, gaps = separated_instances(mask)
-    assert instances[0].max() == 1 and not gaps.any()
-    classes = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
-    per_class, gaps = separated_instances(classes, num_classes=3)
-    assert len(per_class) == 2 and not gaps.any()         # two classes touch: no gap
-
-
-def test_train_with_a_modeldef_fine_tunes_on_images_and_labels(model_files, tmp_path):
-    modeldef, weights, image = model_files
-    labels = (np.random.default_rng(3).random(image.shape) > 0.6).astype(np.uint8) * 255
-    tifffile.imwrite(tmp_path / "labels.tif", labels)
-    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
-                                       str(weights), "--images",
-                                       str(modeldef.parent / "image.tif"), "--labels",
-                                       str(tmp_path / "labels.tif"), "--max-iter", "3",
-                                       "--snapshot-prefix", str(tmp_path / "ft")])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "ft_iter_3.caffemodel.h5").exists()
-    with h5py.File(tmp_path / "ft-training-data" / "train-0.h5") as f:
-        assert set(f) == {"data", "labels", "weights", "weights2"}
-        assert f["data"].shape == (1, 1, 30, 37) and f["weights2"].shape == (1, 1, 30, 37)
-    tuned = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST,
-                         weights=str(tmp_path / "ft_iter_3.caffemodel.h5"))
-    before = unetcore.Net(parse(MODEL_TEXT, "NetParameter"), unetcore.TEST, weights=str(weights))
-    assert not np.allclose(tuned.params["conv_d0a-b"][0].data, before.params["conv_d0a-b"][0].data)
 
 
 def test_segment_refuses_weights_that_leave_layers_random(model_files, tmp_path):
@@ -200,13 +383,101 @@ def test_segment_refuses_weights_that_leave_layers_random(model_files, tmp_path)
     assert "part.caffemodel.h5: has no weights for layer(s) conv_d0b-c, conv_d1a-b" in result.output
 
 
-def test_segment_refuses_a_padding_it_does_not_do(model_files, tmp_path):
-    modeldef = tmp_path / "zero.modeldef.h5"
-    write_modeldef(modeldef)
-    with h5py.File(modeldef, "a") as f:
-        del f["/unet_param/padding"]
-        f["/unet_param/padding"] = "zero"
-    result = CliRunner().invoke(main, ["segment", str(model_files[0].parent / "image.tif"), "-o",
-                                       str(tmp_path / "x.tif"), "--modeldef", str(modeldef),
-                                       "--weights", str(model_files[1])])
-    assert result.exit_code == 1 and "padding 'zero' is not supported yet" in result.output
+@needs_lmb_model
+def test_segment_with_lmbs_real_model_file(lmb_weights, tmp_path):
+    image = np.random.default_rng(4).integers(0, 255, (20, 26)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "cells.tif"), "-o",
+                                       str(tmp_path / "labels.tif"), "--modeldef",
+                                       str(LMB_MODEL), "--weights", str(lmb_weights)])
+    assert result.exit_code == 0, result.output
+    assert tifffile.imread(tmp_path / "labels.tif").shape == (20, 26)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def write_training_pair(folder, shapes, seed=3):
+    """Images and plugin labels (1 background, 2 cells) of the given shapes, as stacks."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for shape in shapes:
+        label = np.ones(shape, np.uint8)
+        label[2:8, 2:9] = 2
+        label[10:16, 12:20] = 2
+        label[0, :] = 0
+        images.append((label * 60 + rng.integers(0, 40, shape)).astype(np.uint8))
+        labels.append(label)
+    for name, arrays in (("images", images), ("labels", labels)):
+        for k, array in enumerate(arrays):
+            tifffile.imwrite(folder / f"{name}-{k}.tif", array)
+    return images, labels
+
+
+def test_train_with_a_modeldef_fine_tunes_as_the_plugin(model_files, tmp_path):
+    modeldef, weights, _ = model_files
+    write_training_pair(tmp_path, [(24, 30)])
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
+                                       str(weights), "--images", str(tmp_path / "images-0.tif"),
+                                       "--labels", str(tmp_path / "labels-0.tif"),
+                                       "--element-size", "0.5", "0.5", "--max-iter", "3",
+                                       "--snapshot-prefix", str(tmp_path / "ft")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ft_iter_3.caffemodel.h5").exists()
+    with h5py.File(tmp_path / "ft_train_0.h5") as f:
+        assert set(f) == {"data", "labels", "weights", "weights2"}
+        assert f["data"].shape == (1, 1, 24, 30) and f["weights2"].shape == (1, 1, 24, 30)
+        assert list(f["data"].attrs["element_size_um"]) == [0.5, 0.5]
+    solver = parse((tmp_path / "ft-solver.prototxt").read_text(), "SolverParameter")
+    assert (solver.type, solver.lr_policy, solver.base_lr, solver.max_iter, solver.snapshot) \
+        == ("Adam", "fixed", pytest.approx(1e-4), 3, 3)
+    tuned = read_modeldef(tmp_path / "ft.modeldef.h5")
+    assert tuned.ident == "test-cell-net-ft" and tuned.class_names == ["Background", "cell"]
+    net_param = parse(tuned.model_prototxt, "NetParameter")
+    deformation = [layer for layer in net_param.layer if layer.type == "CreateDeformation"][0]
+    assert (deformation.create_deformation_param.ny, deformation.create_deformation_param.nx) \
+        == (80, 80)       # the plugin's tile: the smallest input, 40, + 10 pooling steps of 4
+    assert tuned.solver_prototxt == read_modeldef(modeldef).solver_prototxt
+    model = read_modeldef(tmp_path / "ft.modeldef.h5")
+    after = caffe_unet_net(model, 1, (44, 44))
+    after.copy_from(str(tmp_path / "ft_iter_3.caffemodel.h5"))
+    before = caffe_unet_net(model, 1, (44, 44))
+    before.copy_from(str(weights))
+    assert not np.allclose(after.params["conv_d0a-b"][0].data, before.params["conv_d0a-b"][0].data)
+
+
+def test_train_with_a_modeldef_takes_images_of_different_sizes(model_files, tmp_path):
+    """One HDF5 file per image, of its own size, as the plugin writes them; the plugin's
+    defaults overridden: another tile and learning rate."""
+    modeldef, weights, _ = model_files
+    images, labels = write_training_pair(tmp_path, [(24, 30), (20, 26)])
+    for name, arrays in (("images", images), ("labels", labels)):
+        padded = [np.pad(a, [(0, 24 - a.shape[0]), (0, 30 - a.shape[1])], mode="edge")
+                  for a in arrays]
+        tifffile.imwrite(tmp_path / f"{name}.tif", np.stack(padded))
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
+                                       str(weights), "--images", str(tmp_path / "images.tif"),
+                                       "--labels", str(tmp_path / "labels.tif"),
+                                       "--max-iter", "2", "--tile", "48", "--base-lr", "0.001",
+                                       "--snapshot-prefix", str(tmp_path / "two")])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "two_train_1.h5") as f:
+        assert f["data"].shape == (1, 1, 48, 60)            # uncalibrated: 1 um -> 0.5 um
+    solver = parse((tmp_path / "two-solver.prototxt").read_text(), "SolverParameter")
+    assert solver.base_lr == pytest.approx(1e-3)
+    assert "ny: 48" in read_modeldef(tmp_path / "two.modeldef.h5").model_prototxt
+
+
+@needs_lmb_model
+def test_train_with_lmbs_real_model_file(lmb_weights, tmp_path):
+    write_training_pair(tmp_path, [(40, 44)])
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(LMB_MODEL), "--weights",
+                                       str(lmb_weights), "--images",
+                                       str(tmp_path / "images-0.tif"), "--labels",
+                                       str(tmp_path / "labels-0.tif"), "--max-iter", "1",
+                                       "--tile", "188", "--snapshot-prefix",
+                                       str(tmp_path / "lmb")])
+    assert result.exit_code == 0, result.output
+    tuned = read_modeldef(tmp_path / "lmb.modeldef.h5")
+    assert tuned.ident == "2d_cell_net_v0-lmb" and tuned.loss_weights_from == "pixels"
+    assert (tmp_path / "lmb_iter_1.caffemodel.h5").exists()

@@ -1,43 +1,54 @@
-"""The Fiji U-Net plugin's model files: a .modeldef.h5 (the net and how to feed it) beside a
-.caffemodel.h5 (the weights, in Caffe's HDF5 layout, which Net.copy_from reads).
+"""The Fiji U-Net plugin's model files (.modeldef.h5), read and written as the plugin
+(ModelDefinition.java) and caffe_unet (tools/caffe_unet.cpp, tiled_predict.cpp) do.
 
-A .modeldef.h5 holds, as the plugin writes and reads it (ModelDefinition.java):
-    /.unet-ident                       model id (string)
-    /model_prototxt, /solver_prototxt  the net in caffe_unet's prototxt, and its solver
-    /unet_param/name, description, input_blob_name, [input_dataset_name]
-    /unet_param/padding                "mirror", "zero" or "noPadding"
+A .modeldef.h5 holds:
+    /.unet-ident                       the model's id (fine-tuning appends "-<job id>")
+    /model_prototxt, /solver_prototxt  the TRAIN net in caffe_unet's prototxt, and its solver
+    /unet_param/name, description, input_blob_name, [input_dataset_name = "data"]
+    /unet_param/padding                "mirror" or "zero"
     /unet_param/normalization_type     0 none, 1 min/max, 2 zero mean / unit std, 3 max norm 1
-    /unet_param/element_size_um        the pixel size the model was trained at, (y, x)
+    /unet_param/element_size_um        the pixel size the model works at, ([z,] y, x)
     /unet_param/downsampleFactor, padInput, padOutput
-                                       tile geometry: output tile = downsampleFactor k + padOutput,
-                                       input tile = output tile + padInput - padOutput
-    /unet_param/pixelwise_loss_weights/{borderWeightFactor, borderWeightSigmaUm,
-                                        foregroundBackgroundRatio, sigma1_um}   (optional)
-    /unet_param/classNames                                                      (optional)
+                                       the tile rule, one value or one per axis: output tile =
+                                       downsampleFactor k + padOutput, input tile = output
+                                       tile + padInput - padOutput
+    /unet_param/mapInputNumPxGPUMemMB  (optional) input pixels (row 0) per GPU MB (row 1)
+    /unet_param/diskRadiusPx           (optional) the detection disk radius, default 2
+    /unet_param/classNames             (optional) "Background", then the classes
+    /unet_param/pixelwise_loss_weights/{borderWeightFactor, borderWeightSigmaPx,
+                                        foregroundBackgroundRatio, sigma1Px}   (optional)
 
-The plugin prepares an image for such a model (Tools.convertToUnetFormat) by converting it to
-float, rescaling it bilinearly to the model's element size, and normalizing each image by
-normalization_type; then it segments by overlap-tile. `prepare_image` does the same.
-For fine-tuning it turns each label image into the blobs of the model's HDF5Data layer
-(Tools.addLabelsAndWeightsToBlobs); `training_blobs` does the same.
+Strings are fixed-length (ascii or utf-8) or variable-length, scalars or 1-element arrays;
+classNames is an array of them. The plugin writes with JHDF5, which may add a group
+/__DATA_TYPES__ of named types; it is not part of the model.
+
+The model's prototxt is its TRAIN net: its image blob (input_blob_name) comes from
+TRAIN-only data layers. caffe_unet's TEST net is that text behind an Input layer named after
+input_blob_name (`test_net_text`), and so is ours.
 """
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
+import h5py
 import numpy as np
-from scipy import ndimage
 
-from .data.weightmap import instances_of, nearest_two_distances
 from .errors import DataError
-from .snapshot import open_h5
+from .snapshot import atomic_h5, open_h5
 
 REQUIRED = ("/.unet-ident", "/model_prototxt", "/solver_prototxt", "/unet_param/name",
             "/unet_param/description", "/unet_param/input_blob_name", "/unet_param/padding",
             "/unet_param/normalization_type", "/unet_param/element_size_um",
             "/unet_param/downsampleFactor", "/unet_param/padInput", "/unet_param/padOutput")
-LOSS_WEIGHTS = {"borderWeightFactor": 50.0, "borderWeightSigmaUm": 3.0,
-                "foregroundBackgroundRatio": 0.1, "sigma1_um": 5.0}     # the plugin's defaults
-NORMALIZATIONS = {0: "none", 1: "min/max to [0, 1]", 2: "zero mean, unit standard deviation",
-                  3: "maximum norm 1"}
+PADDINGS = ("mirror", "zero")
+
+# The plugin's loss-weight parameters, in pixels at the model's element size, and its
+# defaults: ModelDefinition reads all four keys or, if one is missing, takes all four defaults.
+LOSS_WEIGHT_DEFAULTS = {"borderWeightFactor": 50.0, "borderWeightSigmaPx": 6.0,
+                        "foregroundBackgroundRatio": 0.1, "sigma1Px": 10.0}
+# LMB's own model files (2d_cell_net_v0) give the two widths in micrometres instead; so did
+# the plugin before 2018-09 (borderWeightSigmaUm). Pixels = micrometres / element size.
+MICROMETRE_KEYS = {"borderWeightSigmaPx": ("borderWeightSigma_um", "borderWeightSigmaUm"),
+                   "sigma1Px": ("sigma1_um",)}
 
 
 @dataclass
@@ -55,151 +66,267 @@ class ModelDefinition:
     downsample_factor: tuple
     pad_input: tuple
     pad_output: tuple
-    loss_weights: dict = field(default_factory=dict)
+    input_dataset_name: str = "data"
+    memory_map: np.ndarray = None
+    disk_radius_px: int = 2
+    loss_weights: dict = field(default_factory=lambda: dict(LOSS_WEIGHT_DEFAULTS))
+    loss_weights_from: str = "the plugin's defaults"
     class_names: list = field(default_factory=list)
 
+    @property
+    def n_dims(self):
+        return len(self.element_size_um)
+
     def input_tile(self, output_tile):
-        """The input tile edge for an output tile edge (per axis, as the plugin)."""
+        """The input tile for an output tile, per axis (ModelDefinition.getInputTileShape)."""
         return tuple(o + i - p for o, i, p in zip(output_tile, self.pad_input, self.pad_output))
 
-    def default_tile(self):
-        """The plugin's default tile: the smallest valid output tile plus 10 pooling steps."""
-        smallest = [p % d if p < 0 else p for p, d in zip(self.pad_output, self.downsample_factor)]
-        return self.input_tile([s + 10 * d for s, d in zip(smallest, self.downsample_factor)])
+    def output_tile(self, input_tile):
+        """The output tile of an input tile, per axis (ModelDefinition.getOutputTileShape)."""
+        return tuple(i - p + o for i, p, o in zip(input_tile, self.pad_input, self.pad_output))
+
+    def min_output_tile(self):
+        """The smallest valid output tile: padOutput plus pooling steps until not negative
+        (the plugin's _minOutTileShape)."""
+        return tuple(p + d * max(0, math.ceil(-p / d))
+                     for p, d in zip(self.pad_output, self.downsample_factor))
+
+    def segmentation_tile(self):
+        """The plugin's default segmentation tile (an input tile): the smallest output tile
+        plus 10 pooling steps."""
+        return self.input_tile([m + 10 * d for m, d in zip(self.min_output_tile(),
+                                                          self.downsample_factor)])
+
+    def finetuning_tile(self):
+        """The plugin's default fine-tuning tile (an input tile: CreateDeformation's ny, nx):
+        the smallest input tile plus 10 pooling steps. 348 for 2d_cell_net_v0."""
+        smallest = self.input_tile(self.min_output_tile())
+        return tuple(s + 10 * d for s, d in zip(smallest, self.downsample_factor))
+
+    def check_tile(self):
+        """caffe_unet check_model_and_weights_h5's input shape, per axis:
+        (1 - trunc(padOutput / downsampleFactor)) downsampleFactor + padInput."""
+        return tuple((1 - int(p / d)) * d + i for p, d, i in
+                     zip(self.pad_output, self.downsample_factor, self.pad_input))
+
+    def num_classes(self):
+        """The number of output classes the model names (classNames), else 2."""
+        return len(self.class_names) if self.class_names else 2
 
 
-def _text(value):
-    """An HDF5 string (bytes, str, or a one-element array of them) as str."""
-    value = value[()] if hasattr(value, "shape") else value
+# ---------------------------------------------------------------- HDF5 values
+
+
+def _decode(value):
+    """One HDF5 string element as str: fixed-length strings arrive as bytes (ascii or utf-8,
+    NUL-padded), variable-length ones as bytes or str."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(type(value).__name__)
+    return value.rstrip("\0")
+
+
+def _dataset(node, where):
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(f"{where}: is a group, not a value")
+    return node[()]
+
+
+def read_text(node, where):
+    """A string dataset (a scalar, or an array of one string) as str."""
+    value = _dataset(node, where)
     if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise DataError(f"{where}: holds {value.size} values; one string was expected")
         value = value.reshape(-1)[0]
-    return value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        return _decode(value)
+    except (TypeError, UnicodeDecodeError) as err:
+        raise DataError(f"{where}: is not a string ({err})") from None
 
 
-def _axes(values, dims=2):
-    """A per-axis tuple from a scalar or a vector (the plugin stores either)."""
-    values = np.atleast_1d(np.asarray(values)).tolist()
-    return tuple(values * dims if len(values) == 1 else values)
+def read_texts(node, where):
+    """A string dataset as a list of str: an array of strings, or a single one."""
+    values = np.atleast_1d(_dataset(node, where)).reshape(-1)
+    try:
+        return [_decode(v) for v in values]
+    except (TypeError, UnicodeDecodeError) as err:
+        raise DataError(f"{where}: is not an array of strings ({err})") from None
+
+
+def read_ints(node, where):
+    """An integer dataset (a scalar, or an array) as a tuple of int."""
+    values = np.atleast_1d(np.asarray(_dataset(node, where))).reshape(-1)
+    if values.size == 0 or not (np.issubdtype(values.dtype, np.integer)
+                                or np.all(np.mod(values, 1) == 0)):
+        raise DataError(f"{where}: holds {values.tolist()}; whole numbers were expected")
+    return tuple(int(v) for v in values)
+
+
+def read_floats(node, where):
+    values = np.atleast_1d(np.asarray(_dataset(node, where))).reshape(-1)
+    if values.size == 0 or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"{where}: holds {values.tolist()}; numbers were expected")
+    return tuple(float(v) for v in values)
+
+
+def _per_axis(values, n_dims, where):
+    """One value per spatial axis from one (for all axes) or n_dims values (as the plugin
+    and caffe_unet widen scalar parameters)."""
+    if len(values) == 1:
+        return values * n_dims
+    if len(values) != n_dims:
+        raise DataError(f"{where}: has {len(values)} values for a {n_dims}-d model")
+    return values
+
+
+# ---------------------------------------------------------------- reading
 
 
 def read_modeldef(path):
-    """A ModelDefinition from a .modeldef.h5; a missing key names the file and the key."""
+    """A ModelDefinition from a .modeldef.h5; a missing or malformed key names the file and
+    the key."""
     with open_h5(path, "model definition") as f:
         missing = [key for key in REQUIRED if key not in f]
         if missing:
             raise DataError(f"{path}: not a U-Net model definition: it has no '{missing[0]}'")
         param = f["unet_param"]
-        element_size = _axes(param["element_size_um"][()])
-        if len(element_size) != 2:
-            raise DataError(f"{path}: element_size_um has {len(element_size)} axes; unetcore "
-                            "runs 2-d models only for now")
-        weights = param.get("pixelwise_loss_weights", {})
-        return ModelDefinition(
-            path=str(path), ident=_text(f["/.unet-ident"]), name=_text(param["name"]),
-            description=_text(param["description"]),
-            input_blob_name=_text(param["input_blob_name"]),
-            model_prototxt=_text(f["/model_prototxt"]),
-            solver_prototxt=_text(f["/solver_prototxt"]), padding=_text(param["padding"]),
-            normalization_type=int(np.asarray(param["normalization_type"][()]).reshape(-1)[0]),
-            element_size_um=element_size,
-            downsample_factor=_axes(param["downsampleFactor"][()]),
-            pad_input=_axes(param["padInput"][()]), pad_output=_axes(param["padOutput"][()]),
-            loss_weights={k: float(weights[k][()]) if k in weights else v
-                          for k, v in LOSS_WEIGHTS.items()},
-            class_names=[_text(n) for n in param["classNames"][()]]
-            if "classNames" in param else [])
+
+        def where(key):
+            return f"{path}:{key}"
+
+        element_size = read_floats(param["element_size_um"], where("/unet_param/element_size_um"))
+        if len(element_size) not in (2, 3):
+            raise DataError(f"{where('/unet_param/element_size_um')}: has {len(element_size)} "
+                            "values; a model is 2-d (y, x) or 3-d (z, y, x)")
+        n_dims = len(element_size)
+        geometry = {key: _per_axis(read_ints(param[key], where(f"/unet_param/{key}")), n_dims,
+                                   where(f"/unet_param/{key}"))
+                    for key in ("downsampleFactor", "padInput", "padOutput")}
+        if min(geometry["downsampleFactor"]) < 1:
+            raise DataError(f"{where('/unet_param/downsampleFactor')}: must be positive")
+        loss_weights, weights_from = _loss_weights(param, element_size, where)
+        model = ModelDefinition(
+            path=str(path), ident=read_text(f["/.unet-ident"], where("/.unet-ident")),
+            name=read_text(param["name"], where("/unet_param/name")),
+            description=read_text(param["description"], where("/unet_param/description")),
+            input_blob_name=read_text(param["input_blob_name"],
+                                      where("/unet_param/input_blob_name")),
+            model_prototxt=read_text(f["/model_prototxt"], where("/model_prototxt")),
+            solver_prototxt=read_text(f["/solver_prototxt"], where("/solver_prototxt")),
+            padding=read_text(param["padding"], where("/unet_param/padding")),
+            normalization_type=read_ints(param["normalization_type"],
+                                         where("/unet_param/normalization_type"))[0],
+            element_size_um=element_size, downsample_factor=geometry["downsampleFactor"],
+            pad_input=geometry["padInput"], pad_output=geometry["padOutput"],
+            loss_weights=loss_weights, loss_weights_from=weights_from)
+        if "input_dataset_name" in param:
+            model.input_dataset_name = read_text(param["input_dataset_name"],
+                                                 where("/unet_param/input_dataset_name"))
+        if "mapInputNumPxGPUMemMB" in param:
+            model.memory_map = _memory_map(param["mapInputNumPxGPUMemMB"],
+                                           where("/unet_param/mapInputNumPxGPUMemMB"))
+        if "diskRadiusPx" in param:
+            model.disk_radius_px = read_ints(param["diskRadiusPx"],
+                                             where("/unet_param/diskRadiusPx"))[0]
+        if "classNames" in param:
+            model.class_names = read_texts(param["classNames"], where("/unet_param/classNames"))
+    return model
 
 
-def rescale(image, scale, order=1):
-    """(C, H, W) resampled by `scale` (y, x) to round(H sy) x round(W sx), reading output
-    pixel (y, x) at (y / sy, x / sx), mirrored past the last pixel (the plugin's rescaleXY):
-    bilinearly for images, by nearest neighbour (order 0) for labels."""
-    if scale == (1.0, 1.0):
-        return image
-    height, width = (int(round(n * s)) for n, s in zip(image.shape[-2:], scale))
-    rows, cols = np.meshgrid(np.arange(height) / scale[0], np.arange(width) / scale[1],
-                             indexing="ij")
-    return np.stack([ndimage.map_coordinates(channel, [rows, cols], order=order, mode="mirror")
-                     for channel in image]).astype(np.float32)
+def _memory_map(node, where):
+    table = np.asarray(_dataset(node, where))
+    if table.ndim != 2 or table.shape[0] != 2:
+        raise DataError(f"{where}: has shape {table.shape}; 2 rows (input pixels, GPU MB) "
+                        "were expected")
+    return table.astype(np.int64)
 
 
-def normalize(image, kind):
-    """One (C, H, W) image normalized as the plugin's normalization_type says."""
-    image = image.astype(np.float32)
-    if kind == 0:
-        return image
-    if kind == 1:
-        low, high = float(image.min()), float(image.max())
-        return (image - low) / (high - low if high > low else 1.0)
-    if kind == 2:
-        centred = image - image.mean(dtype=np.float64)
-        std = float(np.sqrt((centred.astype(np.float64) ** 2).mean()))
-        return centred / (std if std > 0 else 1.0)
-    if kind == 3:
-        norm = float(np.sqrt((image.astype(np.float64) ** 2).sum(axis=0)).max())
-        return image / (norm if norm > 0 else 1.0)
-    raise DataError(f"normalization_type {kind} is not one of "
-                    f"{', '.join(f'{k} ({v})' for k, v in NORMALIZATIONS.items())}")
+def _loss_weights(param, element_size, where):
+    """(the four loss-weight parameters in pixels, where they came from): the plugin's
+    pixel keys; else LMB's micrometre keys converted at the model's pixel size (the x axis);
+    else, when any is missing, all four of the plugin's defaults (as the plugin does)."""
+    group = param.get("pixelwise_loss_weights")
+    if not isinstance(group, h5py.Group):
+        return dict(LOSS_WEIGHT_DEFAULTS), "the plugin's defaults"
+
+    def value(key):
+        return read_floats(group[key], where(f"/unet_param/pixelwise_loss_weights/{key}"))[0]
+
+    if all(key in group for key in LOSS_WEIGHT_DEFAULTS):
+        return {key: value(key) for key in LOSS_WEIGHT_DEFAULTS}, "pixels"
+    converted = {}
+    for key in LOSS_WEIGHT_DEFAULTS:
+        if key in group:
+            converted[key] = value(key)
+        for um_key in MICROMETRE_KEYS.get(key, ()):
+            if key not in converted and um_key in group:
+                converted[key] = value(um_key) / element_size[-1]
+    if len(converted) == len(LOSS_WEIGHT_DEFAULTS):
+        return converted, f"micrometres at {element_size[-1]:g} um per pixel"
+    return dict(LOSS_WEIGHT_DEFAULTS), "the plugin's defaults"
 
 
-def prepare_image(image, model, element_size_um=None):
-    """A (C, H, W) float image as the plugin feeds it to `model`: rescaled from
-    element_size_um (the image's pixel size, (y, x); None: the model's own) to the model's,
-    then normalized."""
-    if element_size_um is not None:
-        scale = tuple(float(a) / float(b) for a, b in zip(element_size_um,
-                                                          model.element_size_um))
-        image = rescale(image, scale)
-    return normalize(image, model.normalization_type)
+# ---------------------------------------------------------------- writing
 
 
-# The pixels that precede a pixel in scan order: a touching instance there makes it a gap.
-PRECEDING = ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+def _fixed_string(text):
+    """A fixed-length utf-8 string, as JHDF5 writes the plugin's strings."""
+    data = text.encode("utf-8")
+    return np.array(data, dtype=h5py.string_dtype("utf-8", max(len(data), 1)))
 
 
-def separated_instances(labels, num_classes=2):
-    """(instance images, one per foreground class; gaps). With 2 classes, `labels` is a binary
-    mask (its connected components are the instances) or an instance label image (0
-    background, k instance k); with more, a class per pixel whose connected components are
-    the instances. Gaps are the pixels of an instance that touch another instance of the same
-    class in scan order: the plugin labels them background, so touching objects stay apart."""
-    if num_classes == 2:
-        per_class = [instances_of(labels)]
-    else:
-        per_class = [ndimage.label(labels == c, structure=np.ones((3, 3)))[0]
-                     for c in range(1, num_classes)]
-    gaps = np.zeros(labels.shape, bool)
-    for instances in per_class:
-        padded = np.pad(instances, 1)
-        for dy, dx in PRECEDING:
-            neighbour = padded[1 + dy:1 + dy + labels.shape[0], 1 + dx:1 + dx + labels.shape[1]]
-            gaps |= (instances > 0) & (neighbour > 0) & (neighbour != instances)
-    return per_class, gaps
+def write_modeldef(model, path):
+    """Write `model` as the plugin's ModelDefinition.save does (atomically)."""
+    with atomic_h5(path) as f:
+        for key, text in (("/.unet-ident", model.ident), ("/model_prototxt", model.model_prototxt),
+                          ("/solver_prototxt", model.solver_prototxt),
+                          ("/unet_param/name", model.name),
+                          ("/unet_param/description", model.description),
+                          ("/unet_param/input_blob_name", model.input_blob_name),
+                          ("/unet_param/input_dataset_name", model.input_dataset_name),
+                          ("/unet_param/padding", model.padding)):
+            f[key] = _fixed_string(text)
+        f["/unet_param/normalization_type"] = np.int32(model.normalization_type)
+        f["/unet_param/element_size_um"] = np.asarray(model.element_size_um, np.float64)
+        f["/unet_param/downsampleFactor"] = np.asarray(model.downsample_factor, np.int32)
+        f["/unet_param/padInput"] = np.asarray(model.pad_input, np.int32)
+        f["/unet_param/padOutput"] = np.asarray(model.pad_output, np.int32)
+        for key, value in model.loss_weights.items():
+            f[f"/unet_param/pixelwise_loss_weights/{key}"] = np.float32(value)
+        f["/unet_param/diskRadiusPx"] = np.int32(model.disk_radius_px)
+        if model.class_names:
+            longest = max(len(n.encode("utf-8")) for n in model.class_names)
+            f["/unet_param/classNames"] = np.array(
+                [n.encode("utf-8") for n in model.class_names],
+                dtype=h5py.string_dtype("utf-8", max(longest, 1)))
+        if model.memory_map is not None:
+            f["/unet_param/mapInputNumPxGPUMemMB"] = np.asarray(model.memory_map, np.int32)
+    return replace(model, path=str(path))
 
 
-def training_blobs(labels, model):
-    """(labels, weights, pdf) of one label image (see separated_instances), as the plugin
-    makes them: the kept foreground has its class label, weight 1 and sampling density 1;
-    background (and gap) pixels have label 0, density foregroundBackgroundRatio r, and weight
+# ---------------------------------------------------------------- nets
 
-        r + sum over classes of [ w_b exp(-(d1 + d2)^2 / (2 s_b^2)) + (1 - r) exp(-d1^2 / (2 s1^2)) ]
 
-    with d1, d2 the distances (in um, at the model's element size) to the nearest and second
-    nearest instance of the class, w_b = borderWeightFactor, s_b = borderWeightSigmaUm and
-    s1 = sigma1_um."""
-    p = model.loss_weights
-    ratio = p["foregroundBackgroundRatio"]
-    num_classes = max(len(model.class_names), 2)
-    per_class, gaps = separated_instances(labels, num_classes)
-    classes = (labels > 0).astype(int) if num_classes == 2 else labels
-    foreground = (classes > 0) & ~gaps
-    extra = np.zeros(labels.shape)
-    for components in per_class:
-        d1, d2 = nearest_two_distances(components, sampling=model.element_size_um)
-        extra += p["borderWeightFactor"] * np.exp(-(d1 + d2) ** 2 /
-                                                   (2 * p["borderWeightSigmaUm"] ** 2))
-        extra += (1 - ratio) * np.exp(-d1 ** 2 / (2 * p["sigma1_um"] ** 2))
-    weights = np.where(foreground, 1.0, ratio + extra)
-    pdf = np.where(foreground, 1.0, ratio)
-    return (np.where(foreground, classes, 0).astype(np.float32), weights.astype(np.float32),
-            pdf.astype(np.float32))
+def caffe_unet_net_param(model, channels, input_shape):
+    """caffe_unet's TEST net: the model's prototxt behind an Input layer named after
+    input_blob_name, of shape (1, channels, *input_shape). (caffe_unet prepends the layer's
+    text; we prepend the parsed layer, so that errors keep the prototxt's own lines.)"""
+    from .prototxt import Message, parse
+    dims = " ".join(f"dim: {n}" for n in (1, channels, *input_shape))
+    name = model.input_blob_name
+    net = Message("NetParameter").set("layer", parse(
+        f'name: "{name}" type: "Input" top: "{name}" input_param {{ shape: {{ {dims} }} }}',
+        "LayerParameter", "caffe_unet's Input layer"))
+    for key, value in parse(model.model_prototxt, "NetParameter",
+                            f"{model.path}:/model_prototxt").fields():
+        for item in value if isinstance(value, list) else [value]:
+            net.set(key, item)
+    return net
+
+
+def caffe_unet_net(model, channels, input_shape, gpu=None):
+    """The model's TEST net (caffe_unet's) at an input of (1, channels, *input_shape)."""
+    from .net import Net
+    return Net(caffe_unet_net_param(model, channels, input_shape), "TEST", gpu=gpu)

@@ -376,11 +376,13 @@ class Net:
             blob.diff[...] = 0
 
     # ------------------------------------------------------------------ weights
-    def copy_from(self, path, strict=False):
+    def copy_from(self, path, strict=False, resize_channels=False):
         """Load weights, from Caffe's HDF5 layout or a binary .caffemodel; the names of the
         layers copied. Layers missing from the file keep theirs; layers of the file that the
-        net lacks are skipped (an error with `strict`)."""
-        return load_weights(self, path, strict)
+        net lacks are skipped (an error with `strict`). With `resize_channels`, a
+        (De)Convolution whose channel counts differ takes the channels both have
+        (caffe_unet's copy, see snapshot.load_weights)."""
+        return load_weights(self, path, strict, resize_channels)
 
     def save(self, path):
         """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""

@@ -86,6 +86,11 @@ message("LossParameter", F("ignore_label", "int"),
 message("EltwiseParameter", F("operation", "enum", "SUM", enum=("PROD", "SUM", "MAX")),
         R("coeff", "float"), F("stable_prod_grad", "bool", True))
 message("AccuracyParameter", F("top_k", "int", 1), F("axis", "int", 1), F("ignore_label", "int"))
+# caffe_unet's evaluation layers (src/caffe/proto/caffe.proto at e9ff07f), field for field.
+message("IoUParameter", F("axis", "int", 1), F("background_label", "int", 0))
+message("F1Parameter", F("axis", "int", 1), F("background_label", "int", 0),
+        F("distance_mode", "enum", "IOU", enum=("EUCLIDEAN", "IOU")),
+        F("distance_threshold", "float", 0.5))
 message("InputParameter", R("shape", "BlobShape"))
 message("HDF5DataParameter", F("source", "string"), F("batch_size", "int", 1),
         F("shuffle", "bool", False))
@@ -149,6 +154,7 @@ message("LayerParameter",
         F("accuracy_param", "AccuracyParameter"), F("concat_param", "ConcatParameter"),
         F("convolution_param", "ConvolutionParameter"), F("crop_param", "CropParameter"),
         F("dropout_param", "DropoutParameter"), F("eltwise_param", "EltwiseParameter"),
+        F("f1_param", "F1Parameter"), F("iou_param", "IoUParameter"),
         F("hdf5_data_param", "HDF5DataParameter"), F("input_param", "InputParameter"),
         F("pooling_param", "PoolingParameter"), F("relu_param", "ReLUParameter"),
         F("softmax_param", "SoftmaxParameter"), F("tiff_data_param", "TiffDataParameter"),

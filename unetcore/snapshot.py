@@ -80,11 +80,14 @@ def weight_layers(path):
                 for name, group in f["data"].items() if len(group)]
 
 
-def load_weights(net, path, strict=False):
+def load_weights(net, path, strict=False, resize_channels=False):
     """Copy the file's layers into the net's layers of the same name; the names copied.
     A layer of the file that the net lacks is skipped and logged, as Caffe's
-    CopyTrainedLayersFrom does; with `strict` (weights for inference) it is an error."""
+    CopyTrainedLayersFrom does; with `strict` (weights for inference) it is an error.
+    With `resize_channels`, a (De)Convolution whose channel counts differ from the file's
+    takes the overlapping part, as caffe_unet's CopyTrainedLayersFromHDF5 does."""
     from .logs import log
+    layers = {layer.name: layer for layer in net.layers}
     copied = []
     for name, arrays, where in weight_layers(path):
         if name not in net.params:
@@ -94,7 +97,7 @@ def load_weights(net, path, strict=False):
                                 "another net")
             log(f"Ignoring source layer {name}")
             continue
-        _copy_layer(arrays, name, net.params[name], path)
+        _copy_layer(arrays, layers[name], path, resize_channels)
         log(f"Copying source layer {name}")
         copied.append(name)
     return copied
@@ -108,18 +111,56 @@ def _without_leading_ones(shape):
     return shape
 
 
-def _copy_layer(arrays, name, blobs, path):
+# What the first two axes of a weight blob count, by layer type (a bias has the outputs).
+CHANNEL_AXES = {"Convolution": ("output", "input"), "Deconvolution": ("input", "output")}
+
+
+def _copy_layer(arrays, layer, path, resize_channels=False):
+    name, blobs = layer.name, layer.blobs
     if len(arrays) != len(blobs):
         raise DataError(f"{path}: layer '{name}' has {len(arrays)} blob(s) in the file but "
                         f"{len(blobs)} in the net")
     for i, (values, blob) in enumerate(zip(arrays, blobs)):
         if values.shape != blob.shape:
-            if _without_leading_ones(values.shape) != _without_leading_ones(blob.shape):
+            if _without_leading_ones(values.shape) == _without_leading_ones(blob.shape):
+                values = values.reshape(blob.shape)   # Caffe's legacy 4-d shapes: (1, 1, 1, N)
+            elif resize_channels and _only_channels_differ(layer, values.shape, blob.shape):
+                _copy_overlap(values, blob)
+                if i == 0:
+                    _log_channel_change(layer, values.shape, blob.shape)
+                continue
+            else:
+                tolerated = " (only a Convolution's or Deconvolution's channel counts may " \
+                            "differ)" if resize_channels else ""
                 raise DataError(f"{path}: layer '{name}' blob {i} has shape {values.shape} in the "
                                 f"file but {blob.shape} in the net; the weights do not fit this "
-                                "prototxt")
-            values = values.reshape(blob.shape)   # Caffe's legacy 4-d shapes: (1, 1, 1, N)
+                                f"prototxt{tolerated}")
         blob.data[...] = blob.xp.asarray(values, dtype=blob.dtype)
+
+
+def _only_channels_differ(layer, file_shape, net_shape):
+    """Whether a (De)Convolution's blob differs from the file's only in its first two axes
+    (the channels; a bias in its one axis), which caffe_unet tolerates."""
+    return layer.type in CHANNEL_AXES and len(file_shape) == len(net_shape) and \
+        file_shape[2:] == net_shape[2:]
+
+
+def _copy_overlap(values, blob):
+    """The channels both have, copied whole; the net's other channels keep their filler
+    values. (caffe_unet copies a kernel's element count in bytes, a quarter of each float
+    kernel; here every element of the overlapping kernels is copied.)"""
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(values.shape, blob.shape))
+    blob.data[overlap] = blob.xp.asarray(values[overlap], dtype=blob.dtype)
+
+
+def _log_channel_change(layer, file_shape, net_shape):
+    """caffe_unet's line for each changed channel count of a layer's weights."""
+    from .logs import log
+    for axis, meaning in enumerate(CHANNEL_AXES[layer.type]):
+        if file_shape[axis] != net_shape[axis]:
+            log(f"Changing number of {meaning} channels of layer {layer.name} from "
+                f"{file_shape[axis]} (weights) to {net_shape[axis]} (model); the channels "
+                f"beyond {min(file_shape[axis], net_shape[axis])} keep their filler values")
 
 
 def save_binary_weights(net, path):

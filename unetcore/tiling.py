@@ -108,9 +108,10 @@ def non_finite_error(net, tiles):
     return NetError("the net's output is not finite")
 
 
-def segment(net, image, batch=1, progress=None, average_mirror=False):
+def segment(net, image, batch=1, progress=None, average_mirror=False, padding="mirror"):
     """Scores (classes, *spatial) of one (channels, *spatial) image by overlap-tile: an
-    (H, W) image for a 2-d net, a (D, H, W) volume for a 3-d one."""
+    (H, W) image for a 2-d net, a (D, H, W) volume for a 3-d one. padding "zero" extends
+    the image by zeros instead of mirroring it (a Fiji plugin model's unet_param/padding)."""
     geometry = axis_geometry(net, net.image_input, net.outputs[0])
     spatial = image.shape[-len(geometry):]
     counts = tuple(math.ceil(n / step) for n, (_, _, _, step) in zip(spatial, geometry))
@@ -118,7 +119,8 @@ def segment(net, image, batch=1, progress=None, average_mirror=False):
     after = tuple((count - 1) * step + tile - n - margin
                   for n, count, (tile, _, margin, step) in zip(spatial, counts, geometry))
     require_canvas(net, image, [n + m + a for n, m, a in zip(spatial, margins, after)])
-    padded = mirror_pad(image, margins, after)
+    padded = mirror_pad(image, margins, after) if padding == "mirror" else \
+        np.pad(image, [(0, 0)] + list(zip(margins, after)))
     scores = segment_canvas(net, padded, counts, batch, progress, average_mirror)
     return scores[(slice(None),) + tuple(slice(0, n) for n in spatial)]
 
