@@ -37,7 +37,7 @@ FLAT_MIN_CHANNELS = 16
 @register_engine
 class FlatConvolution(CorrelationConvolution):
     engine = "flat"
-    priority = 1
+    priority = 3
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):

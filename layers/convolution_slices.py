@@ -39,7 +39,7 @@ def plane_shape(shape):
 @register_engine
 class SliceConvolution(ConvolutionLayer):
     engine = "slices"
-    priority = 0
+    priority = 1
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):

@@ -56,7 +56,7 @@ def tile_for(c_in, c_out, out_h, out_w):
 @register_engine
 class WinogradConvolution(ConvolutionLayer):
     engine = "winograd"
-    priority = 0
+    priority = 2
 
     @classmethod
     def can_run(cls, param, bottom_shapes, xp):

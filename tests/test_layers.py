@@ -567,3 +567,19 @@ def test_value_transformation_hand_case_and_gradients():
     with pytest.raises(NetError, match="offset gives 3 values for 2 channels"):
         run_forward(make_layer('name: "vt" type: "ValueTransformation" '
                                'value_transformation_param { offset { v: 1 v: 2 v: 3 } }'), x)
+
+
+def test_every_engine_of_a_type_has_a_priority_of_its_own():
+    """The choice among engines never depends on the order of imports."""
+    from unetcore.layer import ENGINES, register_engine
+    for kind, engines in ENGINES.items():
+        assert len({e.priority for e in engines}) == len(engines), kind
+    winograd = next(e for e in ENGINES["Convolution"] if e.engine == "winograd")
+    twin = type("Twin", (winograd,), {"engine": "twin"})
+    with pytest.raises(NetError, match="engine 'twin' of Convolution has priority 2, which "
+                                       "engine 'winograd' has already"):
+        register_engine(twin)
+    with pytest.raises(NetError, match="registered twice"):
+        register_engine(winograd)
+    assert [e.engine for e in ENGINES["Convolution"]] == \
+        ["pointwise", "slices", "winograd", "flat", "correlation"]

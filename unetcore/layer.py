@@ -32,8 +32,16 @@ def register(cls):
 
 
 def register_engine(cls):
-    """Class decorator: add `cls` as an engine of the Caffe type `cls.type`."""
+    """Class decorator: add `cls` as an engine of the Caffe type `cls.type`. Each engine of a
+    type has a priority of its own, so the order of the choice never depends on imports."""
     engines = ENGINES.setdefault(cls.type, [])
+    taken = {engine.priority: engine.engine for engine in engines}
+    if cls.engine in taken.values():
+        raise NetError(f"engine '{cls.engine}' of {cls.type} is registered twice: import the "
+                       "layers as unetcore.layers, not as a top-level package 'layers'")
+    if cls.priority in taken:
+        raise NetError(f"engine '{cls.engine}' of {cls.type} has priority {cls.priority}, "
+                       f"which engine '{taken[cls.priority]}' has already")
     engines.append(cls)
     engines.sort(key=lambda engine: engine.priority)
     return cls
