@@ -59,11 +59,14 @@ class SliceConvolution(ConvolutionLayer):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        self.plane = self.plane_layer(bottom[0].shape)
+        if getattr(self, "plane_for", None) != plane_shape(bottom[0].shape):
+            self.plane_for = plane_shape(bottom[0].shape)
+            self.plane = self.plane_layer(bottom[0].shape)
 
     def plane_layer(self, shape):
-        """The 2-d layer that convolves one slice, set up for a (1, C, H, W) bottom. Its own
-        weights are never read: the products are given this layer's weight matrices."""
+        """The 2-d layer that convolves one slice, set up for a (1, C, H, W) bottom; built
+        again only when the slices' shape changes. Its own weights are never read: the
+        products are given this layer's weight matrices."""
         param = plane_param(self.param, self.geom)
         cls = layer_class(param, [plane_shape(shape)], self.xp)
         plane = cls(param, self.phase, self.dtype, self.xp, self.rng)
