@@ -8,6 +8,7 @@
     poly       base_lr * (1 - it / max_iter) ^ power
     sigmoid    base_lr * 1 / (1 + exp(-gamma * (it - stepsize)))
 """
+import difflib
 import math
 
 from unetcore.errors import SolverError
@@ -16,7 +17,9 @@ from unetcore.errors import SolverError
 def learning_rate(p, it):
     policy = p.lr_policy
     if policy not in POLICIES:
-        raise SolverError(f"unknown lr_policy '{policy}'; known: {', '.join(POLICIES)}")
+        close = difflib.get_close_matches(policy, POLICIES, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise SolverError(f"unknown lr_policy '{policy}'; {hint}known: {', '.join(POLICIES)}")
     return POLICIES[policy](p, it)
 
 

@@ -15,7 +15,6 @@ The loop is here; the stop at the first NaN or Inf and its report are in non_fin
 snapshot and resume in solver_state.py.
 """
 import math
-import os
 import signal
 import time
 from collections import deque
@@ -26,6 +25,7 @@ import numpy as np
 
 from unetcore import backend
 from unetcore.errors import SolverError
+from unetcore.files import require_writable_folder
 from unetcore.logs import log
 from unetcore.net import TEST, TRAIN, Net
 from unetcore.prototxt import Message, parse_file
@@ -108,8 +108,7 @@ class Solver:
         except OSError as err:
             raise SolverError(f"snapshot_prefix '{prefix}': cannot create its folder: "
                               f"{err.strerror}") from None
-        if not os.access(prefix.parent, os.W_OK):
-            raise SolverError(f"snapshot_prefix '{prefix}': its folder is not writable")
+        require_writable_folder(prefix.parent, f"snapshot_prefix '{prefix}'")
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self):
@@ -176,6 +175,7 @@ class Solver:
 
     # ------------------------------------------------------------------ the loop
     def solve(self, resume=None):
+        check_fields(self.param)
         log(f"Solving {self.net.name}")
         log(f"Learning Rate Policy: {self.param.lr_policy}")
         if resume is not None:
@@ -337,6 +337,25 @@ class Solver:
     def restore(self, path):
         """Resume from a solver state: iteration, history, weights and random state."""
         restore_state(self, path)
+
+
+def check_fields(p):
+    """Refuse, before the first iteration, solver fields that would train wrongly or fail
+    later: each with its range and the reason."""
+    rules = [
+        (p.max_iter > 0, f"max_iter must be > 0 (the iterations to train), got {p.max_iter}"),
+        (all(n > 0 for n in p.test_iter), f"test_iter must be > 0 (the batches of each test), "
+                                          f"got {list(p.test_iter)}"),
+        (0 <= p.momentum < 1, f"momentum must be in [0, 1) (the share of the last step "
+                              f"kept; 1 or more diverges), got {p.momentum:g}"),
+        (0 <= p.momentum2 < 1, f"momentum2 must be in [0, 1), got {p.momentum2:g}"),
+        (p.weight_decay >= 0, f"weight_decay must be >= 0 (a negative decay grows the "
+                              f"weights), got {p.weight_decay:g}"),
+        (p.base_lr >= 0, f"base_lr must be >= 0, got {p.base_lr:g}")]
+    for holds, message in rules:
+        if not holds:
+            raise SolverError(f"{p.location()}: {message}")
+    learning_rate(p, 0)             # an unknown lr_policy, or one without its fields
 
 
 @contextmanager

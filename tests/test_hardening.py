@@ -73,7 +73,7 @@ def test_non_finite_weights_or_scaling_stop_inference(tmp_path, small_weights):
     assert ("the first NaN or infinity is in top 'd1b' of layer 'conv_d1a-b' (Convolution)"
             in result.output)
     result = segment(tmp_path, small_weights, "--scale", "nan")
-    assert result.exit_code == 1 and "NaN or infinite grey values" in result.output
+    assert result.exit_code == 1 and "--scale nan: must be a finite number" in result.output
 
 
 def test_integer_images_are_scaled_by_their_bit_depth(caplog):

@@ -358,7 +358,7 @@ def test_segment_with_a_modeldef_averages_rotations_as_caffe_unet(model_files, t
 def test_segment_refuses_mixed_or_missing_model_options(model_files, tmp_path):
     modeldef, weights, _ = model_files
     for extra, message in ((["--modeldef", str(modeldef), "--scale", "2"],
-                            "--scale and --mean do not apply with --modeldef"),
+                            "--scale, --mean and --bits do not apply with --modeldef"),
                            ([], "give the net as --model DEPLOY.prototxt or --modeldef"),
                            (["--model", "prototxt/unet-deploy.prototxt", "--element-size", "1",
                              "1"], "--element-size needs --modeldef"),

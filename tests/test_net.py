@@ -85,7 +85,8 @@ def test_duplicate_top_is_refused():
 
 
 def test_unknown_type_lists_known_types():
-    with pytest.raises(NetError, match="unknown type 'Convolutoin'; known types: .*Convolution"):
+    with pytest.raises(NetError, match="unknown type 'Convolutoin'; did you mean "
+                                       "'Convolution'. known types: .*Convolution"):
         net_of('layer { name: "c" type: "Convolutoin" bottom: "data" top: "c" }')
 
 

@@ -84,7 +84,7 @@ def test_missing_file(tmp_path):
 def test_undecodable_file(tmp_path):
     path = tmp_path / "bin.prototxt"
     path.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(PrototxtError, match="cannot read the file"):
+    with pytest.raises(PrototxtError, match=r"not a text prototxt \(binary data at byte 0\)"):
         parse_file(path)
 
 

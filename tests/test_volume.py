@@ -169,8 +169,10 @@ def test_volume_errors_are_one_line(tmp_path, weights):
             "--weights", weights, "--tile", 48)
     run(*args, "--chunk", 16)
     out = run(*args, "--chunk", 32, code=1)
-    assert "z.zarr: exists with shape (1, 30, 30), chunks (1, 16, 16)" in out
-    assert "not those of this run ((1, 30, 30), (1, 32, 32), uint8); remove it" in out
+    assert "z.zarr: holds part of another job's result (not this run's: the chunks)" in out
+    out = run("segment", tmp_path / "in.zarr", "-o", tmp_path / "z.zarr", "--model", SMALL,
+              "--weights", weights, "--tile", 64, "--chunk", 16, code=1)
+    assert "(not this run's: the tile" in out
 
 
 def test_bad_volumes_and_nets_are_refused_in_one_line(tmp_path, weights):

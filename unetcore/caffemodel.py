@@ -81,6 +81,9 @@ def read_caffemodel(path):
     """[(layer name, [weight arrays], byte offset of the layer)] of a binary .caffemodel."""
     with open(path, "rb") as f:
         data = f.read()
+    if looks_like_text(data):
+        raise DataError(f"{path}: is a text file, not weights: weights are a binary "
+                        ".caffemodel or an HDF5 .caffemodel.h5 (a prototxt is given as --model)")
     layers = []
     for number, wire, value, offset in _Reader(data, path).fields():
         if number in LAYER_FIELDS and wire == LENGTH:
@@ -198,6 +201,12 @@ def encode_net(layers, name="", packed=True, v1=False):
 def write_caffemodel(path, layers, name="", packed=True, v1=False):
     with open(path, "wb") as f:
         f.write(encode_net(layers, name, packed, v1))
+
+
+def looks_like_text(data):
+    """Whether a file's first KiB is printable text (a protobuf's tags and lengths are not)."""
+    head = data[:1024]
+    return bool(head) and all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head)
 
 
 def is_hdf5(path):

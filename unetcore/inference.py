@@ -2,7 +2,7 @@
 every learnable layer's weights (the commands' and the cluster workers' common start)."""
 import numpy as np
 
-from .errors import UnetcoreError
+from .errors import NetError, UnetcoreError
 
 
 def deploy_net(model, weights, tile, gpu):
@@ -32,9 +32,10 @@ def require_image_input(net, model):
                             "volume input blob (N, C, D, H, W)")
 
 
-def square_input(net, model, size):
-    """Reshape the net to a size x size image input (refused if it misaligns a pool, or if
-    its blobs would not fit in memory: Net.reshape checks)."""
+def square_input(net, model, size, option="--tile"):
+    """Reshape the net to a size x size image input (refused if it misaligns a pool, if it
+    is too small for the net's valid convolutions, or if its blobs would not fit in memory:
+    Net.reshape checks); `option` is the user's name for the size."""
     if size is None:
         return
     if size < 1:
@@ -48,7 +49,21 @@ def square_input(net, model, size):
                             "the valid sizes per axis)")
     shape = blob.shape[:2] + (size, size)
     require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
+    original = blob.shape
     blob.reshape(shape)
-    net.reshape()
+    try:
+        net.reshape()
+    except NetError as err:
+        blob.reshape(original)
+        net.reshape()
+        raise NetError(f"{option} {size} is too small for {model}: use a larger {option}"
+                       f"{smallest_hint(net, size)}; at {size} px, {err}") from None
     net.check_input_size()
     net.set_inputs({net.image_input: np.zeros(shape)})
+
+
+def smallest_hint(net, size):
+    """' (the smallest it takes is N)' for a net that takes a size in the next 512 px."""
+    from .sizes import valid_sizes
+    larger = valid_sizes(net, net.image_input, size + 1, size + 512)
+    return f" (the smallest it takes is {larger[0]})" if larger else ""

@@ -14,6 +14,7 @@ A Net holds the data of one pass in its blobs, so it runs in one thread at a tim
 thread that sets its inputs or runs it owns it while that thread lives, and any other thread
 is refused with one line (two Nets, even of one prototxt, run in two threads independently).
 """
+import difflib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -25,7 +26,7 @@ from .arena import MemoryPlan
 from .blob import Blob
 from .errors import NetError
 from .graph import filter_layers, input_layer, insert_splits
-from .layer import layer_class
+from .layer import LAYER_TYPES, layer_class
 from .memory import require_bytes
 from .prototxt import Message, parse_file
 from .sizes import check_alignment
@@ -39,6 +40,18 @@ def load_net_param(model):
     if isinstance(model, Message):
         return model
     return parse_file(str(model), "NetParameter")
+
+
+def check_layer_type(layer_param):
+    """Refuse an unknown layer type with the known type it most resembles, case aside
+    ('Relu': did you mean 'ReLU'?)."""
+    if layer_param.type in LAYER_TYPES:
+        return
+    by_lower = {name.lower(): name for name in LAYER_TYPES}
+    close = difflib.get_close_matches(layer_param.type.lower(), by_lower, n=1, cutoff=0.7)
+    hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
+    raise NetError(f"layer '{layer_param.name}' ({layer_param.location()}) has unknown type "
+                   f"'{layer_param.type}'; {hint}known types: {', '.join(sorted(LAYER_TYPES))}")
 
 
 class Net:
@@ -66,7 +79,12 @@ class Net:
         first = input_layer(self.param)
         if first is not None:
             layer_params.insert(0, first)
+        if not layer_params:
+            raise NetError(f"{self.param.location().split(':')[0]}: the net has no layers; a "
+                           "net prototxt lists them as layer { name: ... type: ... }")
         layer_params = filter_layers(layer_params, phase, level, stages)
+        for lp in layer_params:
+            check_layer_type(lp)
         # Hooks of the loops (Caffe's Net callbacks): after_* get the layer's index.
         self.after_forward, self.end_forward, self.after_backward, self.end_backward = \
             [], [], [], []

@@ -187,7 +187,11 @@ def parse_file(path, type_name="NetParameter"):
             text = f.read()
     except FileNotFoundError:
         raise PrototxtError("no such file", str(path), 0, 0) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise PrototxtError(f"not a text prototxt (binary data at byte {err.start}); a Fiji "
+                            "model (.modeldef.h5) is given as --modeldef, weights as --weights",
+                            str(path), 0, 0) from None
+    except OSError as err:
         raise PrototxtError(f"cannot read the file: {err}", str(path), 0, 0) from None
     return parse(text, type_name, str(path))
 

@@ -6,8 +6,6 @@ Binary .caffemodel and .solverstate files are Caffe's own (unetcore.caffemodel).
 Every file is written to a temporary name beside the target and renamed over it,
 so a crash or Ctrl-C never leaves a half-written snapshot in place of a good one.
 """
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -15,26 +13,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .errors import DataError
-
-
-@contextmanager
-def atomic_file(path, opener=lambda p: open(p, "wb")):
-    """Open `path`'s temporary twin for writing; rename it over `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with opener(tmp) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_h5(path):
-    """atomic_file for an HDF5 file."""
-    return atomic_file(path, lambda p: h5py.File(p, "w"))
+from .files import atomic_file, atomic_h5
 
 
 def open_h5(path, what="weights"):

@@ -10,15 +10,23 @@ chunks are independent: any process can run any of them, in any order.
 
 Resumable: a chunk is finished when its marker file exists in OUTPUT/.unetcore-done, and the
 marker is written after the chunk's data. A rerun skips every finished chunk and writes the
-others whole. A chunk cut off mid-write has no marker, so the rerun writes it again.
+others whole. A chunk cut off mid-write has no marker, so the rerun writes it again. The
+markers are trusted only for the job that wrote them: OUTPUT/.unetcore-job.json records what
+made the output (the input's path, shape, type, size and time; digests of the weights and
+the net; the grey-value scaling, tile, chunks and probability array), and a rerun with
+anything else is refused, or starts over with --overwrite.
 
 Inputs: a zarr array (a directory), an HDF5 dataset (FILE.h5:DATASET, or the file's only
 dataset) or a TIFF stack, all read lazily, as (Z, H, W) or (H, W). Output: a zarr array of
 uint8 labels (0/255 for two classes), chunked as the computation is; with probabilities, a
 second zarr array of float32 (Z, classes, H, W).
 """
+import hashlib
 import itertools
+import json
 import math
+import os
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, UnetcoreError
+from .files import write_errors, write_text
 
 DONE_FOLDER = ".unetcore-done"
+JOB_RECORD = ".unetcore-job.json"
+# How long to wait for a dask scheduler that does not answer.
+SCHEDULER_TIMEOUT = "20s"
 # The chunk edge aims at this many output pixels: large enough that the context read around a
 # chunk (the tile minus one step, on each axis) costs little, small enough for many workers.
 CHUNK_TARGET = 1024
@@ -95,6 +107,9 @@ def hdf5_dataset(path, name):
         name = names[0]
     if name not in handle:
         raise DataError(f"{path}: has no dataset '{name}'")
+    if not isinstance(handle[name], h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is a group, not a dataset; name one of its datasets "
+                        f"({', '.join(list(handle[name])[:5])}) as {path}:{name}/DATASET")
     return handle[name]
 
 
@@ -115,7 +130,8 @@ def value_scaling(volume, scale, mean, bits, path):
       value (normalize_grey refuses a chunk whose values do not fit);
     - else the volume's range to [0, 1].
     The volume is read once, slice by slice, where a rule needs its range."""
-    from .data.stacks import bit_depth
+    from .data.stacks import bit_depth, check_bits
+    check_bits(volume.dtype, bits, scale, path)
     unsigned = np.issubdtype(volume.dtype, np.unsignedinteger)
     if scale:
         return mean, scale, None
@@ -149,14 +165,16 @@ class ChunkPlan:
     @classmethod
     def for_net(cls, net, shape, edge=None):
         """The plan for `net`, with chunk edges near `edge` px in y and x (CHUNK_TARGET by
-        default) and CHUNK_TARGET_Z slices in z for a 3-d net, rounded to the tile steps."""
+        default) and CHUNK_TARGET_Z slices in z for a 3-d net, no larger than the volume,
+        rounded to the tile steps."""
         from .tiling import axis_geometry
         geometry = axis_geometry(net, net.image_input, net.outputs[0])
         volumetric = len(geometry) == 3
         if not volumetric:
             geometry = [(1, 1, 0, 1)] + geometry
         tile, _, margin, step = zip(*geometry)
-        targets = (CHUNK_TARGET_Z if volumetric else 1,) + (edge or CHUNK_TARGET,) * 2
+        square = min(edge or CHUNK_TARGET, max(shape[1:]))      # square chunks in y and x
+        targets = (min(CHUNK_TARGET_Z, shape[0]) if volumetric else 1,) + (square,) * 2
         edges = tuple(s * max(1, round(t / s)) for s, t in zip(step, targets))
         return cls(tuple(shape), tile, margin, step, edges, volumetric)
 
@@ -219,12 +237,14 @@ def create_outputs(path, plan, classes, probabilities):
     """The label array (uint8, (Z, H, W)) and, if asked, the probability array (float32,
     (Z, classes, H, W)), chunked as the plan. An existing output of the same shape is opened
     as it is, for a rerun to finish."""
-    arrays = [open_or_create(path, plan.shape, plan.edge, np.uint8)]
+    with write_errors(path):
+        arrays = [open_or_create(path, plan.shape, plan.edge, np.uint8)]
+        Path(path, DONE_FOLDER).mkdir(exist_ok=True)
     if probabilities:
         shape = (plan.shape[0], classes) + plan.shape[1:]
-        arrays.append(open_or_create(probabilities, shape,
-                                     (plan.edge[0], classes) + plan.edge[1:], np.float32))
-    Path(path, DONE_FOLDER).mkdir(exist_ok=True)
+        with write_errors(probabilities):
+            arrays.append(open_or_create(probabilities, shape,
+                                         (plan.edge[0], classes) + plan.edge[1:], np.float32))
     return arrays
 
 
@@ -242,6 +262,88 @@ def open_or_create(path, shape, chunks, dtype):
 
 def marker(path, chunk):
     return Path(path, DONE_FOLDER, "-".join(map(str, chunk)))
+
+
+# ---------------------------------------------------------------- what made an output
+def job_record(job, plan, volume):
+    """What made an output, in words a rerun can compare: {what: value}."""
+    return {"the input": input_identity(job.source, volume),
+            "the weights": file_digest(job.weights),
+            "the net": file_digest(job.model),
+            "the grey-value scaling": [job.offset, job.scale, job.bits],
+            "the tile": job.tile,
+            "the chunks": list(plan.edge),
+            "the probability array": os.path.realpath(job.probabilities)
+            if job.probabilities else None}
+
+
+def input_identity(source, volume):
+    """The input's path, shape and type, and the size and newest modification time of its
+    file (of every file in a zarr array's folder)."""
+    path, dataset = hdf5_path(source)
+    files = [path] if path.is_file() else [Path(folder, name) for folder, _, names
+                                           in os.walk(path) for name in names]
+    stats = [f.stat() for f in files]
+    return {"path": os.path.realpath(path), "dataset": dataset,
+            "shape": [int(n) for n in volume.shape], "type": str(volume.dtype),
+            "bytes": sum(st.st_size for st in stats),
+            "modified": max((st.st_mtime_ns for st in stats), default=0)}
+
+
+def file_digest(path):
+    """The SHA-256 of a file's bytes ('' for no file)."""
+    if not path:
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def claim_output(output, probabilities, record, overwrite):
+    """Make `output` this job's: new, or left by the same job (its finished chunks are kept),
+    or, with `overwrite`, removed with its probability array to start over. An output of
+    another job, or one with finished chunks and no record, is refused in one line."""
+    if overwrite:
+        for path in (output, probabilities):
+            remove_array(path)
+    elif Path(output).exists():
+        differing = recorded_differences(output, record)
+        if differing:
+            raise UnetcoreError(f"{output}: holds part of another job's result (not this "
+                                f"run's: {differing}); rerun that job to finish it, give "
+                                "--overwrite to start over, or write elsewhere")
+
+
+def write_record(output, record):
+    """The record of the job that writes `output`, before its first chunk."""
+    write_text(Path(output, JOB_RECORD), json.dumps(record, indent=1) + "\n")
+
+
+def recorded_differences(output, record):
+    """What differs between `record` and the record in `output`, in words ('' if nothing);
+    an output with finished chunks but no record differs in everything."""
+    path = Path(output, JOB_RECORD)
+    if not path.exists():
+        done = Path(output, DONE_FOLDER)
+        return "all its settings" if done.exists() and any(done.iterdir()) else ""
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "all its settings"
+    return ", ".join(key for key, value in record.items() if recorded.get(key) != value)
+
+
+def remove_array(path):
+    """Remove a zarr array that --overwrite replaces; refuse to remove anything else."""
+    if not path or not Path(path).exists():
+        return
+    if not any(Path(path, name).exists() for name in ("zarr.json", ".zarray", DONE_FOLDER)):
+        raise UnetcoreError(f"{path}: --overwrite removes zarr arrays only, and this is not "
+                            "one; remove it yourself or write elsewhere")
+    with write_errors(path):
+        shutil.rmtree(path)
 
 
 def write_chunk(outputs, plan, chunk, probabilities, marker_path):
@@ -317,7 +419,8 @@ def run_chunk(job, chunk):
                                             job.bits)
     probabilities = segment_chunk(state.net, state.volume, state.plan, chunk, to_grey,
                                   state.batch)
-    write_chunk(state.outputs, state.plan, chunk, probabilities, marker(job.output, chunk))
+    with write_errors(job.output):
+        write_chunk(state.outputs, state.plan, chunk, probabilities, marker(job.output, chunk))
     return chunk
 
 
@@ -342,11 +445,11 @@ def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=p
             if progress:
                 progress(1)
         return len(todo), skipped
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import LocalCluster, as_completed
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            memory_limit=0, env=worker_threads(workers)) if workers else None
     try:
-        with Client(cluster or scheduler) as client:
+        with connect(cluster, scheduler) as client:
             say(f"dask dashboard: {client.dashboard_link}")
             futures = client.map(run_chunk, [job] * len(todo), todo, pure=False)
             for future in as_completed(futures):
@@ -357,3 +460,18 @@ def segment_volume(job, plan, workers=None, scheduler=None, progress=None, say=p
         if cluster is not None:
             cluster.close()
     return len(todo), skipped
+
+
+def connect(cluster, scheduler):
+    """A dask Client of the local cluster, or of the scheduler at `scheduler`, or one line
+    naming the address that does not answer."""
+    from dask.distributed import Client
+    if cluster is not None:
+        return Client(cluster)
+    try:
+        return Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnetcoreError(f"--scheduler {scheduler}: no dask scheduler answers there "
+                            f"({reason}); start one (dask scheduler) or check the "
+                            "address") from None

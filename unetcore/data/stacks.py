@@ -20,6 +20,10 @@ def read_tiff(path, what="image"):
         raise DataError(f"{path}: not a readable TIFF {what} stack: {err}") from None
     if array.size == 0:
         raise DataError(f"{path}: holds no {what} pixels (shape {array.shape})")
+    if np.iscomplexobj(array):
+        raise DataError(f"{path}: holds complex {what} values ({array.dtype}); give real values "
+                        "(the magnitude or one part), as dropping the imaginary part would be "
+                        "a silent guess")
     return array
 
 
@@ -50,8 +54,10 @@ def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack", bits=None
       said in a one-line note when it is not the type's own width;
     - signed integers and floats: (v - min) / (max - min), with a note for signed integers.
     Non-finite results are refused."""
+    check_bits(stack.dtype, bits, scale, path)
     if scale:
-        grey = ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):    # refused below, in one line
+            grey = ((stack.astype(np.float32) - mean) * scale).astype(np.float32)
     elif np.issubdtype(stack.dtype, np.unsignedinteger):
         grey = stack.astype(np.float32) / (2.0 ** bit_depth(stack, bits, path) - 1)
     elif np.issubdtype(stack.dtype, np.integer):
@@ -67,12 +73,28 @@ def normalize_grey(stack, scale=0.0, mean=0.0, path="the image stack", bits=None
     return grey
 
 
+def check_bits(dtype, bits, scale, path):
+    """Refuse a --bits that would be ignored (with --scale, or on signed or float values) or
+    that is wider than the values' type."""
+    if not bits:
+        return
+    if scale:
+        raise DataError("--bits and --scale exclude each other: --scale sets the grey values "
+                        "as (v - mean) * scale")
+    if not np.issubdtype(dtype, np.unsignedinteger):
+        raise DataError(f"{path}: --bits is for unsigned integer images; this one holds {dtype} "
+                        "values, scaled from their range")
+    if not 1 <= bits <= np.dtype(dtype).itemsize * 8:
+        raise DataError(f"{path}: --bits {bits} is not a bit depth of its {dtype} values "
+                        f"(1..{np.dtype(dtype).itemsize * 8})")
+
+
 def bit_depth(stack, bits, path):
     """`bits` if it holds the stack's values (else a DataError); without it, the smallest of
     BIT_DEPTHS that holds them, with a note when that is less than the type's width."""
     width = stack.dtype.itemsize * 8
     if bits:
-        if not 1 <= bits <= width or stack.max() >= 2 ** bits:
+        if stack.max() >= 2 ** bits:
             raise DataError(f"{path}: --bits {bits} does not hold its {stack.dtype} values "
                             f"(largest {int(stack.max())})")
         return bits
@@ -92,13 +114,7 @@ def _min_max(values):
 def to_classes(labels, num_classes, path="labels"):
     """Class indices 0..num_classes-1. ISBI masks (0 = membrane, 255 = cell) map to 0 and 1.
     Labels must be integers, or floats with integer values."""
-    values = np.unique(labels)
-    if np.issubdtype(values.dtype, np.floating):
-        fractional = values[~np.isfinite(values) | (values != np.round(values))]
-        if fractional.size:
-            raise DataError(f"{path}: label values must be whole class numbers, found "
-                            f"{fractional[:3].tolist()}; a label image holds classes, not "
-                            "probabilities")
+    values = np.unique(whole_labels(labels, path))
     if num_classes == 2 and set(values.tolist()) <= {0, 255}:
         return (labels == 255).astype(np.uint8)
     bad = values[(values < 0) | (values >= num_classes)]
@@ -107,6 +123,19 @@ def to_classes(labels, num_classes, path="labels"):
                         f"0..{num_classes - 1} (num_classes: {num_classes}); binary masks may "
                         "use 0 and 255")
     return labels.astype(np.uint8)
+
+
+def whole_labels(labels, path="labels"):
+    """`labels`, refused if any value is not a whole number: a label image holds classes or
+    instances, and a fraction would be truncated to another label."""
+    if np.issubdtype(labels.dtype, np.floating):
+        values = np.unique(labels)
+        fractional = values[~np.isfinite(values) | (values != np.round(values))]
+        if fractional.size:
+            raise DataError(f"{path}: label values must be whole class numbers, found "
+                            f"{fractional[:3].tolist()}; a label image holds classes, not "
+                            "probabilities")
+    return labels
 
 
 def check_same_shape(images, other, image_path, other_path, what):

@@ -4,9 +4,9 @@ the eq. 2 weight map computed in 3-d with the voxel's element size, and a text f
 it, the `source` of an HDF5Data layer (`unetcore prepare-volume`, `unetcore synth --3d`)."""
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from ..files import atomic_h5, write_text
 from .weightmap import weight_map
 
 
@@ -17,10 +17,10 @@ def write_training_volume(path, grey, classes, labels, element_size, w0=10.0, si
     with the suffix .txt. Returns the list's path."""
     path = Path(path)
     weights = weight_map(labels, w0, sigma, num_classes, element_size)
-    with h5py.File(path, "w") as f:
+    with atomic_h5(path) as f:
         f["data"] = grey.astype(np.float32)[None, None]
         f["labels"] = classes.astype(np.float32)[None, None]
         f["weights"] = weights[None, None]
     listing = path.with_suffix(".txt")
-    listing.write_text(f"{path.name}\n")
+    write_text(listing, f"{path.name}\n")
     return listing

@@ -1,0 +1,73 @@
+"""Writing files without losing any: atomically, and with one line when the disk refuses.
+
+Every output is written to a temporary name in its own folder and renamed over the final
+name (os.replace, atomic on one file system): a crash, Ctrl-C or full disk leaves the old
+file, or none, never half a file under the final name. A write the operating system
+refuses (a full disk, a read-only or pseudo file system such as /proc) is a UnetcoreError
+naming the path.
+"""
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UnetcoreError
+
+
+@contextmanager
+def write_errors(path):
+    """Turn an OSError raised while writing `path` into one line naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise UnetcoreError(f"{path}: cannot write it: {err.strerror or err}") from None
+
+
+@contextmanager
+def atomic_file(path, opener=lambda p: open(p, "wb")):
+    """Open `path`'s temporary twin for writing; rename it over `path` on success."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with opener(tmp) as f:
+                yield f
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_h5(path):
+    """atomic_file for an HDF5 file."""
+    import h5py
+    return atomic_file(path, lambda p: h5py.File(p, "w"))
+
+
+def write_tiff(path, array):
+    """A grey TIFF (a stack when `array` has a first axis of slices), written atomically."""
+    import tifffile
+    with atomic_file(path) as f:
+        tifffile.imwrite(f, array, photometric="minisblack")
+
+
+def write_text(path, text):
+    with atomic_file(path, lambda p: open(p, "w", encoding="utf-8")) as f:
+        f.write(text)
+
+
+def require_writable_folder(folder, what):
+    """Refuse, before any work, a folder where no file can be created: one is created and
+    removed there (os.access says yes to root on a read-only mount or under /proc)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UnetcoreError(f"{what}: cannot write in its folder {folder}: "
+                            f"{err.strerror or err}") from None
+
+
+def same_file(a, b):
+    """Whether two paths name one file or folder (through links and '..'), existing or not."""
+    return os.path.realpath(a) == os.path.realpath(b)
