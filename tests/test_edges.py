@@ -418,3 +418,21 @@ def test_an_overflowing_scale_is_one_line_without_a_raw_warning(tmp_path, weight
         line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "o.tif", "--model",
                             SMALL, "--weights", weights[0], "--scale", "1e38"))
     assert "NaN or infinite grey values (after --scale / --mean, if given)" in line
+
+
+def test_atomic_writes_take_a_temporary_name_of_their_own_and_the_usual_mode(tmp_path):
+    """Two writers of one file never share a temporary file, and the result has the mode
+    the umask gives (not a temporary file's 0600)."""
+    import os
+    import stat
+    from unetcore.files import atomic_file
+    target = tmp_path / "out.txt"
+    with atomic_file(target) as first, atomic_file(target) as second:
+        assert first.name != second.name
+        first.write(b"first")
+        second.write(b"second")
+    assert target.read_bytes() == b"first"
+    assert list(tmp_path.iterdir()) == [target]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

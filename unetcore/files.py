@@ -8,6 +8,7 @@ naming the path.
 """
 import os
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,17 +26,19 @@ def write_errors(path):
 
 @contextmanager
 def atomic_file(path, opener=lambda p: open(p, "wb")):
-    """Open `path`'s temporary twin for writing; rename it over `path` on success."""
+    """Open a temporary twin of `path` for writing (a name of its own, so two writers never
+    share one); rename it over `path` on success."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = None
     try:
         with write_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # umask's mode
             with opener(tmp) as f:
                 yield f
             os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
