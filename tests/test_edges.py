@@ -436,3 +436,16 @@ def test_atomic_writes_take_a_temporary_name_of_their_own_and_the_usual_mode(tmp
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_shapes_of_a_size_larger_than_memory_allocate_nothing_and_print(monkeypatch):
+    """`shapes` reads shapes only, so the memory guard does not stop it; segment would."""
+    from pathlib import Path
+    from click.testing import CliRunner
+    from unetcore.cli import main
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1")                       # MiB
+    deploy = str(Path(__file__).resolve().parent.parent / "prototxt" / "unet-deploy.prototxt")
+    result = CliRunner().invoke(main, ["shapes", deploy, "--size", "4060"])
+    assert result.exit_code == 0, result.output
+    assert "conv_u0d-score          Convolution       score         1x2x3876x3876" in result.output
+    assert "valid input sizes near 4060x4060: y 4012, 4028, 4044" in result.output

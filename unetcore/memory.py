@@ -1,11 +1,27 @@
 """A memory guard: refuse an allocation the machine cannot hold, with the numbers, before
 trying it (a 75 GiB array should be one clear line, not a crash or a swapping machine)."""
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from .errors import UnetcoreError
 
 # UNETCORE_MAX_MEMORY (MiB) caps what one net may take, below the machine's memory.
 LIMIT_VARIABLE = "UNETCORE_MAX_MEMORY"
+
+
+_guarding = ContextVar("unetcore_memory_guard", default=True)
+
+
+@contextmanager
+def shapes_only():
+    """Build and reshape nets inside the `with` block without the guard, for code that reads
+    their shapes and allocates no blob (`unetcore shapes`)."""
+    token = _guarding.set(False)
+    try:
+        yield
+    finally:
+        _guarding.reset(token)
 
 
 def available_bytes():
@@ -24,6 +40,8 @@ def available_bytes():
 
 def require_bytes(count, what):
     """Raise an UnetcoreError when `count` bytes for `what` exceed the budget."""
+    if not _guarding.get():
+        return
     budget = available_bytes()
     if budget is None or count <= budget:
         return
