@@ -1,7 +1,8 @@
 """Train the U-Net on real EM data and measure it: ISBI 2012 slices 1-20 for training, 21-25 for
-testing (../shared/data/isbi2012 or --data). Prints pixel, Rand and warping error (best over
-the challenge's thresholds) and both classes' IoU at each checkpoint, beside an Otsu-threshold
-baseline on the raw image, and draws the training curve as SVG.
+testing (../shared/data/isbi2012 or --data). Prints the ISBI 2012 measures as the challenge
+computed them (pixel, Rand and warping error, V_Rand and V_Info, each the best over its
+thresholds, with that threshold) and both classes' IoU at each checkpoint, beside an
+Otsu-threshold baseline on the raw image, and draws the training curve as SVG.
 
     python bench/isbi.py                          # the README demo's thinned net, 600 iterations
     python bench/isbi.py --torch-python /tmp/torchvenv/bin/python   # and PyTorch on the same tiles
@@ -58,31 +59,24 @@ def otsu_threshold(image):
 def otsu_row(images, truth):
     """Membranes are dark: a pixel is cell where it is brighter than its slice's Otsu level."""
     cells = np.stack([im > otsu_threshold(im) for im in images])
-    (row,), _ = evaluate(cells.astype(np.float32), truth, thresholds=[0.5])
-    row["warping_at_rand"] = row["warping_error"]          # one segmentation: one threshold
-    row["iou"] = iou(cells.astype(int), truth.astype(int))
-    return row
+    _, best = evaluate(cells.astype(np.float32), truth)     # a binary map: every threshold alike
+    return dict(best, iou=iou(cells.astype(int), truth.astype(int)))
 
 
 def network_row(deploy, images, truth):
-    """Segment by overlap-tile with the deploy net (its weights are the solver's), score."""
+    """Segment by overlap-tile with the deploy net (its weights are the solver's), score with
+    the challenge's measures, each the best over its thresholds (unetcore.metrics)."""
     probabilities = np.stack([softmax(segment(deploy, im)) for im in images])
-    rows, best = evaluate(probabilities[:, 1], truth)
-    row = {m: value for m, (value, _) in best.items()}
-    # The best warping error over thresholds can be the empty prediction's (threshold 1.0: all
-    # membrane, no topology to break), so also report it where the Rand error is best.
-    rand_threshold = best["rand_error"][1]
-    row["warping_at_rand"] = next(r["warping_error"] for r in rows
-                                  if r["threshold"] == rand_threshold)
-    row["iou"] = iou(probabilities.argmax(axis=1), truth.astype(int))
-    return row
+    _, best = evaluate(probabilities[:, 1], truth)
+    return dict(best, iou=iou(probabilities.argmax(axis=1), truth.astype(int)))
 
 
 def format_row(name, row, seconds=None):
     wall = f"{seconds:8.0f}" if seconds is not None else f"{'':>8}"
-    return (f"| {name:<24} | {row['pixel_error']:.4f} | {row['rand_error']:.4f} | "
-            f"{row['warping_error']:.6f} | {row['warping_at_rand']:.6f} | "
-            f"{row['iou'][0]:.4f} | {row['iou'][1]:.4f} | {wall} |")
+    measures = " | ".join(f"{row[m][0]:.{digits}f} ({row[m][1]:.1f})" for m, digits in
+                          (("pixel_error", 4), ("rand_error", 4), ("warping_error", 6),
+                           ("v_rand", 4), ("v_info", 4)))
+    return f"| {name:<24} | {measures} | {row['iou'][0]:.4f} | {row['iou'][1]:.4f} | {wall} |"
 
 
 def device_name(gpu):
@@ -125,8 +119,8 @@ def main():
     print(f"# ISBI 2012, train slices 1-20, test 21-25; {describe()}; on {device_name(args.gpu)}")
     print(f"# net: depth 4, {args.channels} base channels, {args.size} px tiles, "
           f"lr {args.lr}, momentum 0.99")
-    print("| method                   | pixel  | Rand   | warping  | warping at Rand's threshold "
-          "| IoU membrane | IoU cell | train s |")
+    print("| method (best (threshold)) | pixel error | Rand error | warping error | V_Rand "
+          "| V_Info | IoU membrane | IoU cell | train s |")
     print(format_row("Otsu threshold (raw)", otsu_row(images, truth)))
     start, done = time.perf_counter(), 0
     for checkpoint in checkpoints:

@@ -439,11 +439,11 @@ def test_atomic_writes_take_a_temporary_name_of_their_own_and_the_usual_mode(tmp
 
 
 def test_shapes_of_a_size_larger_than_memory_allocate_nothing_and_print(monkeypatch):
-    """`shapes` reads shapes only, so the memory guard does not stop it; segment would."""
+    """`shapes` reads shapes only, so the blobs' size does not stop it (time would)."""
     from pathlib import Path
     from click.testing import CliRunner
     from unetcore.cli import main
-    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1")                       # MiB
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1000")     # MiB: the weights fit, the blobs not
     deploy = str(Path(__file__).resolve().parent.parent / "prototxt" / "unet-deploy.prototxt")
     result = CliRunner().invoke(main, ["shapes", deploy, "--size", "4060"])
     assert result.exit_code == 0, result.output

@@ -215,8 +215,11 @@ def test_copy_from_missing_and_corrupt_files(tmp_path):
     with pytest.raises(DataError, match="no such weights file"):
         net.copy_from(tmp_path / "missing.h5")
     bad = tmp_path / "bad.caffemodel"
-    bad.write_bytes(b"not hdf5")          # 'n' = 0x6e: field 13 with wire type 6
+    bad.write_bytes(b"not\x00hdf5")       # 'n' = 0x6e: field 13 with wire type 6
     with pytest.raises(DataError, match="bad.caffemodel: byte 0: field 13 has wire type 6"):
+        net.copy_from(bad)
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="bad.caffemodel: is a text file, not weights"):
         net.copy_from(bad)
 
 

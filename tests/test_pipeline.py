@@ -124,4 +124,4 @@ def test_test_command_flags_a_one_class_best(workdir):
     tifffile.imwrite("labels.tif", labels)
     out = run("test", "images.tif", "labels.tif", "--model", "prototxt/unet-small-deploy.prototxt",
               "--weights", "zero.caffemodel.h5")
-    assert out.count("; this ") == 3 and "is an empty segmentation's, not the net's" in out
+    assert out.count("; this ") == 5 and "is an empty segmentation's, not the net's" in out

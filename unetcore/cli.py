@@ -3,6 +3,7 @@
 Every error the user can cause is an UnetcoreError; it is printed as one line
 ("unetcore: error: ...") with exit status 1, never as a traceback.
 """
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import click
 import numpy as np
 
 from .errors import UnetcoreError
+from .files import require_writable_folder, same_file, write_text, write_tiff
 from .inference import copy_all_weights, deploy_net, require_image_input, square_input
 
 
@@ -51,19 +53,49 @@ def _output_array_path(path):
     _writable_parent(Path(path))
 
 
+def _tiff_name(path, option):
+    """Refuse an output name whose extension says another format than the TIFF written."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        raise UnetcoreError(f"{path}: {option} is written as a TIFF; name it *.tif (or *.zarr "
+                            "for -o, a chunked zarr array)")
+
+
 def _writable_parent(path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UnetcoreError(f"{path}: cannot create its folder: {err.strerror}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise UnetcoreError(f"{path}: its folder {path.parent} is not writable")
+    require_writable_folder(path.parent, path)
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="unetcore")
 def main():
     """unetcore: the original U-Net, Caffe-style, on NumPy and CuPy."""
+
+
+def _refuse_unless(rule, reason):
+    """A click callback that refuses a value (each of an option's several) outside `rule`,
+    with one line that names the option, the value and the reason."""
+    def callback(ctx, param, value):
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and not all(rule(v) for v in values):
+            given = " ".join(f"{v:g}" for v in values)
+            raise UnetcoreError(f"{param.opts[0]} {given}: {reason}")
+        return value
+    return callback
+
+
+def _positive(v):
+    return math.isfinite(v) and v > 0
+
+
+PIXEL_SIZES = _refuse_unless(_positive, "pixel sizes must be finite and > 0")
+SIGMA = _refuse_unless(_positive, "the border width sigma must be finite and > 0")
+W0 = _refuse_unless(lambda v: math.isfinite(v) and v >= 0,
+                    "the border weight w0 must be finite and >= 0 (0: no border term)")
+CLASSES = _refuse_unless(lambda v: v >= 2, "a segmentation has at least 2 classes")
+FINITE = _refuse_unless(math.isfinite, "must be a finite number")
 
 
 def _phase(value):
@@ -94,9 +126,11 @@ def _engine_option(f):
                    "depends on.")
 def shapes(model, size, phase, receptive_field):
     """Print every layer's output blob shapes (a shape walk-through of the net)."""
+    from .memory import shapes_only
     from .net import Net
-    net = Net(model, _phase(phase))
-    square_input(net, model, size)
+    with shapes_only():                         # shapes allocate nothing
+        net = Net(model, _phase(phase))
+        square_input(net, model, size, "--size")
     if receptive_field:
         _print_receptive_field(net, model)
         return
@@ -107,7 +141,8 @@ def shapes(model, size, phase, receptive_field):
     params = sum(b.count for b in net.learnable_params)
     click.echo(f"{len(net.layers)} layers, {params:,} learnable parameters")
     if net.image_input and any(layer.type == "Deconvolution" for layer in net.layers):
-        _print_valid_sizes(net)
+        with shapes_only():                     # it reshapes the net to other sizes
+            _print_valid_sizes(net)
 
 
 def _print_valid_sizes(net):
@@ -196,49 +231,27 @@ def _solver_options(f):
                         help="Solver field snapshot: iterations between snapshots.")(f)
 
 
-def _modeldef_solver(path, images_path, labels_path, element_size, folder):
-    """The Fiji plugin's fine-tuning set-up for a .modeldef.h5: the training blobs of every
-    image (the plugin's labels, weights and sampling pdf) in HDF5 files under `folder`, and
-    the model's solver with its net reading them."""
-    import h5py
-
-    from .data.stacks import read_stack, to_classes
-    from .modeldef import read_modeldef, rescale, training_blobs
-    from .prototxt import parse
+def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, job, flags):
+    """The Fiji plugin's fine-tuning of a .modeldef.h5 on TIFF images and labels (0 ignore,
+    1 background, 2.. classes): its training files and solver under the prefix `job`, with
+    the plugin's defaults (Adam, fixed, base_lr 1e-4, 1000 iterations, its tile) unless
+    flags say otherwise, and the fine-tuned model's own .modeldef.h5; the solver's path."""
+    from .data.stacks import read_stack, whole_labels
+    from .fiji_finetune import BASE_LR, ITERATIONS, prepare_finetuning
+    from .modeldef import read_modeldef
     model = read_modeldef(path)
-    net_param = parse(model.model_prototxt, "NetParameter", f"{path}:/model_prototxt")
-    feeders = [layer for layer in net_param.layer if layer.type == "HDF5Data"]
-    if not feeders:
-        raise UnetcoreError(f"{path}: the model has no HDF5Data layer for training data")
-    tops = list(feeders[0].top)
-    images = _read_model_images(images_path, 1, model, element_size)
-    labels, num_classes = read_stack(labels_path, "label"), max(len(model.class_names), 2)
-    if num_classes > 2:
-        labels = to_classes(labels, num_classes, labels_path)
+    images, size = _model_images(images_path, model, element_size)
+    labels = whole_labels(read_stack(labels_path, "label"), labels_path)
     if len(labels) != len(images):
         raise UnetcoreError(f"{labels_path}: {len(labels)} label image(s) for {len(images)} "
                             f"image(s) in {images_path}")
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for k, (image, label) in enumerate(zip(images, labels)):
-        if element_size:
-            scale = tuple(a / b for a, b in zip(element_size, model.element_size_um))
-            label = np.rint(rescale(label[None].astype(np.float32), scale, order=0)[0])
-        if label.shape != image.shape[-2:]:
-            raise UnetcoreError(f"{labels_path}: label image {k} is {label.shape}, its image "
-                                f"{image.shape[-2:]}")
-        blobs = [image] + [b[None] for b in training_blobs(label.astype(int), model)]
-        files.append(folder / f"train-{k}.h5")
-        with h5py.File(files[-1], "w") as f:
-            for name, blob in zip(tops, blobs):
-                f[name] = blob[None].astype(np.float32)
-    (folder / "input_files.txt").write_text("".join(f"{p.resolve()}\n" for p in files))
-    feeders[0].hdf5_data_param.set("source", str(folder / "input_files.txt"))
-    solver = parse(model.solver_prototxt, "SolverParameter", f"{path}:/solver_prototxt")
-    for field in ("net", "train_net", "train_net_param", "test_net", "test_net_param",
-                  "test_iter"):
-        solver.clear(field)
-    return solver.set("net_param", net_param).set("test_interval", 0)
+    solver, tuned = prepare_finetuning(
+        model, [(image, label, size) for image, label in zip(images, labels)], job,
+        tile=(tile,) * model.n_dims if tile else None, base_lr=flags["base_lr"] or BASE_LR,
+        iterations=flags["max_iter"] or ITERATIONS, gpu=gpu)
+    click.echo(f"wrote {tuned.path}: the fine-tuned model ('{tuned.ident}'); its weights "
+               f"will be {job}_iter_N.caffemodel.h5", err=True)
+    return str(solver)
 
 
 @main.command()
@@ -250,10 +263,15 @@ def _modeldef_solver(path, images_path, labels_path, element_size, folder):
                    "--labels, as the plugin does.")
 @click.option("--images", type=click.Path(dir_okay=False), help="With --modeldef: TIFF images.")
 @click.option("--labels", type=click.Path(dir_okay=False),
-              help="With --modeldef: TIFF labels: for a 2-class model a mask (0/255 or 0/1) or "
-                   "instance labels (object k = k), else a class per pixel (0 background).")
-@click.option("--element-size", type=float, nargs=2, default=None,
-              help="With --modeldef: the images' pixel size in um (y x).")
+              help="With --modeldef: TIFF labels as the Fiji plugin's: 0 ignore, 1 "
+                   "background, 2.. the classes (each class's 4-connected components are "
+                   "its objects).")
+@click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
+              help="With --modeldef: the images' pixel size in um (y x) (default: their "
+                   "calibration; uncalibrated: 1 um per pixel, as in the Fiji plugin).")
+@click.option("--tile", type=int, default=None,
+              help="With --modeldef: the training tile edge (CreateDeformation's ny, nx; "
+                   "default the Fiji plugin's: the smallest input tile plus 10 pooling steps).")
 @click.option("--weights", help="Initial weights (.caffemodel.h5); comma-separate several.")
 @click.option("--snapshot", "resume", type=click.Path(dir_okay=False),
               help="Resume from a .solverstate.h5.")
@@ -266,8 +284,8 @@ def _modeldef_solver(path, images_path, labels_path, element_size, folder):
               default="snapshot", show_default=True)
 @_solver_options
 @_engine_option
-def train(model, solver_path, modeldef, images, labels, element_size, weights, resume, gpu,
-          log_path, sigint_effect, sighup_effect, snapshot_every, **flags):
+def train(model, solver_path, modeldef, images, labels, element_size, tile, weights, resume,
+          gpu, log_path, sigint_effect, sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
     from .logs import log_to
     from .solvers.solver import get_solver, signal_actions
@@ -276,9 +294,10 @@ def train(model, solver_path, modeldef, images, labels, element_size, weights, r
     if modeldef:
         if model or solver_path or not (images and labels):
             raise UnetcoreError("--modeldef takes --images and --labels, and no other net")
-        stem = Path(flags["snapshot_prefix"] or Path(modeldef).name.split(".")[0])
-        param = _modeldef_solver(modeldef, images, labels, element_size,
-                                 stem.parent / f"{stem.name}-training-data")
+        stem = Path(flags["snapshot_prefix"]
+                    or Path(modeldef).name.split(".")[0] + "-finetuned")
+        param = _modeldef_solver(modeldef, images, labels, element_size, tile, gpu, stem,
+                                 flags)
         flags["snapshot_prefix"] = str(stem)
     elif bool(model) == bool(solver_path):
         raise UnetcoreError("give a solver prototxt (--solver S or as MODEL) or a net prototxt")
@@ -340,8 +359,6 @@ def _progress(solver):
               help="With --3d: the z spacing in units of the xy pixel size.")
 def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsize_z):
     """Write a synthetic ISBI-like EM stack: train/test volume and label TIFFs."""
-    import tifffile
-
     from .data.synth import synth_stack
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -350,22 +367,20 @@ def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsiz
                               cell_size)
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         images, labels = synth_stack(n, size or 256, split_seed, cell_size)
-        tifffile.imwrite(out / f"{split}-volume.tif", images, photometric="minisblack")
-        tifffile.imwrite(out / f"{split}-labels.tif", labels, photometric="minisblack")
+        write_tiff(out / f"{split}-volume.tif", images)
+        write_tiff(out / f"{split}-labels.tif", labels)
         click.echo(f"wrote {out / f'{split}-volume.tif'} and {split}-labels.tif: "
-                   f"{n} slices of {size or 256}x{size or 256}")
+                   f"{n} slice{'s' if n > 1 else ''} of {size or 256}x{size or 256}")
 
 
 def _synth_volumes(out, shape, relsize_z, seed, cell_size):
     """synth --3d: a training and a test volume, and the training HDF5 file."""
-    import tifffile
-
     from .data.synth import synth_volume
     from .data.training_volume import write_training_volume
     for split, split_seed in (("test", seed + 1), ("train", seed)):
         image, labels = synth_volume(shape, relsize_z, split_seed, cell_size)
-        tifffile.imwrite(out / f"volume3d-{split}.tif", image, photometric="minisblack")
-        tifffile.imwrite(out / f"volume3d-{split}-labels.tif", labels, photometric="minisblack")
+        write_tiff(out / f"volume3d-{split}.tif", image)
+        write_tiff(out / f"volume3d-{split}-labels.tif", labels)
     write_training_volume(out / "volume3d-train.h5", image / 255.0, labels == 255, labels,
                           (relsize_z, 1.0, 1.0))
     click.echo(f"wrote {out / 'volume3d-train.tif'}, volume3d-test.tif (and -labels.tif): "
@@ -385,7 +400,7 @@ def upgrade(model, output):
     param = parse_file(model)
     if not param.layers:
         raise UnetcoreError(f"{model}: has no V1 'layers'; it needs no upgrade")
-    Path(output).write_text(to_text(upgrade_v1_net(param)) + "\n")
+    write_text(output, to_text(upgrade_v1_net(param)) + "\n")
     click.echo(f"wrote {output}: {len(param.layers)} layers upgraded")
 
 
@@ -395,6 +410,10 @@ def upgrade(model, output):
               help="OUT.caffemodel (binary) or OUT.caffemodel.h5 (HDF5): by its name.")
 def convert(source, output):
     """Convert weights between a binary .caffemodel and a .caffemodel.h5, either way."""
+    _distinct_paths({"SOURCE": source, "-o": output})
+    if not output.endswith((".h5", ".caffemodel")):
+        raise UnetcoreError(f"{output}: name the output *.caffemodel (binary) or "
+                            "*.caffemodel.h5 (HDF5); the name says which is written")
     _output_path(output)
     from .caffemodel import write_caffemodel
     from .snapshot import weight_layers, write_h5_weights
@@ -413,16 +432,21 @@ def convert(source, output):
               help="The HDF5 file (.h5); a list naming it is written beside it (.txt), the "
                    "source of a 3-d train net's HDF5Data layer.")
 @click.option("--element-size", type=float, nargs=3, default=(1.0, 1.0, 1.0),
-              show_default=True, help="Voxel spacing z y x (any unit): the weight map's "
-                                      "distances are measured in it, sigma in its y unit.")
-@click.option("--w0", default=10.0, show_default=True, help="Border weight w0.")
-@click.option("--sigma", default=5.0, show_default=True, help="Border width sigma.")
-@click.option("--classes", "num_classes", default=2, show_default=True)
+              show_default=True, callback=PIXEL_SIZES,
+              help="Voxel spacing z y x (any unit): the weight map's distances are "
+                   "measured in it, sigma in its y unit.")
+@click.option("--w0", default=10.0, show_default=True, callback=W0, help="Border weight w0.")
+@click.option("--sigma", default=5.0, show_default=True, callback=SIGMA,
+              help="Border width sigma.")
+@click.option("--classes", "num_classes", default=2, show_default=True, callback=CLASSES)
 @click.option("--bits", type=int, default=None,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 def prepare_volume(image, labels, output, element_size, w0, sigma, num_classes, bits):
     """Write a 3-d image stack and its labels as a training volume for 3-d nets: HDF5
     data, labels, and the eq. 2 weights computed in 3-d."""
+    _distinct_paths({"IMAGE": image, "LABELS": labels, "-o": output})
+    if Path(output).suffix.lower() not in (".h5", ".hdf5"):
+        raise UnetcoreError(f"{output}: -o is written as HDF5; name it *.h5")
     _output_path(output)
     from .data.stacks import check_same_shape, normalize_grey, read_stack, to_classes
     from .data.training_volume import write_training_volume
@@ -441,44 +465,60 @@ def prepare_volume(image, labels, output, element_size, w0, sigma, num_classes, 
 @main.command()
 @click.argument("labels", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option("--w0", default=10.0, show_default=True, help="Border weight w0.")
-@click.option("--sigma", default=5.0, show_default=True, help="Border width sigma (px).")
-@click.option("--classes", "num_classes", default=2, show_default=True)
+@click.option("--w0", default=10.0, show_default=True, callback=W0, help="Border weight w0.")
+@click.option("--sigma", default=5.0, show_default=True, callback=SIGMA,
+              help="Border width sigma (px).")
+@click.option("--classes", "num_classes", default=2, show_default=True, callback=CLASSES)
 def weightmap(labels, output, w0, sigma, num_classes):
     """Write the U-Net loss weight map of a label image or stack (float32 TIFF)."""
-    _output_path(output)
-    import tifffile
+    from tqdm import tqdm
 
     from .data.stacks import read_stack
     from .data.weightmap import weight_stack
+    _distinct_paths({"LABELS": labels, "-o": output})
+    _tiff_name(output, "-o")
+    _output_path(output)
     stack = read_stack(labels, "label")
     if num_classes > 2 and stack.max() >= num_classes:
         raise UnetcoreError(f"{labels}: label value {int(stack.max())} is not a class of "
                             f"0..{num_classes - 1}")
-    weights = weight_stack(stack, w0, sigma, num_classes)
-    tifffile.imwrite(output, weights if len(weights) > 1 else weights[0],
-                     photometric="minisblack")
+    with tqdm(total=len(stack), unit="slice", disable=len(stack) == 1 or
+              not sys.stderr.isatty()) as bar:
+        weights = weight_stack(stack, w0, sigma, num_classes, bar.update)
+    write_tiff(output, weights if len(weights) > 1 else weights[0])
     click.echo(f"wrote {output}: weights {weights.min():.3g}..{weights.max():.3g}")
 
 
-def _modeldef_net(path, weights, tile, gpu):
-    """The deploy net of a Fiji plugin model (.modeldef.h5), its weights, and the model."""
-    from .modeldef import read_modeldef
-    from .net import Net
-    from .prototxt import parse
+def _segment_modeldef(image, path, weights, tile, gpu, memory_mb, element_size,
+                      averaging):
+    """Probabilities (slices, classes, H, W) of a Fiji plugin model (.modeldef.h5) as the
+    plugin computes them (its image preparation, caffe_unet's TEST net, padding and
+    averaging: None, "mirror" or "rotate"), mapped back to the image's own pixels; and the
+    net."""
+    from tqdm import tqdm
+
+    from .fiji_images import prepare_image, resample_to, scale_to_model
+    from .fiji_predict import averaged_scores
+    from .modeldef import caffe_unet_net, read_modeldef
+    from .tiling import softmax
     model = read_modeldef(path)
-    if model.padding != "mirror":
-        raise UnetcoreError(f"{path}: padding '{model.padding}' is not supported yet; unetcore "
-                            "extends images by mirroring only")
-    net = Net(parse(model.model_prototxt, "NetParameter", f"{path}:/model_prototxt"), "TEST",
-              gpu=gpu)
-    if model.input_blob_name not in net.inputs:
-        raise UnetcoreError(f"{path}: input_blob_name '{model.input_blob_name}' is not an input "
-                            f"of the model's TEST net (its inputs: {', '.join(net.inputs) or 'none'})")
-    square_input(net, path, tile or max(model.default_tile()))
+    if model.n_dims != 2:
+        raise UnetcoreError(f"{path}: a 3-d model; segment --modeldef runs 2-d models (the "
+                            "Fiji backend's caffe_unet tiled_predict runs 3-d ones)")
+    images, size = _model_images(image, model, element_size)
+    prepared = [prepare_image(im, model, size) for im in images]
+    net = caffe_unet_net(model, len(images[0]), model.segmentation_tile(), gpu)
     copy_all_weights(net, weights)
     net.release_activations = True
-    return net, model
+    square_input(net, path, tile)
+    _choose_tile(net, path, [im.shape for im in prepared], tile, memory_mb)
+    scale = scale_to_model(size, model)
+    with tqdm(unit="tile", disable=not sys.stderr.isatty()) as bar:
+        probs = [resample_to(softmax(averaged_scores(net, im, averaging, model.padding,
+                                                     bar.update)),
+                             original.shape[1:], scale)
+                 for im, original in zip(prepared, images)]
+    return np.stack(probs), net
 
 
 def _read_images(path, channels, scale, mean, bits=None):
@@ -504,14 +544,34 @@ def _is_3d(net):
     return len(net.blobs[net.image_input].shape) == 5
 
 
-def _read_model_images(path, channels, model, element_size):
-    """The images as the Fiji plugin feeds them to `model`: float, rescaled to its pixel
-    size, normalized by its normalization_type."""
+def _model_images(path, model, element_size):
+    """The images of a TIFF as the Fiji plugin reads them, float (C, H, W) each (an RGB
+    image has a channel per colour), and their pixel size in um: --element-size, else the
+    TIFF's calibration (uncalibrated: 1 um per pixel)."""
     from .data.stacks import read_tiff
-    from .modeldef import prepare_image
+    from .fiji_images import tiff_element_size_um
     from .tiling import as_channel_images
-    stack = as_channel_images(read_tiff(path, "image").astype(np.float32), channels, path)
-    return [prepare_image(image, model, element_size) for image in stack]
+    stack = read_tiff(path, "image").astype(np.float32)
+    if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
+        images = [np.moveaxis(stack, -1, 0)]
+    else:
+        images = list(as_channel_images(stack, 1, path))
+    size = tuple(element_size) if element_size else tiff_element_size_um(path, model.n_dims)
+    _require_rescaling_memory(images, size, model, path)
+    return images, size
+
+
+def _require_rescaling_memory(images, size, model, path):
+    """Refuse, before any allocation, images whose copies rescaled to the model's pixel size
+    would not fit in memory (float32, with the plugin's padding and scores at most doubling
+    it)."""
+    from .fiji_images import scale_to_model
+    from .memory import require_bytes
+    scale = scale_to_model(size, model)
+    pixels = sum(image.shape[0] * math.prod(math.ceil(n * s) for n, s in
+                                            zip(image.shape[1:], scale)) for image in images)
+    require_bytes(2 * 4 * pixels, f"{path} rescaled from {' x '.join(f'{e:g}' for e in size)} "
+                                  f"um pixels to the model's")
 
 
 def _choose_tile(net, source, image_shapes, tile, memory_mb):
@@ -565,17 +625,22 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
                    "with -o OUT.zarr, a zarr array P.zarr).")
 @click.option("--gpu", type=int, default=None)
 @click.option("--memory", "memory_mb", default=1024, show_default=True,
+              callback=_refuse_unless(_positive, "the memory budget must be > 0 MiB"),
               help="MiB of activations per forward; several tiles are batched when they fit.")
-@click.option("--scale", default=0.0, help="Grey values: (v - mean) * scale (default: to [0, 1]).")
-@click.option("--mean", default=0.0)
+@click.option("--scale", default=0.0, callback=FINITE,
+              help="Grey values: (v - mean) * scale (default: to [0, 1]).")
+@click.option("--mean", default=0.0, callback=FINITE)
 @click.option("--bits", type=int, default=None,
               help="Bit depth of unsigned integer images (default: the smallest of 8, 10, 12, "
                    "14, 16 that holds the largest value; a note says which).")
-@click.option("--element-size", type=float, nargs=2, default=None,
+@click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
               help="With --modeldef: the image's pixel size in um (y x); it is rescaled to the "
                    "model's (default: taken to be the model's, no rescaling).")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
+@click.option("--average-rotate", is_flag=True,
+              help="With --modeldef: average the scores of the image rotated by 0, 90, 180 "
+                   "and 270 degrees (caffe_unet's -average_rotate).")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="With -o OUT.zarr: run the chunks on a dask LocalCluster of this many "
                    "worker processes.")
@@ -584,62 +649,79 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
 @click.option("--chunk", type=click.IntRange(1), default=None,
               help="With -o OUT.zarr: output chunk edge in pixels, rounded to a multiple of the "
                    "tile step (default: near 1024).")
+@click.option("--overwrite", is_flag=True,
+              help="With -o OUT.zarr: remove an output that another job (other input, weights, "
+                   "net, scaling, tile or chunks) began, and start over.")
 @_engine_option
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
-            mean, bits, element_size, average_mirror, workers, scheduler, chunk):
+            mean, bits, element_size, average_mirror, average_rotate, workers, scheduler,
+            chunk, overwrite):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders; with
     -o OUT.zarr, a volume of any size chunk by chunk, here or on a dask cluster."""
-    import tifffile
+    if average_rotate and not modeldef:
+        raise UnetcoreError("--average-rotate needs --modeldef (caffe_unet's averaging of a "
+                            "Fiji plugin model)")
+    if average_rotate and average_mirror:
+        raise UnetcoreError("--average-mirror and --average-rotate exclude each other, as in "
+                            "caffe_unet")
     if output.endswith(".zarr"):
         return _segment_volume(image, output, model, modeldef, weights, tile, probabilities,
                                gpu, memory_mb, scale, mean, bits, average_mirror, workers,
-                               scheduler, chunk)
-    if workers or scheduler or chunk:
-        raise UnetcoreError("--workers, --scheduler and --chunk segment chunk by chunk into a "
-                            "zarr array: give -o OUT.zarr")
-    for path in (output, probabilities):
+                               scheduler, chunk, overwrite)
+    if workers or scheduler or chunk or overwrite:
+        raise UnetcoreError("--workers, --scheduler, --chunk and --overwrite segment chunk by "
+                            "chunk into a zarr array: give -o OUT.zarr")
+    _distinct_paths({"IMAGE": image, "-o": output, "--probabilities": probabilities})
+    for option, path in (("-o", output), ("--probabilities", probabilities)):
         if path:
+            _tiff_name(path, option)
             _output_path(path)
     if bool(model) == bool(modeldef):
         raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
     if modeldef:
-        if scale or mean:
-            raise UnetcoreError("--scale and --mean do not apply with --modeldef: the model "
-                                "definition says how to normalize (normalization_type)")
-        net, definition = _modeldef_net(modeldef, weights, tile, gpu)
-        images = _read_model_images(image, net.blobs[net.image_input].shape[1], definition,
-                                    element_size)
+        if scale or mean or bits:
+            raise UnetcoreError("--scale, --mean and --bits do not apply with --modeldef: the "
+                                "model definition says how to normalize (normalization_type)")
+        averaging = "mirror" if average_mirror else "rotate" if average_rotate else None
+        probs, net = _segment_modeldef(image, modeldef, weights, tile, gpu, memory_mb,
+                                       element_size, averaging)
     else:
         if element_size:
             raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
         net = deploy_net(model, weights, tile, gpu)
         images = _read_inputs(image, net, scale, mean, bits)
-    _choose_tile(net, modeldef or model, [im.shape for im in images], tile, memory_mb)
-    probs = _segment_all(net, images, memory_mb, average_mirror)
+        _choose_tile(net, model, [im.shape for im in images], tile, memory_mb)
+        probs = _segment_all(net, images, memory_mb, average_mirror)
     labels = probs.argmax(axis=1).astype(np.uint8)
     if probs.shape[1] == 2:
         labels *= 255
-    tifffile.imwrite(output, labels if len(labels) > 1 else labels[0],
-                     photometric="minisblack")
+    write_tiff(output, labels if len(labels) > 1 else labels[0])
     if probabilities:
-        tifffile.imwrite(probabilities, probs.astype(np.float32), photometric="minisblack")
+        write_tiff(probabilities, probs.astype(np.float32))
     click.echo(f"wrote {output}: {len(labels)} slice(s) of {labels.shape[1]}x{labels.shape[2]}"
                + (", segmented as one volume by the 3-d net" if _is_3d(net) else ""))
 
 
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
-                    memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk):
+                    memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk,
+                    overwrite):
     """segment -o OUT.zarr: unetcore.volume, chunk by chunk, resumable."""
     import uuid
 
     from tqdm import tqdm
 
     from . import config
-    from .volume import (ChunkPlan, VolumeJob, create_outputs, open_volume,
-                         require_cluster_extra, segment_volume, value_scaling)
+    from .volume import (ChunkPlan, VolumeJob, claim_output, create_outputs, hdf5_path,
+                         job_record, open_volume, require_cluster_extra, segment_volume,
+                         value_scaling, write_record)
     require_cluster_extra()
     if modeldef or average_mirror:
         raise UnetcoreError("-o OUT.zarr takes a --model prototxt, without --average-mirror")
+    if workers and scheduler:
+        raise UnetcoreError("give --workers N (a local cluster) or --scheduler ADDRESS (a "
+                            "running one), not both")
+    _distinct_paths({"IMAGE": str(hdf5_path(image)[0]), "-o": output,
+                     "--probabilities": probabilities})
     if probabilities and not probabilities.endswith(".zarr"):
         raise UnetcoreError("with -o OUT.zarr, --probabilities must name a zarr array too "
                             "(P.zarr)")
@@ -655,15 +737,32 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
                  memory_mb)
     tile = None if _is_3d(net) else net.blobs[net.image_input].shape[-1]
     plan = ChunkPlan.for_net(net, volume.shape, chunk)
+    if chunk and chunk != plan.edge[-1]:
+        click.echo(f"--chunk {chunk}: chunks of {plan.edge[-1]} px, the nearest multiple of "
+                   f"the tile step {plan.step[-1]} px within the image", err=True)
     offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
-    create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
                     factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex)
+    record = job_record(job, plan, volume)
+    claim_output(output, probabilities, record, overwrite)
+    create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
+    write_record(output, record)
     chunks = len(plan.chunks())
     with tqdm(total=chunks, unit="chunk", disable=not sys.stderr.isatty()) as bar:
         run, skipped = segment_volume(job, plan, workers, scheduler, bar.update, click.echo)
     click.echo(f"wrote {output}: {plan.shape[0]} slice(s) of {plan.shape[1]}x{plan.shape[2]}, "
                f"{chunks} chunks of {_edge(plan)}: {run} segmented, {skipped} already written")
+
+
+def _distinct_paths(paths):
+    """Refuse, before any work, an output that is an input or another output:
+    {option: path}, the input first."""
+    named = [(option, path) for option, path in paths.items() if path]
+    for i, (option, path) in enumerate(named):
+        for other, earlier in named[:i]:
+            if same_file(path, earlier):
+                raise UnetcoreError(f"{path}: {option} and {other} name the same path; an "
+                                    "output must not overwrite the input or another output")
 
 
 def _edge(plan):
@@ -684,11 +783,14 @@ def _edge(plan):
               help="MiB of activations per forward; several tiles are batched when they fit.")
 @click.option("--bits", type=int, default=None,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
-def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
-    """Segment IMAGES and score them against LABELS with the ISBI 2012 measures (a 3-d net
-    segments the stack as one volume; the measures, 2-d, score it slice by slice)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only the best of each ISBI measure, as one JSON object.")
+def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits, as_json):
+    """Segment IMAGES and score them against LABELS with the ISBI 2012 measures, as the
+    challenge computed them (see `unetcore score`; a 3-d net segments the stack as one
+    volume; the measures, 2-d, score it slice by slice)."""
     from .data.stacks import check_same_shape, read_stack, to_classes
-    from .metrics import evaluate, iou
+    from .metrics import iou, label_stack
     net = deploy_net(model, weights, tile, gpu)
     stack = _read_inputs(images, net, 0.0, 0.0, bits)
     classes = net.blobs[net.outputs[0]].shape[1]
@@ -698,21 +800,46 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits):
     _choose_tile(net, model, [im.shape for im in stack], tile, memory_mb)
     probs = _segment_all(net, stack, memory_mb)
     ious = iou(probs.argmax(axis=1), truth, classes)
-    click.echo(f"IoU per class (argmax): {', '.join(f'{c}: {v:.4f}' for c, v in enumerate(ious))}")
-    if classes != 2:
-        return
-    rows, best = evaluate(probs[:, 1], truth.astype(bool))
-    click.echo(f"{'threshold':>9} {'pixel error':>12} {'Rand error':>11} {'warping error':>14}")
-    for r in rows:
-        click.echo(f"{r['threshold']:>9.1f} {r['pixel_error']:>12.6f} {r['rand_error']:>11.6f} "
-                   f"{r['warping_error']:>14.6f}")
-    cell_fraction = {r["threshold"]: r["cell_fraction"] for r in rows}
-    for name, (value, threshold) in best.items():
-        click.echo(f"best {name.replace('_', ' ')}: {value:.6f} (threshold {threshold:.1f})")
-        if cell_fraction[threshold] in (0.0, 1.0):
-            click.echo(f"note: at threshold {threshold:.1f} every pixel is "
-                       f"{'cell' if cell_fraction[threshold] else 'membrane'}; this "
-                       f"{name.replace('_', ' ')} is an empty segmentation's, not the net's")
+    if classes != 2 and as_json:
+        raise UnetcoreError(f"{model}: --json prints the ISBI 2012 measures, which score two "
+                            f"classes (membrane, cell); this net has {classes}")
+    if not as_json:
+        click.echo("IoU per class (argmax): "
+                   f"{', '.join(f'{c}: {v:.4f}' for c, v in enumerate(ious))}")
+    if classes == 2:
+        _print_measures(probs[:, 1], label_stack(truth, labels), as_json)
+
+
+@main.command()
+@click.argument("cell_probabilities", type=click.Path(dir_okay=False))
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only the best of each measure, as one JSON object.")
+def score(cell_probabilities, labels, as_json):
+    """Score a saved map of CELL_PROBABILITIES from any tool against LABELS with the ISBI
+    2012 measures, as the challenge computed them (Fiji's Trainable_Segmentation): pixel,
+    Rand and warping error (the U-Net paper's Table 1) and the leaderboard's V_Rand and
+    V_Info after border thinning, at each threshold 0.0..1.0, and the best of each.
+
+    CELL_PROBABILITIES: a TIFF stack of values in [0, 1], 1 = cell (or the (slices, 2, H, W)
+    file of `segment --probabilities`, whose channel 1 is cell). LABELS: 255 (or 1) = cell,
+    0 = membrane, the same shape."""
+    from .data.stacks import check_same_shape, read_stack, read_tiff
+    from .metrics import label_stack, probability_stack
+    probabilities = probability_stack(read_tiff(cell_probabilities, "probability"),
+                                      cell_probabilities)
+    truth = label_stack(read_stack(labels, "label"), labels)
+    check_same_shape(probabilities, truth, cell_probabilities, labels, "label")
+    _print_measures(probabilities, truth, as_json)
+
+
+def _print_measures(cell_probabilities, truth, as_json):
+    """The ISBI 2012 measures at every threshold and the best of each, or (--json) only the
+    best of each, as one JSON object."""
+    from .metrics import best_json, best_lines, evaluate, table_lines
+    rows, best = evaluate(cell_probabilities, truth)
+    for line in [best_json(best)] if as_json else table_lines(rows) + best_lines(rows, best):
+        click.echo(line)
 
 
 @main.command()
@@ -840,3 +967,13 @@ def draw(model, output, size, phase):
     square_input(net, model, size)
     how = render(net, output)
     click.echo(f"wrote {output} ({how})")
+
+
+@main.command(name="fiji-backend")
+@click.argument("folder", type=click.Path(file_okay=False))
+def fiji_backend(folder):
+    """Write FOLDER/caffe_unet and FOLDER/caffe: the Fiji U-Net plugin's backend, run by this
+    installation (point the plugin's caffe_unet setting at FOLDER/caffe_unet; docs/fiji.md)."""
+    from .fiji_backend import write_scripts
+    for path in write_scripts(folder):
+        click.echo(f"wrote {path}")

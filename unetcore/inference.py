@@ -41,14 +41,14 @@ def square_input(net, model, size, option="--tile"):
     if size < 1:
         raise UnetcoreError(f"the input size must be a positive number of pixels, got {size}")
     require_image_input(net, model)
-    from .memory import require_bytes
+    from .memory import require_blob_bytes
     blob = net.blobs[net.image_input]
     if len(blob.shape) != 4:
         raise UnetcoreError(f"{model}: a 3-d net's tile (D, H, W) is its prototxt's input shape; "
                             "a square --size/--tile is for 2-d nets (`unetcore shapes` lists "
                             "the valid sizes per axis)")
     shape = blob.shape[:2] + (size, size)
-    require_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
+    require_blob_bytes(int(np.prod(shape)) * net.dtype.itemsize, f"a {size} x {size} input")
     original = blob.shape
     blob.reshape(shape)
     try:

@@ -10,18 +10,26 @@ from .errors import UnetcoreError
 LIMIT_VARIABLE = "UNETCORE_MAX_MEMORY"
 
 
-_guarding = ContextVar("unetcore_memory_guard", default=True)
+_blobs_guarded = ContextVar("unetcore_blobs_guarded", default=True)
 
 
 @contextmanager
 def shapes_only():
-    """Build and reshape nets inside the `with` block without the guard, for code that reads
-    their shapes and allocates no blob (`unetcore shapes`)."""
-    token = _guarding.set(False)
+    """Inside the `with` block a net's blobs, and the input that would fill them, are not
+    checked against the budget: for code that reads their shapes and never fills them
+    (`unetcore shapes`). A blob's arrays are made when first used; parameter blobs are
+    made (and filled) at once, so they are checked as ever."""
+    token = _blobs_guarded.set(False)
     try:
         yield
     finally:
-        _guarding.reset(token)
+        _blobs_guarded.reset(token)
+
+
+def require_blob_bytes(count, what):
+    """require_bytes for the arrays of blobs, which shapes_only leaves unchecked."""
+    if _blobs_guarded.get():
+        require_bytes(count, what)
 
 
 def available_bytes():
@@ -40,8 +48,6 @@ def available_bytes():
 
 def require_bytes(count, what):
     """Raise an UnetcoreError when `count` bytes for `what` exceed the budget."""
-    if not _guarding.get():
-        return
     budget = available_bytes()
     if budget is None or count <= budget:
         return

@@ -27,7 +27,7 @@ from .blob import Blob
 from .errors import NetError
 from .graph import filter_layers, input_layer, insert_splits
 from .layer import LAYER_TYPES, layer_class
-from .memory import require_bytes
+from .memory import require_blob_bytes, require_bytes
 from .prototxt import Message, parse_file
 from .sizes import check_alignment
 from .snapshot import load_weights, save_weights
@@ -296,7 +296,7 @@ class Net:
         copies = 2 if self.phase == TRAIN else 1           # data, and diffs for backward
         size = " x ".join(map(str, self.blobs[self.image_input].shape[2:])) \
             if self.image_input else ""
-        require_bytes(copies * sum(b.count for b in self.blobs.values()) * self.dtype.itemsize,
+        require_blob_bytes(copies * sum(b.count for b in self.blobs.values()) * self.dtype.itemsize,
                       f"the blobs of net '{self.name}'" + (f" at {size}" if size else ""))
 
     def forward(self, start=None, end=None, **inputs):
