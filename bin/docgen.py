@@ -1,7 +1,7 @@
 """Generates the numbers and pictures of docs/ with the project's own code.
 
 Markdown files carry blocks ``<!-- begin generated: NAME -->`` ... ``<!-- end generated -->``;
-``python -m unetcore.docgen`` rewrites them and the figures, ``--check`` fails when any is
+``python bin/docgen.py`` rewrites them and the figures, ``--check`` fails when any is
 stale (a test runs it), so the docs' numbers are computed, never typed.
 """
 import inspect
@@ -18,7 +18,7 @@ BLOCK = re.compile(r"(<!-- begin generated: (\S+) -->\n)(.*?)(<!-- end generated
 
 
 def _net(name, size=None):
-    from .net import Net
+    from unetcore.net import Net
     net = Net(str(REPO / "prototxt" / name), "TEST")
     if size is not None:
         net.set_inputs({"data": np.zeros((1, 1, size, size))})
@@ -39,7 +39,7 @@ def shapes_572():
 
 
 def valid_sizes():
-    from .sizes import valid_sizes as sizes
+    from unetcore.sizes import valid_sizes as sizes
     net = _net("unet-deploy.prototxt")
     found = sizes(net, "data", 150, 700)
     outputs = []
@@ -55,7 +55,7 @@ def valid_sizes():
 
 def receptive_field_table():
     """The input rows that output pixels 0..15 of the 2015 net at 572 depend on."""
-    from .receptive import receptive_field
+    from unetcore.receptive import receptive_field
     net = _net("unet-deploy.prototxt", 572)
     rows = ["| output pixel | input pixels it depends on | size | window centre - pixel centre |",
             "| --- | --- | --- | --- |"]
@@ -73,7 +73,7 @@ def receptive_field_table():
 def receptive_picture():
     """Two 1-d pictures: valid convolutions shrinking a row, and the 2015 net's windows
     stepping with the pooling grid."""
-    from .receptive import receptive_field
+    from unetcore.receptive import receptive_field
     row, label = 16, "    {:<10}"
     lines = [label.format("input") + " ".join("o" for _ in range(row))]
     for cut in (1, 2):                            # each pixel takes 2 characters
@@ -127,7 +127,7 @@ def _matrix(a):
 
 
 def im2col_example():
-    from .im2col import ConvGeometry, im2col
+    from unetcore.im2col import ConvGeometry, im2col
     x = np.arange(1, 19, dtype=float).reshape(2, 3, 3)
     geom = ConvGeometry((2, 2), (1, 1), (0, 0), (1, 1))
     col = im2col(np, x, geom, (2,), 0, 2, np.empty((8, 4)))
@@ -152,7 +152,7 @@ def _link(fn, needle=None):
 
 def layer_sources():
     """Each type's reference forward and backward, and its engines (same math, faster)."""
-    from . import layer as layer_module
+    from unetcore import layer as layer_module
     rows = ["| type | forward | backward | same math, faster |", "| --- | --- | --- | --- |"]
     for name, cls in sorted(layer_module.LAYER_TYPES.items()):
         engines = ", ".join(f"[{e.engine}](../{Path(inspect.getsourcefile(e)).resolve().relative_to(REPO)})"
@@ -163,7 +163,7 @@ def layer_sources():
 
 def convolution_products():
     """Where the reference Convolution computes each product of the derivation."""
-    from .layers.convolution import ConvolutionLayer as Conv
+    from unetcore.layers.convolution import ConvolutionLayer as Conv
     return (f"- Y = W_mat @ col: `forward_gemm`, {_link(Conv.forward_gemm, 'matmul_into')}\n"
             f"- dW_mat += dY @ col^T: `weight_gemm`, {_link(Conv.weight_gemm, 'dw[g] +=')}\n"
             f"- dcol = W_mat^T @ dY: `backward_gemm`, {_link(Conv.backward_gemm, '.T, dy_g')}\n"
@@ -174,8 +174,8 @@ def convolution_products():
 def deconvolution_matrix():
     """A 2x2 kernel on a 3x3 image as a 4x9 matrix M, and Deconvolution as M^T, computed by
     the layers themselves."""
-    from .gradcheck import layer_from_text
-    from .blob import Blob
+    from unetcore.gradcheck import layer_from_text
+    from unetcore.blob import Blob
     kernel = np.array([[1.0, 2.0], [3.0, 4.0]])
 
     def run(kind, x):
@@ -203,7 +203,7 @@ def deconvolution_matrix():
 
 
 def overlap_tile_numbers():
-    from .tiling import tile_geometry
+    from unetcore.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows = -(-512 // step)
@@ -217,9 +217,9 @@ def overlap_tile_numbers():
 
 def loss_normalizer():
     """The two normalizers of a weighted SoftmaxWithLoss on the README demo's training stack."""
-    from .data.synth import synth_stack
-    from .data.stacks import to_classes
-    from .data.weightmap import weight_stack
+    from unetcore.data.synth import synth_stack
+    from unetcore.data.stacks import to_classes
+    from unetcore.data.weightmap import weight_stack
     _, labels = synth_stack(8, 256, 0, 40)          # `unetcore synth`'s training stack
     weights = weight_stack(to_classes(labels, 2, "synth"), 10.0, 5.0, 2)
     mean = float(weights.mean())
@@ -235,9 +235,9 @@ def tiny_unet(seed):
     """A U-Net in little (depth 1, 1 channel at the top, 2 classes, 20 px -> 4 px) with small
     integer weights (-1, 0, 1), biases of 0.1 and a random input, so that no ReLU input and
     no max-pool window sits on a kink or a tie, where finite differences cannot agree."""
-    from .net import Net
-    from .prototxt import parse
-    from .unet import layers_text
+    from unetcore.net import Net
+    from unetcore.prototxt import parse
+    from unetcore.unet import layers_text
     text = ('name: "tiny"\nlayer { name: "input" type: "Input" top: "data" top: "label" '
             'top: "weights" input_param { shape { dim: 1 dim: 1 dim: 20 dim: 20 } '
             'shape { dim: 1 dim: 1 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n'
@@ -271,7 +271,7 @@ def _blob_text(name, array):
 
 def worked_backprop():
     """Every blob's data down the tiny U-Net, every diff back up, and the checker's verdict."""
-    from .gradcheck import check_net
+    from unetcore.gradcheck import check_net
     net = tiny_unet(seed=1)   # a draw whose score is not flat and whose ReLUs are 35-81% alive
     loss = net.forward_layers()
     down = [f"The loss is {loss:.6g}. Forward, layer by layer (in-place ReLUs overwrite their "
@@ -313,7 +313,7 @@ def worked_backprop():
 def worked_gradient_check():
     """The gradient checker's verdict on the tiny U-Net of worked_backprop (a rounding error:
     one of the ROUNDING_BLOCKS)."""
-    from .gradcheck import check_net
+    from unetcore.gradcheck import check_net
     results = check_net(tiny_unet(seed=1))
     return (f"The gradient checker (central differences, h = 1e-6) agrees on every one of "
             f"the {sum(r.checked for r in results)} parameters: largest relative error "
@@ -330,7 +330,7 @@ def _answer(text):
 
 
 def exercises_walkthrough():
-    from .errors import NetError
+    from unetcore.errors import NetError
     net = _net("unet-deploy.prototxt")
     try:
         net.set_inputs({"data": np.zeros((1, 1, 566, 566))})
@@ -355,8 +355,8 @@ def exercises_walkthrough():
 
 
 def exercises_backprop():
-    from .gradcheck import layer_from_text
-    from .blob import Blob
+    from unetcore.gradcheck import layer_from_text
+    from unetcore.blob import Blob
     layer = layer_from_text('name: "c" type: "Convolution" convolution_param { num_output: 1 '
                             'kernel_h: 1 kernel_w: 3 stride: 2 bias_term: false '
                             'weight_filler { type: "constant" value: 1 } }')
@@ -378,7 +378,7 @@ def exercises_backprop():
 
 
 def exercises_im2col():
-    from .im2col import ConvGeometry, col2im_add
+    from unetcore.im2col import ConvGeometry, col2im_add
     geom = ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
     counts = np.zeros((1, 5, 5))
     col2im_add(np.ones((9, 9)), counts, geom, (3,), 0, 3)
@@ -390,9 +390,9 @@ def exercises_im2col():
 
 
 def exercises_training():
-    from .data.synth import synth_stack
-    from .data.stacks import to_classes
-    from .data.weightmap import weight_stack
+    from unetcore.data.synth import synth_stack
+    from unetcore.data.stacks import to_classes
+    from unetcore.data.weightmap import weight_stack
     _, labels = synth_stack(8, 256, 0, 40)
     mean = float(weight_stack(to_classes(labels, 2, "synth"), 10.0, 5.0, 2).mean())
     return ("1. Why is the first training loss about ln 2 = 0.693, and why was it about "
@@ -409,7 +409,7 @@ def exercises_training():
 
 
 def exercises_overlap_tile():
-    from .tiling import tile_geometry
+    from unetcore.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows, cols = -(-1000 // step), -(-700 // step)
@@ -423,8 +423,8 @@ def exercises_overlap_tile():
 
 
 def exercises_3d():
-    from .errors import NetError
-    from .tiling import axis_geometry
+    from unetcore.errors import NetError
+    from unetcore.tiling import axis_geometry
     net = _net("unet3d-em-deploy.prototxt")
     (tile_z, out_z, margin_z, step_z), (tile_y, out_y, margin_y, step_y), _ = \
         axis_geometry(net, "d0a", "score")
@@ -462,9 +462,9 @@ def real_data_prediction():
     """A held-out ISBI 2012 crop (slice 22), its labels, and the cell probability of the
     demo net trained 3000 iterations on slices 1-20 (bench/isbi.py; tests/data)."""
     import tifffile
-    from .data.stacks import normalize_grey
-    from .net import Net
-    from .tiling import as_channel_images, segment, softmax
+    from unetcore.data.stacks import normalize_grey
+    from unetcore.net import Net
+    from unetcore.tiling import as_channel_images, segment, softmax
     image = tifffile.imread(TEST_DATA / "isbi-heldout-volume.tif")
     cells = tifffile.imread(TEST_DATA / "isbi-heldout-labels.tif") > 0
     net = Net(REPO / "prototxt" / "unet-demo-deploy.prototxt", "TEST", weights=ISBI_MODEL)
@@ -477,15 +477,15 @@ def real_data_prediction():
 
 
 def real_data_pictures():
-    from .data.weightmap import weight_map
-    from .pictures import heat, to_grey
+    from unetcore.data.weightmap import weight_map
+    from unetcore.pictures import heat, to_grey
     image, cells, probability = real_data_prediction()
     return {"isbi-slice.png": image, "isbi-weightmap.png": heat(weight_map(cells.astype(int))),
             "isbi-prediction.png": to_grey(probability, 0, 1)}
 
 
 def real_data_scores():
-    from .metrics import differing_pixels, evaluate, iou
+    from unetcore.metrics import differing_pixels, evaluate, iou
     _, cells, probability = real_data_prediction()
     _, best = evaluate(probability[None], cells[None])
     scores = iou((probability > 0.5).astype(int)[None], cells.astype(int)[None])
@@ -505,7 +505,7 @@ def _fractions(rows):
 
 def winograd_matrices():
     """B^T, G and A^T of F(2, 3) and F(4, 3), exactly, as unetcore.winograd makes them."""
-    from .winograd import POINTS, winograd_1d
+    from unetcore.winograd import POINTS, winograd_1d
     parts = []
     for m in (2, 4):
         f = winograd_1d(m, 3)
@@ -520,7 +520,7 @@ def winograd_example():
     """F(2, 3) on one tile, step by step, in exact fractions, beside the direct sums."""
     from fractions import Fraction
 
-    from .winograd import winograd_1d
+    from unetcore.winograd import winograd_1d
     f = winograd_1d(2, 3)
     d, g = [Fraction(v) for v in (1, 2, 3, 4)], [Fraction(v) for v in (1, 0, -1)]
     bd = [sum(b * x for b, x in zip(row, d)) for row in f.bt]
@@ -540,7 +540,7 @@ def winograd_example():
 def winograd_unet_layers():
     """The engine and tile "auto" picks for each 3x3 convolution of the 2015 net at 572, with
     the multiplications of the GEMMs against the direct sum's."""
-    from .winograd import tile_count
+    from unetcore.winograd import tile_count
     net = _net("unet-deploy.prototxt", 572)
     rows = ["| layer | channels | output | engine | tile | GEMM multiplications / direct |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -562,7 +562,7 @@ def winograd_errors():
     float32 direct sum, on outputs of a 3x3 convolution with 128 input channels."""
     from fractions import Fraction as F
 
-    from .winograd import POINTS, winograd_2d
+    from unetcore.winograd import POINTS, winograd_2d
     lavin = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2), F(4), F(-4))
     rng = np.random.default_rng(0)
     channels, count = 128, 500
@@ -591,7 +591,7 @@ def winograd_errors():
 
 def winograd_sources():
     """Where the engine computes each line of the algorithm."""
-    from .layers.convolution_winograd import WinogradConvolution as Wino
+    from unetcore.layers.convolution_winograd import WinogradConvolution as Wino
     return (f"- U = (G kron G) g: `transformed_kernel`, {_link(Wino.transformed_kernel, 'filter_transform @')}\n"
             f"- V = (B^T kron B^T) d: `input_tiles`, {_link(Wino.input_tiles, 'input_transform, d')}\n"
             f"- M[t] = U[t] @ V[t]: `forward_gemm`, {_link(Wino.forward_gemm, 'matmul(u, v')}\n"
@@ -604,8 +604,8 @@ def winograd_sources():
 
 def three_d_tiles():
     """The 3-d nets' tiles: input, output, margin and step per axis, and the valid sizes."""
-    from .sizes import nearest_sizes_per_axis
-    from .tiling import axis_geometry
+    from unetcore.sizes import nearest_sizes_per_axis
+    from unetcore.tiling import axis_geometry
     rows = ["| net | tile (z, y, x) | output | margin | step | valid sizes near the tile |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name in ("unet3d-em", "unet3d-demo"):
@@ -657,11 +657,11 @@ def figures():
     """{file name: bytes} of the pictures, drawn by the project's own code."""
     import tempfile
 
-    from .data import deformation as deform
-    from .data.synth import synth_stack
-    from .data.weightmap import weight_map
-    from .draw import svg_text
-    from .pictures import heat, to_grey, write_png
+    from unetcore.data import deformation as deform
+    from unetcore.data.synth import synth_stack
+    from unetcore.data.weightmap import weight_map
+    from unetcore.draw import svg_text
+    from unetcore.pictures import heat, to_grey, write_png
     images, labels = synth_stack(1, 192, seed=3)
     image, label = images[0], labels[0]
     rng = np.random.default_rng(5)
@@ -687,7 +687,7 @@ def figures():
 
 def overlap_tile_svg(scale=0.5):
     """The 512 x 512 image, the mirrored canvas, one input tile and the outputs' grid."""
-    from .tiling import tile_geometry
+    from unetcore.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows = -(-512 // step)
@@ -765,7 +765,7 @@ def figures_agree(name, old, new):
         return True
     if not name.endswith(".png"):
         return False
-    from .pictures import read_png
+    from unetcore.pictures import read_png
     a, b = read_png(old).astype(int), read_png(new).astype(int)
     return a.shape == b.shape and np.abs(a - b).max() <= 1
 

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bin"))   # docgen
 settings.register_profile("ci", max_examples=25, deadline=None)
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.register_profile("deep", max_examples=300, deadline=None)   # HYPOTHESIS_PROFILE=deep

@@ -45,7 +45,7 @@ def test_the_demo_net_trained_on_isbi_segments_a_held_out_crop():
     Measured at commit 0cce32e: 16.75% of pixels differ, IoU 0.623 / 0.768 (membrane / cell)."""
     import tifffile
 
-    from unetcore.docgen import real_data_prediction
+    from docgen import real_data_prediction              # bin/docgen.py
     from unetcore.metrics import differing_pixels, iou
     image, cells, probability = real_data_prediction()
     assert probability.shape == cells.shape == (188, 188)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from docgen import regenerate, texts_agree          # bin/docgen.py (tests/conftest.py)
 from unetcore.cli import main
-from unetcore.docgen import regenerate, texts_agree
 
 REPO = Path(__file__).resolve().parent.parent
 
