@@ -159,6 +159,48 @@ def test_a_full_disk_stops_a_chunked_segmentation_in_one_line(tmp_path, weights,
     assert line.endswith("out.zarr: cannot write it: No space left on device")
 
 
+class FillingDisk:
+    """A file on a disk that fills up after the first bytes written."""
+
+    def __init__(self, path, mode, **kwargs):
+        self.file = open(path, mode, **kwargs)
+
+    def write(self, data):
+        self.file.write(data[:8])
+        self.file.flush()
+        raise FULL_DISK
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.file.close()
+
+
+@pytest.mark.parametrize("output,command", [
+    ("out.svg", ("plot-log", "train.log", "-o", "out.svg")),
+    ("out.dot", ("draw", SMALL, "-o", "out.dot")),
+    ("out.onnx", ("export", SMALL, "--weights", "w0.caffemodel.h5", "-o", "out.onnx")),
+    ("out.zip", ("export", SMALL, "--weights", "w0.caffemodel.h5", "--bioimageio", "out.zip",
+                 "--author", "A. Tester")),
+])
+def test_a_full_disk_leaves_no_partial_file_of_plots_drawings_or_exports(
+        tmp_path, weights, monkeypatch, output, command):
+    if command[0] == "export":
+        pytest.importorskip("onnx")
+    from unetcore import files
+    (tmp_path / "train.log").write_text("Iteration 0 (0 iter/s), loss = 0.7\n")
+    before = sorted(tmp_path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files, "open", FillingDisk, raising=False)
+    line = one_line(run(*command))
+    assert line == f"unetcore: error: {output}: cannot write it: No space left on device"
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def small_solver(tmp_path, fields):
     momentum = "" if "momentum" in fields else "momentum: 0.9"
     text = f'net: "{SMALL_TRAIN}" base_lr: 0.01 {momentum} {fields}'
@@ -234,6 +276,14 @@ def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, weights, monkey
     (("train", "--element-size", 1, "inf"), "--element-size 1 inf: pixel sizes must be finite"),
     (("segment", "i.tif", "-o", "o.tif", "--weights", "w", "--memory", -5),
      "--memory -5: the memory budget must be > 0 MiB"),
+    (("test", "i.tif", "l.tif", "--model", SMALL, "--weights", "w", "--memory", -5),
+     "--memory -5: the memory budget must be > 0 MiB"),
+    (("test", "i.tif", "l.tif", "--model", SMALL, "--weights", "w", "--memory", 0),
+     "--memory 0: the memory budget must be > 0 MiB"),
+    (("test", "i.tif", "l.tif", "--model", SMALL, "--weights", "w", "--tile", 0),
+     "--tile 0: the input size must be a positive number of pixels"),
+    (("draw", SMALL, "-o", "o.svg", "--size", -5),
+     "--size -5: the input size must be a positive number of pixels"),
     (("segment", "i.tif", "-o", "o.tif", "--weights", "w", "--scale", "inf"),
      "--scale inf: must be a finite number"),
     (("weightmap", "l.tif", "-o", "w.tif", "--sigma", 0),
@@ -259,6 +309,66 @@ def test_a_too_small_tile_says_use_a_larger_one(tmp_path, weights):
                         SMALL, "--weights", weights[0], "--tile", 12))
     assert "--tile 12 is too small for" in line
     assert "use a larger --tile (the smallest it takes is " in line
+
+
+def test_a_misaligned_tile_is_named_and_its_neighbours_are_not_refused_for_memory(
+        tmp_path, weights, monkeypatch):
+    """Tile 98 fits in 0.95 MiB, 101 and larger do not: the nearest valid sizes are looked
+    for within the budget, not refused for a size the user did not give."""
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "0.95")
+    line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "o.tif", "--model",
+                        SMALL, "--weights", weights[0], "--tile", 98))
+    assert "input size 98x98 makes pooling layer" in line
+    assert line.endswith("nearest valid sizes: 92, 96, 100")
+
+
+def test_a_memory_refusal_prints_the_need_visibly_above_the_budget(monkeypatch):
+    from unetcore.memory import require_bytes
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", str(47 * 2 ** 9))        # 23.5 GiB
+    with pytest.raises(unetcore.UnetcoreError) as caught:
+        require_bytes(47 * 2 ** 29 + 2 ** 20, "the blobs")
+    assert str(caught.value) == ("the blobs would take 24,065 MiB, more than the 24,064 MiB "
+                                 "allowed by UNETCORE_MAX_MEMORY")
+
+
+def convolution(name, bottom, outputs):
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+            f'convolution_param {{ num_output: {outputs} kernel_size: 3 }} }}\n')
+
+
+def test_parameters_too_large_together_are_refused_before_any_is_drawn(tmp_path, monkeypatch):
+    """Each (300, 300, 3, 3) weight takes 3.1 MiB, within the 5 MiB; the two do not fit."""
+    import unetcore.layer
+    monkeypatch.setenv("UNETCORE_MAX_MEMORY", "5")
+    monkeypatch.setattr(unetcore.layer, "fill", lambda *args: pytest.fail("drew a parameter"))
+    model = tmp_path / "wide.prototxt"
+    model.write_text('name: "wide"\nlayer { name: "in" type: "Input" top: "data" '
+                     'input_param { shape { dim: 1 dim: 1 dim: 9 dim: 9 } } }\n' +
+                     convolution("a", "data", 300) + convolution("b", "a", 300) +
+                     convolution("c", "b", 300))
+    line = one_line(run("shapes", model))
+    assert "the parameter blobs of net 'wide' would take " in line
+    assert line.endswith(" MiB, more than the 5 MiB allowed by UNETCORE_MAX_MEMORY")
+
+
+def test_a_huge_prototxt_is_refused_before_it_is_parsed(tmp_path):
+    from unetcore.prototxt import MAX_PROTOTXT_CHARS
+    model = tmp_path / "huge.prototxt"
+    model.write_text("#" * MAX_PROTOTXT_CHARS + "\n")
+    line = one_line(run("shapes", model))
+    assert "huge.prototxt:0:0: more than 2 MiB of text, far more than a net or solver " \
+           "prototxt takes" in line
+
+
+def test_a_license_unknown_to_bioimage_io_is_refused_before_anything_is_written(
+        tmp_path, weights):
+    pytest.importorskip("bioimageio.spec")
+    for package in ("pkg", "pkg.zip"):
+        line = one_line(run("export", SMALL, "--weights", weights[0], "--bioimageio",
+                            tmp_path / package, "--author", "A. Tester", "--license", "cc-by-4"))
+        assert "the license 'cc-by-4' is not an SPDX license identifier " \
+               "(https://spdx.org/licenses); did you mean 'CC-BY-4.0'?" in line
+        assert not (tmp_path / package).exists()
 
 
 def test_a_chunk_is_rounded_with_a_note_and_never_beyond_the_image(tmp_path, weights):
@@ -401,6 +511,12 @@ def test_bits_that_would_be_ignored_or_cannot_fit_the_type_are_refused(tmp_path,
     assert "f.tif: --bits is for unsigned integer images; this one holds float32 values" in line
     line = one_line(run("segment", tmp_path / "in.tif", *common, "--bits", 8, "--scale", 2))
     assert "--bits and --scale exclude each other" in line
+
+
+def test_zero_bits_are_refused_not_taken_for_none(tmp_path, weights):
+    line = one_line(run("test", tmp_path / "in.tif", tmp_path / "in.tif", "--model", SMALL,
+                        "--weights", weights[0], "--bits", 0))
+    assert "--bits 0: a bit depth is at least 1 (leave --bits out to infer it)" in line
 
 
 def test_a_text_file_given_as_weights_says_so(tmp_path, weights):

@@ -15,6 +15,7 @@ The description says what a user of the original must know to run the model righ
 rdf.yaml is written as JSON, which is YAML too: no YAML library is needed.
 """
 import datetime
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .export import ExportError, export_onnx
+from .errors import WriteError
+from .files import atomic_file, write_text
 from .sizes import valid_sizes, valid_sizes_per_axis
 from .tiling import softmax
 
@@ -62,6 +65,7 @@ def write_package(net, folder, name, author, license="CC-BY-4.0", data_citation=
     image, or (D, H, W) volume, whose size the net takes (default: a random one of the
     smallest size)."""
     check_name(name)
+    check_license(license)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(net, folder / "model.onnx", probabilities=True)
@@ -71,15 +75,20 @@ def write_package(net, folder, name, author, license="CC-BY-4.0", data_citation=
     test_input = np.asarray(test_image, np.uint8)[None, None]
     scores = net.forward(**{net.image_input: test_input.astype(np.float32) / 255})
     test_output = softmax(scores[net.outputs[0]][0])[None].astype(np.float32)
-    np.save(folder / "test_input.npy", test_input)
-    np.save(folder / "test_output.npy", test_output)
+    write_npy(folder / "test_input.npy", test_input)
+    write_npy(folder / "test_output.npy", test_output)
     margin = [(i - o) // 2 for i, o in zip(test_input.shape[2:], test_output.shape[2:])]
-    (folder / "README.md").write_text(readme(name, smallest, step, margin))
+    write_text(folder / "README.md", readme(name, smallest, step, margin))
     rdf = description(net, name, author, license, data_citation, folder, smallest, step, margin,
                       test_output.shape[1])
     path = folder / "rdf.yaml"
-    path.write_text(json.dumps(rdf, indent=2) + "\n")
+    write_text(path, json.dumps(rdf, indent=2) + "\n")
     return path
+
+
+def write_npy(path, array):
+    with atomic_file(path) as f:
+        np.save(f, array)
 
 
 def write_zip(net, path, *args, **kwargs):
@@ -87,8 +96,11 @@ def write_zip(net, path, *args, **kwargs):
     import tempfile
     import zipfile
     with tempfile.TemporaryDirectory() as folder:
-        write_package(net, folder, *args, **kwargs)
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        try:
+            write_package(net, folder, *args, **kwargs)
+        except WriteError as err:               # the zip's files, in a temporary folder
+            raise WriteError(path, err.reason) from None
+        with atomic_file(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(Path(folder).iterdir()):
                 archive.write(file, file.name)
     return Path(path)
@@ -147,6 +159,29 @@ def check_name(name):
     if bad or not name.strip():
         raise ExportError(f"the model name {name!r} may hold only letters, digits, spaces and "
                           f"_+-(); not {' '.join(repr(c) for c in bad) or 'an empty name'}")
+
+
+def check_license(license):
+    """Refuse a license that bioimage.io's validator would reject: one not in the SPDX list
+    that bioimageio.spec ships (unchecked where that package is not installed)."""
+    known = spdx_licenses()
+    if known is None or license in known:
+        return
+    by_lower = {identifier.lower(): identifier for identifier in known}
+    close = difflib.get_close_matches(license.lower(), by_lower, n=1)
+    hint = f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+    raise ExportError(f"the license '{license}' is not an SPDX license identifier "
+                      f"(https://spdx.org/licenses){hint}")
+
+
+def spdx_licenses():
+    """The SPDX license identifiers bioimageio.spec validates, or None without it."""
+    from importlib import resources
+    try:
+        listing = resources.files("bioimageio.spec") / "static" / "spdx_licenses.json"
+        return {entry["licenseId"] for entry in json.loads(listing.read_text())["licenses"]}
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
 
 
 def sizes_text(smallest, step):

@@ -96,6 +96,8 @@ W0 = _refuse_unless(lambda v: math.isfinite(v) and v >= 0,
                     "the border weight w0 must be finite and >= 0 (0: no border term)")
 CLASSES = _refuse_unless(lambda v: v >= 2, "a segmentation has at least 2 classes")
 FINITE = _refuse_unless(math.isfinite, "must be a finite number")
+MEMORY = _refuse_unless(_positive, "the memory budget must be > 0 MiB")
+BITS = _refuse_unless(lambda v: v >= 1, "a bit depth is at least 1 (leave --bits out to infer it)")
 
 
 def _phase(value):
@@ -439,7 +441,7 @@ def convert(source, output):
 @click.option("--sigma", default=5.0, show_default=True, callback=SIGMA,
               help="Border width sigma.")
 @click.option("--classes", "num_classes", default=2, show_default=True, callback=CLASSES)
-@click.option("--bits", type=int, default=None,
+@click.option("--bits", type=int, default=None, callback=BITS,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 def prepare_volume(image, labels, output, element_size, w0, sigma, num_classes, bits):
     """Write a 3-d image stack and its labels as a training volume for 3-d nets: HDF5
@@ -625,12 +627,12 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
                    "with -o OUT.zarr, a zarr array P.zarr).")
 @click.option("--gpu", type=int, default=None)
 @click.option("--memory", "memory_mb", default=1024, show_default=True,
-              callback=_refuse_unless(_positive, "the memory budget must be > 0 MiB"),
+              callback=MEMORY,
               help="MiB of activations per forward; several tiles are batched when they fit.")
 @click.option("--scale", default=0.0, callback=FINITE,
               help="Grey values: (v - mean) * scale (default: to [0, 1]).")
 @click.option("--mean", default=0.0, callback=FINITE)
-@click.option("--bits", type=int, default=None,
+@click.option("--bits", type=int, default=None, callback=BITS,
               help="Bit depth of unsigned integer images (default: the smallest of 8, 10, 12, "
                    "14, 16 that holds the largest value; a note says which).")
 @click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
@@ -779,9 +781,9 @@ def _edge(plan):
               help="Input tile edge (default: as segment's, the fewest multiply-adds within "
                    "--memory).")
 @click.option("--gpu", type=int, default=None)
-@click.option("--memory", "memory_mb", default=1024, show_default=True,
+@click.option("--memory", "memory_mb", default=1024, show_default=True, callback=MEMORY,
               help="MiB of activations per forward; several tiles are batched when they fit.")
-@click.option("--bits", type=int, default=None,
+@click.option("--bits", type=int, default=None, callback=BITS,
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the best of each ISBI measure, as one JSON object.")
@@ -860,13 +862,15 @@ def _print_measures(cell_probabilities, truth, as_json):
 def export(model, weights, output, package, name, author, license_id, data_citation):
     """Write a deploy net with its weights as ONNX (standard operators; any valid input size),
     or as a BioImage Model Zoo package. Needs pip install 'unetcore[export]'."""
-    from .bioimageio import write_package, write_zip
+    from .bioimageio import check_license, write_package, write_zip
     from .export import export_onnx
     from .net import Net
     if (output is None) == (package is None):
         raise UnetcoreError("give -o MODEL.onnx or --bioimageio FOLDER (one of them)")
     if package is not None and not author:
         raise UnetcoreError("--bioimageio needs --author NAME: the model spec requires one")
+    if package is not None:
+        check_license(license_id)
     output = _output_path(output) if output else None
     net = Net(model, "TEST")
     require_image_input(net, model)
@@ -915,7 +919,7 @@ def time_command(model, size, iterations, phase, gpu):
     from .net import Net
     from .timing import layer_macs, time_layers
     net = Net(model, _phase(phase), gpu=gpu)
-    square_input(net, model, size)
+    square_input(net, model, size, "--size")
     times = time_layers(net, iterations)
     click.echo("Average time per layer (median):")
     for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs):
@@ -964,7 +968,7 @@ def draw(model, output, size, phase):
     from .draw import render
     from .net import Net
     net = Net(model, _phase(phase))
-    square_input(net, model, size)
+    square_input(net, model, size, "--size")
     how = render(net, output)
     click.echo(f"wrote {output} ({how})")
 

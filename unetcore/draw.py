@@ -7,6 +7,8 @@ import math
 import shutil
 import subprocess
 
+from .files import atomic_file, write_text
+
 COLOURS = {"Convolution": "#9ecae1", "Deconvolution": "#a1d99b", "Pooling": "#fdae6b",
            "Crop": "#dadaeb", "Concat": "#bcbddc", "SoftmaxWithLoss": "#fc9272",
            "Dropout": "#fee391"}
@@ -91,14 +93,16 @@ def render(net, output):
     """Write .dot, or .svg/.png: through Graphviz's `dot` when installed, else .svg our way."""
     suffix = str(output).rsplit(".", 1)[-1].lower()
     if suffix == "dot":
-        open(output, "w").write(dot_text(net))
+        write_text(output, dot_text(net))
         return "dot"
     if shutil.which("dot") and suffix in ("svg", "png"):
-        subprocess.run(["dot", f"-T{suffix}", "-o", str(output)], input=dot_text(net),
-                       text=True, check=True)
+        drawn = subprocess.run(["dot", f"-T{suffix}"], input=dot_text(net).encode(),
+                               capture_output=True, check=True)
+        with atomic_file(output) as f:
+            f.write(drawn.stdout)
         return "graphviz"
     if suffix == "svg":
-        open(output, "w").write(svg_text(net))
+        write_text(output, svg_text(net))
         return "builtin"
     from .errors import UnetcoreError
     raise UnetcoreError(f"{output}: without Graphviz installed, draw writes .svg or .dot")

@@ -31,5 +31,13 @@ class SolverError(UnetcoreError):
     """A training run that cannot go on (bad solver settings, NaN loss)."""
 
 
+class WriteError(UnetcoreError):
+    """A file the operating system refuses to write (a full disk, a read-only folder)."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: cannot write it: {reason}")
+
+
 class BackendError(UnetcoreError):
     """A GPU asked for where none is usable."""

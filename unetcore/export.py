@@ -19,6 +19,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .errors import UnetcoreError
+from .files import atomic_file
 
 
 class ExportError(UnetcoreError):
@@ -91,7 +92,8 @@ def export_onnx(net, path, opset=17, probabilities=False):
                                graph.initializers),
         opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="unetcore")
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    with atomic_file(path) as f:
+        onnx.save(model, f)
     return model
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BackendError, UnetcoreError
+from .files import write_text
 from .logs import log, log_to
 
 CAFFE_UNET_FLAGS = {"gpu": "", "model": "", "weights": "", "iterations": 50, "infileH5": "",
@@ -400,7 +401,7 @@ def write_scripts(folder):
     paths = []
     for tool in ("caffe_unet", "caffe"):
         path = folder / tool
-        path.write_text(SCRIPT.format(tool=tool, python=shlex.quote(sys.executable)))
+        write_text(path, SCRIPT.format(tool=tool, python=shlex.quote(sys.executable)))
         path.chmod(0o755)
         paths.append(path)
     return paths

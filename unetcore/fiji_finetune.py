@@ -29,10 +29,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .errors import DataError
+from .files import atomic_h5, write_text
 from .fiji_images import prepare_image, scale_to_model, training_blobs
 from .modeldef import write_modeldef
 from .prototxt import parse, to_text
@@ -173,7 +173,7 @@ def write_tile_file(path, model, tile):
     """One validation tile file: /<input_blob_name> (1, C, *input tile), /labels and
     /weights (1, 1, *output tile), the datasets loaddata_valid's tops read."""
     data, labels, weights = tile
-    with h5py.File(path, "w") as f:
+    with atomic_h5(path) as f:
         for name, array in ((model.input_blob_name, data[None]),
                             ("labels", labels[None, None]), ("weights", weights[None, None])):
             f[name] = array.astype(np.float32)
@@ -183,7 +183,7 @@ def write_tile_file(path, model, tile):
 def write_training_file(path, model, image, blobs, element_size_um):
     """One <job>_train_<i>.h5: the image under the model's input_dataset_name, and the
     labels, weights and pdf, each with its element_size_um attribute."""
-    with h5py.File(path, "w") as f:
+    with atomic_h5(path) as f:
         names = (model.input_dataset_name, "labels", "weights", "weights2")
         for name, array in zip(names, (image,) + tuple(b[None] for b in blobs)):
             f[name] = array[None].astype(np.float32)
@@ -213,7 +213,7 @@ def prepare_finetuning(model, samples, job, *, tile=None, base_lr=BASE_LR,
         files.append(job.with_name(f"{job.name}_train_{k}.h5"))
         write_training_file(files[-1], model, data, blobs, model.element_size_um)
     train_list = job.with_name(f"{job.name}-trainfilelist.txt")
-    train_list.write_text("".join(f"{p.resolve()}\n" for p in files))
+    write_text(train_list, "".join(f"{p.resolve()}\n" for p in files))
     tile = tuple(tile or model.finetuning_tile())
     net = finetuning_net(model, train_list.resolve(), tile, len(class_names))
     # the model file keeps the net as it is before the validation layers (FinetuneJob.run)
@@ -223,14 +223,14 @@ def prepare_finetuning(model, samples, job, *, tile=None, base_lr=BASE_LR,
                                          labels_are_classes)
     if valid_files:
         valid_list = job.with_name(f"{job.name}-validfilelist.txt")
-        valid_list.write_text("".join(f"{p.resolve()}\n" for p in valid_files))
+        write_text(valid_list, "".join(f"{p.resolve()}\n" for p in valid_files))
         add_validation_layers(net, model, valid_list.resolve())
     net_path = job.with_name(f"{job.name}-model.prototxt")
-    net_path.write_text(to_text(net) + "\n")
+    write_text(net_path, to_text(net) + "\n")
     solver = finetuning_solver(model, net_path.resolve(), base_lr, iterations,
                                job.with_name(f"{job.name}-snapshot").resolve(), gpu)
     if valid_files:
         add_validation_testing(solver, len(valid_files), validation_step)
     solver_path = job.with_name(f"{job.name}-solver.prototxt")
-    solver_path.write_text(to_text(solver) + "\n")
+    write_text(solver_path, to_text(solver) + "\n")
     return solver_path, tuned

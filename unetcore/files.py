@@ -12,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UnetcoreError
+from .errors import UnetcoreError, WriteError
 
 
 @contextmanager
@@ -21,7 +21,7 @@ def write_errors(path):
     try:
         yield
     except OSError as err:
-        raise UnetcoreError(f"{path}: cannot write it: {err.strerror or err}") from None
+        raise WriteError(path, err.strerror or err) from None
 
 
 @contextmanager

@@ -39,7 +39,8 @@ def square_input(net, model, size, option="--tile"):
     if size is None:
         return
     if size < 1:
-        raise UnetcoreError(f"the input size must be a positive number of pixels, got {size}")
+        raise UnetcoreError(f"{option} {size}: the input size must be a positive number of "
+                            "pixels")
     require_image_input(net, model)
     from .memory import require_blob_bytes
     blob = net.blobs[net.image_input]

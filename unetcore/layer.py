@@ -13,6 +13,9 @@ name, a priority (lower is faster) and two classmethods of (param, bottom_shapes
 the reference here. ``layer_class`` picks one, as unetcore.config.engine() asks. The registry
 is filled by importing unetcore.layers (unetcore/__init__ does).
 """
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 
 from . import config
@@ -23,6 +26,23 @@ from .memory import require_bytes
 
 LAYER_TYPES = {}    # Caffe type name -> the reference class
 ENGINES = {}        # Caffe type name -> its engine classes, fastest first
+
+_deferred_draws = ContextVar("unetcore_deferred_draws", default=None)
+
+
+@contextmanager
+def draws_deferred():
+    """Inside the `with` block a parameter blob is made with its shape only: the block yields
+    a list that gets (blob, draw) for each, draw() filling it. Called in order, the draws give
+    the values drawn at once (each layer draws from its own generator), so a net can weigh
+    all its parameters before it draws any (a net too large for memory is refused in a
+    moment, not after minutes of drawing)."""
+    deferred = []
+    token = _deferred_draws.set(deferred)
+    try:
+        yield deferred
+    finally:
+        _deferred_draws.reset(token)
 
 
 def register(cls):
@@ -150,13 +170,23 @@ class Layer:
         return self.xp.random.random(shape, dtype=self.dtype)
 
     def make_param_blob(self, shape, filler):
+        """A parameter blob of `shape` with values drawn from `filler`, now or, inside
+        draws_deferred, when the net that builds it has weighed all its parameters."""
         require_bytes(int(np.prod(shape, dtype=np.float64)) * self.dtype.itemsize,
                       f"the parameter blob {tuple(shape)} of layer '{self.name}'")
         blob = Blob(shape, self.dtype, self.xp)
+        deferred = _deferred_draws.get()
+        if deferred is None:
+            self.fill_param_blob(blob, filler)
+        else:
+            deferred.append((blob, lambda: self.fill_param_blob(blob, filler)))
+        return blob
+
+    def fill_param_blob(self, blob, filler):
+        shape = blob.shape
         try:
             values = fill(filler, shape, self.rng, self.dtype)
         except (ZeroDivisionError, ValueError) as err:
             raise self.error(f"cannot fill a parameter blob of shape {tuple(shape)} with the "
                              f"'{filler.type}' filler: {err}") from None
         blob.data[...] = self.xp.asarray(values)
-        return blob

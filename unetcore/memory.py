@@ -53,5 +53,15 @@ def require_bytes(count, what):
         return
     source = f"allowed by {LIMIT_VARIABLE}" if os.environ.get(LIMIT_VARIABLE) else \
         "of this machine's memory"
-    raise UnetcoreError(f"{what} would take {count / 2 ** 30:.1f} GiB, more than the "
-                        f"{budget / 2 ** 30:.1f} GiB {source}")
+    need, have = visibly_different_sizes(count, budget)
+    raise UnetcoreError(f"{what} would take {need}, more than the {have} {source}")
+
+
+def visibly_different_sizes(larger, smaller):
+    """Two byte counts printed in one unit, the coarsest of GiB, MiB and bytes in which they
+    differ (23.5 GiB and 23.5 GiB would hide which is larger)."""
+    for unit, name, digits in ((2 ** 30, "GiB", 1), (2 ** 20, "MiB", 0), (1, "bytes", 0)):
+        printed = [f"{count / unit:,.{digits}f} {name}" for count in (larger, smaller)]
+        if printed[0] != printed[1]:
+            break
+    return printed

@@ -26,7 +26,7 @@ from .arena import MemoryPlan
 from .blob import Blob
 from .errors import NetError
 from .graph import filter_layers, input_layer, insert_splits
-from .layer import LAYER_TYPES, layer_class
+from .layer import LAYER_TYPES, draws_deferred, layer_class
 from .memory import require_blob_bytes, require_bytes
 from .prototxt import Message, parse_file
 from .sizes import check_alignment
@@ -88,10 +88,15 @@ class Net:
         # Hooks of the loops (Caffe's Net callbacks): after_* get the layer's index.
         self.after_forward, self.end_forward, self.after_backward, self.end_backward = \
             [], [], [], []
-        self._build(insert_splits(layer_params, phase))
+        with draws_deferred() as parameters:
+            self._build(insert_splits(layer_params, phase))
         self.memory = MemoryPlan(self)
         self.check_memory()
+        require_bytes(sum(blob.count for blob, _ in parameters) * self.dtype.itemsize,
+                      f"the parameter blobs of net '{self.name}'")
         self.check_input_size()
+        for _, draw in parameters:
+            draw()
         self._owner, self._owner_lock = None, threading.Lock()
         if weights is not None:
             self.copy_from(weights)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .errors import DataError
+from .files import write_text
 
 LOSS = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+\d.eE]+|nan|inf)")
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
@@ -65,4 +66,4 @@ def plot_svg(series, output):
     body = [p for i, curves in enumerate(panels) for p in _panel(curves, 230 * i)]
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="640" height="{230 * len(panels)}" '
            'font-family="sans-serif" font-size="12">\n' + "\n".join(body) + "\n</svg>\n")
-    Path(output).write_text(svg)
+    write_text(output, svg)

@@ -180,11 +180,17 @@ def parse(text, type_name="NetParameter", filename="<string>"):
     return msg
 
 
+# Caffe's largest nets (ResNet-152) take about 300 KB of text; parsing takes ~1 s per MB and
+# ~50 bytes of memory per byte, so a larger file is refused before it is read.
+MAX_PROTOTXT_CHARS = 2 ** 21
+
+
 def parse_file(path, type_name="NetParameter"):
-    """Parse a prototxt file; a missing or unreadable file is a PrototxtError too."""
+    """Parse a prototxt file; a missing, unreadable or far too large file is a PrototxtError
+    too."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_PROTOTXT_CHARS + 1)
     except FileNotFoundError:
         raise PrototxtError("no such file", str(path), 0, 0) from None
     except UnicodeDecodeError as err:
@@ -193,6 +199,10 @@ def parse_file(path, type_name="NetParameter"):
                             str(path), 0, 0) from None
     except OSError as err:
         raise PrototxtError(f"cannot read the file: {err}", str(path), 0, 0) from None
+    if len(text) > MAX_PROTOTXT_CHARS:
+        raise PrototxtError(f"more than {MAX_PROTOTXT_CHARS // 2 ** 20} MiB of text, far more "
+                            "than a net or solver prototxt takes (the largest are ~300 KB); "
+                            "is it the right file?", str(path), 0, 0)
     return parse(text, type_name, str(path))
 
 

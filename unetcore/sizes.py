@@ -28,12 +28,13 @@ def misaligned(layer, shape, axis):
 
 
 def _fits(net, input_name, size):
-    """True when a square input of `size` passes every layer and every pool is aligned."""
+    """True when a square input of `size` passes every layer, fits in memory and every pool
+    is aligned."""
     blob = net.blobs[input_name]
     blob.reshape(blob.shape[:-2] + (size, size))
     try:
         net.reshape()
-    except NetError:
+    except UnetcoreError:           # too small for a layer, or too large for the memory
         return False
     return not misaligned_pools(net)
 
