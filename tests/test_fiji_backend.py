@@ -1,7 +1,7 @@
 """The Fiji U-Net plugin's backend, replayed: `unetcore fiji-backend DIR` writes DIR/caffe_unet
 and DIR/caffe, and the tests run them with the plugin's exact command lines and file layouts
-(SegmentationJob, FinetuneJob, CaffeJob), locally and as the plugin runs them over SSH, and
-check the file and stdout contract and the numbers."""
+(SegmentationJob, DetectionJob, FinetuneJob, CaffeJob), locally and as the plugin runs them
+over SSH, and check the file and stdout contract and the numbers."""
 import re
 import signal
 import subprocess
@@ -158,6 +158,28 @@ def test_average_mirror_is_the_mean_of_four_flipped_passes(backend, tmp_path):
     with h5py.File(path) as f:
         np.testing.assert_allclose(f["score"][0], np.mean(flips, axis=0), rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_the_detection_job_is_a_segmentation_job_on_the_backend(backend, tmp_path):
+    """The plugin's DetectionJob extends SegmentationJob: the same file, command line and
+    progress lines; only its reading of the result differs (it needs the softmax of every
+    output to place its markers), so a stack of frames with -average_rotate must come back
+    as raw scores, one (N, classes, H, W) dataset per output."""
+    data = np.random.default_rng(8).random((2, 1, 36, 36)).astype(np.float32)
+    path = write_job_file(tmp_path / "unet-detection.h5", data)
+    result = tiled_predict(backend, path, "-tile_size", "40x40", "-average_rotate")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(PROGRESS.fullmatch(line) for line in lines)
+    assert lines[-1].startswith("Processing batch 8/8,")        # 2 frames x 4 rotations
+    with h5py.File(path) as f:
+        assert list(f) == ["score"]
+        scores = f["score"][()]
+    assert scores.shape == (2, 2, 36, 36)
+    for item, image in zip(scores, data):
+        turns = [np.rot90(single_pass(backend, np.rot90(image, k, (1, 2)).copy()), -k, (1, 2))
+                 for k in range(4)]
+        np.testing.assert_allclose(item, np.mean(turns, axis=0), rtol=1e-4, atol=1e-5)
 
 
 def test_tiled_predict_over_ssh_prints_the_pid_first(backend, tmp_path):

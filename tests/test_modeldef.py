@@ -19,7 +19,7 @@ from unetcore.fiji_images import (java_round, normalize, prepare_image, rescale,
                                   training_blobs)
 from unetcore.fiji_predict import averaged_scores
 from unetcore.gradcheck import randomize_params
-from unetcore.modeldef import read_modeldef, caffe_unet_net, write_modeldef
+from unetcore.modeldef import caffe_unet_net, load, read_modeldef, write_modeldef
 from unetcore.prototxt import parse
 from unetcore.tiling import segment, softmax
 
@@ -298,6 +298,9 @@ def test_segment_with_a_modeldef_is_the_plugins_pipeline(model_files, tmp_path):
     labels = tifffile.imread(tmp_path / "labels.tif")
     assert labels.shape == image.shape
     np.testing.assert_array_equal(labels, 255 * (probabilities[0].argmax(axis=0) == 1))
+    # the Python API computes the same
+    np.testing.assert_allclose(load(modeldef).segment(image, weights), probabilities[0],
+                               atol=1e-5)
 
 
 def test_segment_with_the_models_pixel_size_does_not_rescale(model_files, tmp_path):
@@ -481,3 +484,67 @@ def test_train_with_lmbs_real_model_file(lmb_weights, tmp_path):
     tuned = read_modeldef(tmp_path / "lmb.modeldef.h5")
     assert tuned.ident == "2d_cell_net_v0-lmb" and tuned.loss_weights_from == "pixels"
     assert (tmp_path / "lmb_iter_1.caffemodel.h5").exists()
+
+
+def test_train_with_a_modeldef_validates_as_the_plugin(model_files, tmp_path):
+    """--validation-images and --validation-labels: the plugin's validation tiles, TEST
+    layers and test settings, and the IoU and F1 lines it parses in the log."""
+    modeldef, weights, _ = model_files
+    write_training_pair(tmp_path, [(24, 30), (50, 45)])
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
+                                       str(weights), "--images", str(tmp_path / "images-0.tif"),
+                                       "--labels", str(tmp_path / "labels-0.tif"),
+                                       "--validation-images", str(tmp_path / "images-1.tif"),
+                                       "--validation-labels", str(tmp_path / "labels-1.tif"),
+                                       "--element-size", "0.5", "0.5", "--max-iter", "2",
+                                       "--snapshot-prefix", str(tmp_path / "ft"),
+                                       "--log", str(tmp_path / "train.log")])
+    assert result.exit_code == 0, result.output
+    tiles = (tmp_path / "ft-validfilelist.txt").read_text().splitlines()
+    assert len(tiles) == 4                    # 50 x 45 in output tiles of 40 x 40 (tile 80)
+    solver = parse((tmp_path / "ft-solver.prototxt").read_text(), "SolverParameter")
+    assert (list(solver.test_iter), solver.test_interval) == ([4], 1)
+    net = parse((tmp_path / "ft-model.prototxt").read_text(), "NetParameter")
+    assert net.layer[0].name == "loaddata_valid"
+    assert {"loss_valid", "IoU", "F1_detection", "F1_segmentation"} <= {l.name for l in net.layer}
+    log = (tmp_path / "train.log").read_text()
+    assert "IoU - Per class intersection: " in log
+    assert "F1_detection - Per class object count: " in log
+    assert "Test net output #0: loss_valid = " in log
+    # the model file keeps the net without the validation layers, as the plugin's
+    assert "loaddata_valid" not in read_modeldef(tmp_path / "ft.modeldef.h5").model_prototxt
+
+
+def test_train_with_a_modeldef_takes_instance_labels(model_files, tmp_path):
+    """--instance-labels: every value from 2 up is one object of the one foreground class;
+    touching objects are kept apart by a background gap."""
+    modeldef, weights, _ = model_files
+    image = np.random.default_rng(7).integers(0, 255, (24, 30)).astype(np.uint8)
+    labels = np.ones((24, 30), np.uint8)
+    labels[4:12, 4:10], labels[4:12, 10:16] = 2, 3           # two touching cells
+    labels[14:20, 18:26] = 4
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
+                                       str(weights), "--images", str(tmp_path / "image.tif"),
+                                       "--labels", str(tmp_path / "labels.tif"),
+                                       "--instance-labels", "--element-size", "0.5", "0.5",
+                                       "--max-iter", "1", "--snapshot-prefix",
+                                       str(tmp_path / "inst")])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "inst_train_0.h5") as f:
+        stored = f["labels"][0, 0]
+    assert set(np.unique(stored)) == {0, 1}                  # one foreground class
+    assert stored[6, 10] == 0 and stored[6, 8] == stored[6, 11] == 1   # a gap between them
+    assert read_modeldef(tmp_path / "inst.modeldef.h5").class_names == ["Background", "cell"]
+    assert (tmp_path / "inst_iter_1.caffemodel.h5").exists()
+
+
+def test_train_refuses_half_a_validation_set_and_model_options_without_modeldef(tmp_path):
+    for args, message in ((["--modeldef", "m.modeldef.h5", "--images", "i.tif", "--labels",
+                            "l.tif", "--validation-images", "v.tif"],
+                           "give --validation-images and --validation-labels together"),
+                          (["prototxt/unet-train.prototxt", "--validation-images", "v.tif"],
+                           "go with --modeldef")):
+        result = CliRunner().invoke(main, ["train", *args])
+        assert result.exit_code == 1 and message in result.output, result.output

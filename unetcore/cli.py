@@ -233,27 +233,41 @@ def _solver_options(f):
                         help="Solver field snapshot: iterations between snapshots.")(f)
 
 
-def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, job, flags):
+def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, job, flags,
+                     validation=(None, None), instance_labels=False):
     """The Fiji plugin's fine-tuning of a .modeldef.h5 on TIFF images and labels (0 ignore,
-    1 background, 2.. classes): its training files and solver under the prefix `job`, with
-    the plugin's defaults (Adam, fixed, base_lr 1e-4, 1000 iterations, its tile) unless
-    flags say otherwise, and the fine-tuned model's own .modeldef.h5; the solver's path."""
-    from .data.stacks import read_stack, whole_labels
+    1 background, 2.. classes; with instance_labels, 2.. the objects of one class), and
+    optionally validation images and labels (TIFF paths): its training and validation files
+    and solver under the prefix `job`, with the plugin's defaults (Adam, fixed, base_lr
+    1e-4, 1000 iterations, its tile) unless flags say otherwise, and the fine-tuned model's
+    own .modeldef.h5; the solver's path."""
     from .fiji_finetune import BASE_LR, ITERATIONS, prepare_finetuning
     from .modeldef import read_modeldef
+    validation_images, validation_labels = validation
+    if bool(validation_images) != bool(validation_labels):
+        raise UnetcoreError("give --validation-images and --validation-labels together")
     model = read_modeldef(path)
+    solver, tuned = prepare_finetuning(
+        model, _modeldef_samples(images_path, labels_path, model, element_size), job,
+        tile=(tile,) * model.n_dims if tile else None, base_lr=flags["base_lr"] or BASE_LR,
+        iterations=flags["max_iter"] or ITERATIONS, gpu=gpu,
+        labels_are_classes=not instance_labels,
+        validation=_modeldef_samples(validation_images, validation_labels, model,
+                                     element_size) if validation_images else ())
+    click.echo(f"wrote {tuned.path}: the fine-tuned model ('{tuned.ident}'); its weights "
+               f"will be {job}_iter_N.caffemodel.h5", err=True)
+    return str(solver)
+
+
+def _modeldef_samples(images_path, labels_path, model, element_size):
+    """(image (C, H, W), labels, pixel size) of every image of a TIFF and its label TIFF."""
+    from .data.stacks import read_stack, whole_labels
     images, size = _model_images(images_path, model, element_size)
     labels = whole_labels(read_stack(labels_path, "label"), labels_path)
     if len(labels) != len(images):
         raise UnetcoreError(f"{labels_path}: {len(labels)} label image(s) for {len(images)} "
                             f"image(s) in {images_path}")
-    solver, tuned = prepare_finetuning(
-        model, [(image, label, size) for image, label in zip(images, labels)], job,
-        tile=(tile,) * model.n_dims if tile else None, base_lr=flags["base_lr"] or BASE_LR,
-        iterations=flags["max_iter"] or ITERATIONS, gpu=gpu)
-    click.echo(f"wrote {tuned.path}: the fine-tuned model ('{tuned.ident}'); its weights "
-               f"will be {job}_iter_N.caffemodel.h5", err=True)
-    return str(solver)
+    return [(image, label, size) for image, label in zip(images, labels)]
 
 
 @main.command()
@@ -268,6 +282,14 @@ def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, jo
               help="With --modeldef: TIFF labels as the Fiji plugin's: 0 ignore, 1 "
                    "background, 2.. the classes (each class's 4-connected components are "
                    "its objects).")
+@click.option("--instance-labels", is_flag=True,
+              help="With --modeldef: the labels are instances, as the Fiji plugin's option: "
+                   "every value from 2 up is one object of a single class.")
+@click.option("--validation-images", type=click.Path(dir_okay=False),
+              help="With --modeldef: TIFF images to validate on, as the Fiji plugin does "
+                   "(tiled; IoU and F1 logged at every test interval).")
+@click.option("--validation-labels", type=click.Path(dir_okay=False),
+              help="With --modeldef: the validation images' labels (as --labels).")
 @click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
               help="With --modeldef: the images' pixel size in um (y x) (default: their "
                    "calibration; uncalibrated: 1 um per pixel, as in the Fiji plugin).")
@@ -286,8 +308,9 @@ def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, jo
               default="snapshot", show_default=True)
 @_solver_options
 @_engine_option
-def train(model, solver_path, modeldef, images, labels, element_size, tile, weights, resume,
-          gpu, log_path, sigint_effect, sighup_effect, snapshot_every, **flags):
+def train(model, solver_path, modeldef, images, labels, instance_labels, validation_images,
+          validation_labels, element_size, tile, weights, resume, gpu, log_path, sigint_effect,
+          sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
     from .logs import log_to
     from .solvers.solver import get_solver, signal_actions
@@ -299,8 +322,12 @@ def train(model, solver_path, modeldef, images, labels, element_size, tile, weig
         stem = Path(flags["snapshot_prefix"]
                     or Path(modeldef).name.split(".")[0] + "-finetuned")
         param = _modeldef_solver(modeldef, images, labels, element_size, tile, gpu, stem,
-                                 flags)
+                                 flags, (validation_images, validation_labels),
+                                 instance_labels)
         flags["snapshot_prefix"] = str(stem)
+    elif images or labels or validation_images or validation_labels or instance_labels:
+        raise UnetcoreError("--images, --labels, --validation-images, --validation-labels and "
+                            "--instance-labels go with --modeldef")
     elif bool(model) == bool(solver_path):
         raise UnetcoreError("give a solver prototxt (--solver S or as MODEL) or a net prototxt")
     else:

@@ -200,7 +200,9 @@ def prepare_finetuning(model, samples, job, *, tile=None, base_lr=BASE_LR,
     prototxt's path, the fine-tuned ModelDefinition)."""
     job = Path(job)
     job.parent.mkdir(parents=True, exist_ok=True)
-    class_names = class_names_for(model, [labels for _, labels, _ in samples])
+    # instance labels (2, 3, ... the objects of one class) have one foreground class
+    classes = [labels if labels_are_classes else np.minimum(labels, 2) for _, labels, _ in samples]
+    class_names = class_names_for(model, classes)
     tuned = replace(model, ident=f"{model.ident}-{job.name}", class_names=class_names,
                     name=name or f"{model.name} - finetuned")
     files = []
