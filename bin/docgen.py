@@ -537,6 +537,29 @@ def winograd_example():
             f"    direct: y_i = sum_k d_(i+k) g_k = {show(direct)}      6 multiplications\n")
 
 
+class _AnyGPU:
+    """Stands for CuPy when asking the registry what it picks on a GPU: every engine's
+    conditions only ask whether the array module is NumPy."""
+    __name__ = "cupy"
+
+
+def unet_engines():
+    """The engine "auto" picks for each Convolution, Deconvolution and Pooling of the 2015 net
+    at 572, on the CPU and on a GPU, from the registry (unetcore.layer.layer_class)."""
+    from unetcore.layer import layer_class
+    net = _net("unet-deploy.prototxt", 572)
+    rows = ["| layer | type | channels in -> out | output | CPU | GPU |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for layer, bottom, top in zip(net.layers, net.bottom_vecs, net.top_vecs):
+        if layer.type not in ("Convolution", "Deconvolution", "Pooling"):
+            continue
+        shapes = [bottom[0].shape]
+        cpu, gpu = (layer_class(layer.param, shapes, xp).engine for xp in (np, _AnyGPU()))
+        rows.append(f"| {layer.name} | {layer.type} | {bottom[0].shape[1]} -> "
+                    f"{top[0].shape[1]} | {top[0].shape[-1]} | {cpu} | {gpu} |")
+    return "\n".join(rows) + "\n"
+
+
 def winograd_unet_layers():
     """The engine and tile "auto" picks for each 3x3 convolution of the 2015 net at 572, with
     the multiplications of the GEMMs against the direct sum's."""
@@ -648,7 +671,7 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
           "exercises-training": exercises_training,
           "exercises-overlap-tile": exercises_overlap_tile,
           "winograd-matrices": winograd_matrices, "winograd-example": winograd_example,
-          "winograd-unet-layers": winograd_unet_layers, "winograd-errors": winograd_errors,
+          "winograd-unet-layers": winograd_unet_layers, "unet-engines": unet_engines, "winograd-errors": winograd_errors,
           "winograd-sources": winograd_sources, "three-d-tiles": three_d_tiles,
           "three-d-im2col": three_d_im2col, "exercises-3d": exercises_3d}
 
