@@ -283,7 +283,8 @@ def worked_backprop():
         down.append(f"**{layer.name}** ({layer.type}):\n\n" +
                     "\n".join(_blob_text(n, a) for n, a in shown))
     up = ["Backward, from the loss down: after each layer, the gradient it wrote into its "
-          "bottoms, dL/dbottom (a ReLU's is shown with the convolution before it):\n"]
+          "bottoms, dL/dbottom. A ReLU runs in place, so its line is the gradient of the "
+          "convolution's top after the mask: the dy that the convolution below it uses:\n"]
     for top, spec in zip(net.top_vecs, net.specs):          # as Net.backward starts
         for blob, weight in zip(top, spec.loss_weights):
             if weight:
@@ -293,13 +294,12 @@ def worked_backprop():
         if not net.layer_need_backward[i]:
             continue
         layer.backward(net.top_vecs[i], net.bottom_need_backward[i], bottom)
-        if layer.type in ("ReLU",):
-            continue
         shown = [(n, b.diff.copy()) for n, b, need in zip(spec.bottoms, bottom,
                                                          net.bottom_need_backward[i]) if need]
         if shown:
-            what = "the sum of its tops' gradients" if layer.type == "Split" else \
-                "the gradient of its bottom"
+            what = {"Split": "the sum of its tops' gradients",
+                    "ReLU": "the gradient masked where its output was 0"}.get(
+                        layer.type, "the gradient of its bottom")
             up.append(f"**{layer.name}** ({layer.type}), {what}:\n\n" +
                       "\n".join(_blob_text(n, a) for n, a in shown))
     weights = ["Parameter gradients (dL/dW, dL/db):\n"]
@@ -308,6 +308,37 @@ def worked_backprop():
             _grid(blobs[0].diff[o, c]) for o in range(blobs[0].shape[0])
             for c in range(blobs[0].shape[1])) + f"\n\ndb = {_row(blobs[1].diff)}\n")
     return "\n".join(down + up + weights)
+
+
+def worked_ties():
+    """The max-pool windows of the tiny U-Net whose largest value is not unique."""
+    net = tiny_unet(seed=1)
+    zeros = []                               # exact zeros at the ReLUs' inputs (their kinks)
+
+    def before_relu(i):
+        if i + 1 < len(net.layers) and net.layers[i + 1].type == "ReLU":
+            zeros.append(int((net.top_vecs[i][0].data == 0).sum()))
+    net.after_forward.append(before_relu)
+    net.forward_layers()
+    parts = []
+    for layer, bottom in zip(net.layers, net.bottom_vecs):
+        if layer.type != "Pooling":
+            continue
+        x = bottom[0].data[0]
+        windows = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2)
+        windows = windows.transpose(0, 1, 3, 2, 4).reshape(-1, 4)
+        largest = windows.max(axis=1, keepdims=True)
+        tied = (windows == largest).sum(axis=1) > 1
+        if not np.all(largest[tied] == 0):   # the prose below holds for ties of zeros only
+            raise ValueError(f"{layer.name} has a tie among values other than 0")
+        parts.append(f"{tied.sum()} of the {len(windows)} windows of `{layer.name}` are ties, "
+                     "every one among zeros")
+    kinks = f"{sum(zeros)} ReLU inputs are exactly 0" if sum(zeros) else \
+        "No ReLU input is exactly 0"
+    return (f"{kinks}. " + "; ".join(parts) + ": the ReLUs below output 0 "
+            "there. The pool routes such a window's gradient to its first maximum (Caffe's "
+            "rule), and the ReLU below turns it into 0 whichever input gets it, so the "
+            "derivative is the same on both sides of the tie.\n")
 
 
 def worked_gradient_check():
@@ -665,7 +696,7 @@ BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example"
           "receptive-field": receptive_field_table, "splits": split_blobs,
           "receptive-picture": receptive_picture,
           "im2col-size": im2col_size, "worked-backprop": worked_backprop,
-          "worked-gradient-check": worked_gradient_check,
+          "worked-gradient-check": worked_gradient_check, "worked-ties": worked_ties,
           "exercises-walkthrough": exercises_walkthrough,
           "exercises-backprop": exercises_backprop, "exercises-im2col": exercises_im2col,
           "exercises-training": exercises_training,
