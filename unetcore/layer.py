@@ -13,6 +13,7 @@ name, a priority (lower is faster) and two classmethods of (param, bottom_shapes
 the reference here. ``layer_class`` picks one, as unetcore.config.engine() asks. The registry
 is filled by importing unetcore.layers (unetcore/__init__ does).
 """
+import difflib
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -72,15 +73,24 @@ def engine_names():
                                            for cls in classes})
 
 
+def check_layer_type(layer_param):
+    """Refuse an unknown layer type with the known type it most resembles, case aside
+    ('Relu': did you mean 'ReLU'?)."""
+    if layer_param.type in LAYER_TYPES:
+        return
+    by_lower = {name.lower(): name for name in LAYER_TYPES}
+    close = difflib.get_close_matches(layer_param.type.lower(), by_lower, n=1, cutoff=0.7)
+    hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
+    raise NetError(f"layer '{layer_param.name}' ({layer_param.location()}) has unknown type "
+                   f"'{layer_param.type}'; {hint}known types: {', '.join(sorted(LAYER_TYPES))}")
+
+
 def layer_class(layer_param, bottom_shapes=(), xp=np):
     """The class that runs this layer on bottoms of `bottom_shapes` on device `xp`. With
     engine "auto", the fastest engine of its type that can run it and pays; with an engine's
     name, that engine wherever it can run; else, and with "reference", the reference."""
-    reference = LAYER_TYPES.get(layer_param.type)
-    if reference is None:
-        where = layer_param.location()
-        raise NetError(f"layer '{layer_param.name}' ({where}) has unknown type "
-                       f"'{layer_param.type}'; known types: {', '.join(sorted(LAYER_TYPES))}")
+    check_layer_type(layer_param)
+    reference = LAYER_TYPES[layer_param.type]
     wanted = wanted_engine(layer_param, reference)
     for cls in ENGINES.get(layer_param.type, ()):
         if not cls.can_run(layer_param, bottom_shapes, xp):

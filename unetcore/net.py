@@ -14,7 +14,6 @@ A Net holds the data of one pass in its blobs, so it runs in one thread at a tim
 thread that sets its inputs or runs it owns it while that thread lives, and any other thread
 is refused with one line (two Nets, even of one prototxt, run in two threads independently).
 """
-import difflib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -26,7 +25,7 @@ from .arena import MemoryPlan
 from .blob import Blob
 from .errors import NetError
 from .graph import filter_layers, input_layer, insert_splits
-from .layer import LAYER_TYPES, draws_deferred, layer_class
+from .layer import check_layer_type, draws_deferred, layer_class
 from .memory import require_blob_bytes, require_bytes
 from .prototxt import Message, parse_file
 from .sizes import check_alignment
@@ -40,18 +39,6 @@ def load_net_param(model):
     if isinstance(model, Message):
         return model
     return parse_file(str(model), "NetParameter")
-
-
-def check_layer_type(layer_param):
-    """Refuse an unknown layer type with the known type it most resembles, case aside
-    ('Relu': did you mean 'ReLU'?)."""
-    if layer_param.type in LAYER_TYPES:
-        return
-    by_lower = {name.lower(): name for name in LAYER_TYPES}
-    close = difflib.get_close_matches(layer_param.type.lower(), by_lower, n=1, cutoff=0.7)
-    hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
-    raise NetError(f"layer '{layer_param.name}' ({layer_param.location()}) has unknown type "
-                   f"'{layer_param.type}'; {hint}known types: {', '.join(sorted(LAYER_TYPES))}")
 
 
 class Net:
