@@ -15,26 +15,20 @@ The description says what a user of the original must know to run the model righ
 rdf.yaml is written as JSON, which is YAML too: no YAML library is needed.
 """
 import datetime
-import difflib
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .export import ExportError, export_onnx
-from .errors import WriteError
-from .files import atomic_file, write_text
+from .errors import WriteError, closest_name
+from .files import atomic_file, sha256, write_text
 from .sizes import valid_sizes, valid_sizes_per_axis
 from .tiling import softmax
 
 UNET_PAPER = {"text": "Ronneberger O., Fischer P., Brox T. (2015). U-Net: Convolutional Networks "
                       "for Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.",
               "doi": "10.1007/978-3-319-24574-4_28"}
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def size_rule(net):
@@ -167,9 +161,8 @@ def check_license(license):
     known = spdx_licenses()
     if known is None or license in known:
         return
-    by_lower = {identifier.lower(): identifier for identifier in known}
-    close = difflib.get_close_matches(license.lower(), by_lower, n=1)
-    hint = f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+    close = closest_name(license, known)
+    hint = f"; did you mean '{close}'?" if close else ""
     raise ExportError(f"the license '{license}' is not an SPDX license identifier "
                       f"(https://spdx.org/licenses){hint}")
 

@@ -41,3 +41,12 @@ class WriteError(UnetcoreError):
 
 class BackendError(UnetcoreError):
     """A GPU asked for where none is usable."""
+
+
+def closest_name(name, known, cutoff=0.6):
+    """The name in `known` that `name` most resembles, case aside, or None: for the "did
+    you mean" of a message ('Relu' -> 'ReLU', 'cc-by-4' -> 'CC-BY-4.0')."""
+    import difflib
+    by_lower = {candidate.lower(): candidate for candidate in known}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=cutoff)
+    return by_lower[close[0]] if close else None

@@ -6,6 +6,7 @@ file, or none, never half a file under the final name. A write the operating sys
 refuses (a full disk, a read-only or pseudo file system such as /proc) is a UnetcoreError
 naming the path.
 """
+import hashlib
 import os
 import tempfile
 import uuid
@@ -69,6 +70,15 @@ def require_writable_folder(folder, what):
     except OSError as err:
         raise UnetcoreError(f"{what}: cannot write in its folder {folder}: "
                             f"{err.strerror or err}") from None
+
+
+def sha256(path):
+    """The SHA-256 of a file's bytes, read in blocks of 1 MiB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def same_file(a, b):

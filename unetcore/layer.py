@@ -13,7 +13,6 @@ name, a priority (lower is faster) and two classmethods of (param, bottom_shapes
 the reference here. ``layer_class`` picks one, as unetcore.config.engine() asks. The registry
 is filled by importing unetcore.layers (unetcore/__init__ does).
 """
-import difflib
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from . import config
 from .blob import Blob
-from .errors import NetError
+from .errors import NetError, closest_name
 from .fillers import fill
 from .memory import require_bytes
 
@@ -78,9 +77,8 @@ def check_layer_type(layer_param):
     ('Relu': did you mean 'ReLU'?)."""
     if layer_param.type in LAYER_TYPES:
         return
-    by_lower = {name.lower(): name for name in LAYER_TYPES}
-    close = difflib.get_close_matches(layer_param.type.lower(), by_lower, n=1, cutoff=0.7)
-    hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
+    close = closest_name(layer_param.type, LAYER_TYPES, cutoff=0.7)
+    hint = f"did you mean '{close}'? " if close else ""
     raise NetError(f"layer '{layer_param.name}' ({layer_param.location()}) has unknown type "
                    f"'{layer_param.type}'; {hint}known types: {', '.join(sorted(LAYER_TYPES))}")
 

@@ -21,7 +21,6 @@ dataset) or a TIFF stack, all read lazily, as (Z, H, W) or (H, W). Output: a zar
 uint8 labels (0/255 for two classes), chunked as the computation is; with probabilities, a
 second zarr array of float32 (Z, classes, H, W).
 """
-import hashlib
 import itertools
 import json
 import math
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, UnetcoreError
-from .files import write_errors, write_text
+from .files import sha256, write_errors, write_text
 
 DONE_FOLDER = ".unetcore-done"
 JOB_RECORD = ".unetcore-job.json"
@@ -268,8 +267,8 @@ def marker(path, chunk):
 def job_record(job, plan, volume):
     """What made an output, in words a rerun can compare: {what: value}."""
     return {"the input": input_identity(job.source, volume),
-            "the weights": file_digest(job.weights),
-            "the net": file_digest(job.model),
+            "the weights": sha256(job.weights) if job.weights else "",
+            "the net": sha256(job.model) if job.model else "",
             "the grey-value scaling": [job.offset, job.scale, job.bits],
             "the tile": job.tile,
             "the chunks": list(plan.edge),
@@ -288,17 +287,6 @@ def input_identity(source, volume):
             "shape": [int(n) for n in volume.shape], "type": str(volume.dtype),
             "bytes": sum(st.st_size for st in stats),
             "modified": max((st.st_mtime_ns for st in stats), default=0)}
-
-
-def file_digest(path):
-    """The SHA-256 of a file's bytes ('' for no file)."""
-    if not path:
-        return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2 ** 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def claim_output(output, probabilities, record, overwrite):
