@@ -40,7 +40,7 @@ def train_net(dtype, engine, seed, size=188):
     """The 2015 train net at `size`; `seed` draws its dropout masks."""
     import numpy as np
     from unetcore import Net, config
-    from unetcore.unet import output_size
+    from unetcore.models.unet import output_size
     with config.using_engine(engine):
         net = Net(REPO / "prototxt" / "unet-train-inputs.prototxt", "TRAIN", dtype=dtype,
                   seed=seed)

@@ -53,13 +53,13 @@ def fill_inputs(net, tile):
 def measure(mode, tile, repeats, warmup=1):
     """Run in a child: medians of one mode, its peak RSS, and its FLOP count."""
     from unetcore.net import Net
-    from unetcore.timing import net_macs
+    from unetcore.tools.timing import net_macs
     if mode == "forward":
         net = fill_inputs(Net(NET, "TEST", seed=0), tile)
         net.release_activations = True           # forward only, as unetcore segment runs
         run, flops = net.forward_layers, 2 * net_macs(net)
     elif mode == "train":
-        from unetcore.prototxt import Message
+        from unetcore.formats.prototxt import Message
         from unetcore.solvers import get_solver
         param = Message("SolverParameter")
         for field, value in (("net", NET), ("base_lr", 1e-4), ("momentum", 0.99),
@@ -71,7 +71,7 @@ def measure(mode, tile, repeats, warmup=1):
         run = lambda: solver.step(1)                   # noqa: E731
         flops = 2 * net_macs(net) * 3 - 2 * first.count * (tile - 2) ** 2
     elif mode == "layers":
-        from unetcore.timing import layer_macs, time_layers
+        from unetcore.tools.timing import layer_macs, time_layers
         net = fill_inputs(Net(NET, "TRAIN", seed=0), tile)
         times = time_layers(net, repeats)
         rates = [2 * layer_macs(l, b, t) / times[l.name][0] / 1e9 for l, b, t in

@@ -26,7 +26,7 @@ def prepare(folder):
     """The backend's scripts, random weights of the model's layout, a 512 x 512 image."""
     import numpy as np
     from unetcore.gradcheck import randomize_params
-    from unetcore.modeldef import caffe_unet_net, read_modeldef
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
     subprocess.run([sys.executable, "-m", "unetcore", "fiji-backend", str(folder / "bin")],
                    check=True, capture_output=True)
     net = caffe_unet_net(read_modeldef(MODEL), 1, (348, 348))

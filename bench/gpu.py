@@ -60,7 +60,7 @@ def pool_peak_mib(cupy, make_and_run):
 
 # ---------------------------------------------------------------- unetcore
 def solver_for(net, gpu):
-    from unetcore.prototxt import Message
+    from unetcore.formats.prototxt import Message
     from unetcore.solvers import get_solver
     param = Message("SolverParameter")
     for field, value in (("net", str(net)), ("base_lr", 1e-4), ("momentum", 0.99),
@@ -107,7 +107,7 @@ def unetcore_forward(cupy, gpu, repeats):
 
 
 def unetcore_segment(cupy, gpu, repeats, tile, batch):
-    from unetcore.tiling import segment
+    from unetcore.inference.tiling import segment
     net = deploy_net(gpu, tile)
     image = np.random.default_rng(0).random((1, 512, 512)).astype(np.float32)
     return cuda_median(cupy, lambda: segment(net, image, batch=batch), repeats)
@@ -142,8 +142,8 @@ def copy_rate(cupy, repeats):
 
 def kernel_rates(cupy, repeats):
     """{kernel: (ms, GB/s)} at the shapes of conv_d0b-c and pool_d0c-1a (572 tile)."""
-    from unetcore import gpu
-    from unetcore.im2col import ConvGeometry
+    from unetcore.ops import cuda
+    from unetcore.ops.im2col import ConvGeometry
     rng = cupy.random.default_rng(0)
     geom = ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
     x = rng.random((64, 572, 572), dtype=np.float32)
@@ -157,15 +157,15 @@ def kernel_rates(cupy, repeats):
     w = rng.random(1024 * 1024 * 9, dtype=np.float32)
     g, h = cupy.ones_like(w), cupy.zeros_like(w)
     cases = {   # name: (run, fewest bytes read + written)
-        "im2col": (lambda: gpu.im2col(x, geom, 570, 570, col), col.nbytes + x.nbytes),
-        "col2im": (lambda: gpu.col2im_add(col, geom, 570, 570, dx), col.nbytes + 2 * dx.nbytes),
-        "max_pool_forward": (lambda: gpu.max_pool_forward(y, pooled, argmax, (2, 2), (2, 2),
+        "im2col": (lambda: cuda.im2col(x, geom, 570, 570, col), col.nbytes + x.nbytes),
+        "col2im": (lambda: cuda.col2im_add(col, geom, 570, 570, dx), col.nbytes + 2 * dx.nbytes),
+        "max_pool_forward": (lambda: cuda.max_pool_forward(y, pooled, argmax, (2, 2), (2, 2),
                                                           (0, 0)),
                              y.nbytes + pooled.nbytes + argmax.nbytes),
-        "max_pool_backward": (lambda: gpu.max_pool_backward(dy_pool, argmax, dx_pool, (2, 2),
+        "max_pool_backward": (lambda: cuda.max_pool_backward(dy_pool, argmax, dx_pool, (2, 2),
                                                             (2, 2), (0, 0)),
                               dy_pool.nbytes + argmax.nbytes + dx_pool.nbytes),
-        "sgd_update": (lambda: gpu.sgd_update(w, g, h, 0.99, 1e-9, 5e-4), 6 * w.nbytes)}
+        "sgd_update": (lambda: cuda.sgd_update(w, g, h, 0.99, 1e-9, 5e-4), 6 * w.nbytes)}
     rates = {}
     for name, (run, nbytes) in cases.items():
         ms = cuda_median(cupy, run, repeats)

@@ -22,12 +22,12 @@ from host import describe
 from unetcore import TEST, Net
 from unetcore.backend import to_numpy
 from unetcore.data.stacks import normalize_grey
-from unetcore.metrics import evaluate, iou
-from unetcore.plotlog import plot_svg
-from unetcore.prototxt import parse, parse_file
+from unetcore.measures.isbi import evaluate, iou
+from unetcore.tools.plotlog import plot_svg
+from unetcore.formats.prototxt import parse, parse_file
 from unetcore.solvers.solver import get_solver
-from unetcore.tiling import as_channel_images, segment, softmax
-from unetcore.unet import deploy_text, solver_text, tiff_train_text
+from unetcore.inference.tiling import as_channel_images, segment, softmax
+from unetcore.models.unet import deploy_text, solver_text, tiff_train_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SLICES, TEST_SLICES = slice(0, 20), slice(20, 25)
@@ -65,7 +65,7 @@ def otsu_row(images, truth):
 
 def network_row(deploy, images, truth):
     """Segment by overlap-tile with the deploy net (its weights are the solver's), score with
-    the challenge's measures, each the best over its thresholds (unetcore.metrics)."""
+    the challenge's measures, each the best over its thresholds (unetcore.measures.isbi)."""
     probabilities = np.stack([softmax(segment(deploy, im)) for im in images])
     _, best = evaluate(probabilities[:, 1], truth)
     return dict(best, iou=iou(probabilities.argmax(axis=1), truth.astype(int)))

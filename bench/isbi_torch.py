@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 
 def layer_names(depth=4):
-    """torch_unet's module names -> the Caffe release's layer names (unetcore/unet.py)."""
+    """torch_unet's module names -> the Caffe release's layer names (unetcore/models/unet.py)."""
     names = {"score": "conv_u0d-score"}
     for level in range(depth + 1):
         names[f"down.{level}.0"] = f"conv_d{level}a-b"

@@ -1,7 +1,7 @@
 """Where does the time go? Every convolution of the 2015 U-Net's train step, unetcore beside
 PyTorch, layer by layer, against the SGEMM rate measured in the same run (issue 23, item 1).
 
-unetcore: `unetcore.timing.time_layers` on the train net (each layer's forward and backward as
+unetcore: `unetcore.tools.timing.time_layers` on the train net (each layer's forward and backward as
 the net runs them, with the engine "auto" picks). PyTorch (a child process in a Python that has
 torch): the same convolution alone, F.conv2d or F.conv_transpose2d on the same shapes, forward
 and autograd backward (input and weight gradients). Medians of the repeats after one warm-up.
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 def unetcore_layers(tile, repeats):
     """[(name, spec for PyTorch, macs, forward s, backward s, engine)] of every convolution."""
     from unetcore import Net
-    from unetcore.timing import layer_macs, time_layers
-    from unetcore.unet import output_size
+    from unetcore.tools.timing import layer_macs, time_layers
+    from unetcore.models.unet import output_size
     net = Net(REPO / "prototxt" / "unet-train-inputs.prototxt", "TRAIN")
     out = output_size(tile, 4)
     for name in net.inputs:                  # data at the tile, label and weights at the output

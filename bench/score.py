@@ -20,7 +20,7 @@ import tifffile
 from scipy import ndimage
 
 from host import describe
-from unetcore.metrics import MEASURES, evaluate
+from unetcore.measures.isbi import MEASURES, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SLICES = slice(20, 25)
@@ -30,7 +30,7 @@ def net_map(data):
     """(cell probabilities, labels) of ISBI slices 21-25, from the demo net in tests/data."""
     from unetcore.data.stacks import normalize_grey
     from unetcore.net import Net
-    from unetcore.tiling import as_channel_images, segment, softmax
+    from unetcore.inference.tiling import as_channel_images, segment, softmax
     images = tifffile.imread(data / "train-volume.tif")[SLICES]
     labels = tifffile.imread(data / "train-labels.tif")[SLICES] > 0
     net = Net(REPO / "prototxt" / "unet-demo-deploy.prototxt", "TEST",

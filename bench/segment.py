@@ -1,7 +1,7 @@
 """Segmentation throughput: one image by overlap-tile, as `unetcore segment` runs it, at
 several tile sizes, and PyTorch running the same tiles in the same batches (issue 23, item 5).
 
-unetcore: `unetcore.tiling.segment` on the deploy net with random weights (the time does not
+unetcore: `unetcore.inference.tiling.segment` on the deploy net with random weights (the time does not
 depend on them), tiles batched as `--memory` allows, as the command does. PyTorch (a child
 process in a Python that has torch): ../shared/bench/torch_unet.py's U-Net with the same
 channels, in eval mode without gradients, on the same tiles (the mirrored image cut at the
@@ -33,9 +33,9 @@ TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_unet.py"
 
 def unetcore_net(model, tile, size, memory_mb):
     """The deploy net at `tile`, or at the tile `auto_tile` picks for a size x size image."""
-    from unetcore.inference import square_input
+    from unetcore.inference.deploy import square_input
     from unetcore.net import Net
-    from unetcore.tiling import auto_tile
+    from unetcore.inference.tiling import auto_tile
     net = Net(model, "TEST", seed=0)
     net.release_activations = True
     if tile == "auto":
@@ -46,7 +46,7 @@ def unetcore_net(model, tile, size, memory_mb):
 
 def time_unetcore(model, tile, size, memory_mb, repeats):
     """(tile, seconds per repeat, tiles, batch) of segmenting a size x size image."""
-    from unetcore.tiling import segment, tile_geometry, tile_origins, tiles_per_batch
+    from unetcore.inference.tiling import segment, tile_geometry, tile_origins, tiles_per_batch
     net, tile = unetcore_net(model, tile, size, memory_mb)
     image = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     step = tile_geometry(net, net.image_input, net.outputs[0])[3]
@@ -129,7 +129,7 @@ def main():
         ours = statistics.median(times)
         theirs, ratio = float("nan"), float("nan")
         if args.torch_python:
-            from unetcore.unet import output_size
+            from unetcore.models.unet import output_size
             out = output_size(tile, channels[1])
             step = 2 ** channels[1] * (out // 2 ** channels[1])
             spec = {"tile": tile, "out": out, "step": step, "size": args.size, "batch": batch,

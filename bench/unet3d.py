@@ -34,10 +34,10 @@ ISOTROPIC = dict(tile=(116, 132, 132), depth=3, channels=32, flat_levels=0)
 
 def measure(mode, net_spec, repeats):
     """Run in a child: the median of one mode of unetcore, its peak RSS and FLOP count."""
-    from unetcore import unet3d
+    from unetcore.models import unet3d
     from unetcore.net import Net
-    from unetcore.prototxt import parse
-    from unetcore.timing import net_macs
+    from unetcore.formats.prototxt import parse
+    from unetcore.tools.timing import net_macs
     text = unet3d.inputs_train_text("bench", **net_spec)
     rng = np.random.default_rng(0)
     if mode == "forward":
@@ -46,7 +46,7 @@ def measure(mode, net_spec, repeats):
         net.release_activations = True
         run, flops = net.forward_layers, 2 * net_macs(net)
     else:
-        from unetcore.prototxt import Message
+        from unetcore.formats.prototxt import Message
         from unetcore.solvers import get_solver
         param = Message("SolverParameter")
         param.set("net_param", parse(text, "NetParameter"))

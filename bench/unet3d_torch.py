@@ -1,4 +1,4 @@
-"""The same 3-d U-Net as unetcore.unet3d in PyTorch (Conv3d, MaxPool3d, ConvTranspose3d), timed
+"""The same 3-d U-Net as unetcore.models.unet3d in PyTorch (Conv3d, MaxPool3d, ConvTranspose3d), timed
 the way bench/unet3d.py times unetcore: a reference to measure against, never a dependency.
 
 Run by bench/unet3d.py with --torch-python; prints one JSON line of figures.

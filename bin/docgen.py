@@ -55,7 +55,7 @@ def valid_sizes():
 
 def receptive_field_table():
     """The input rows that output pixels 0..15 of the 2015 net at 572 depend on."""
-    from unetcore.receptive import receptive_field
+    from unetcore.inference.receptive import receptive_field
     net = _net("unet-deploy.prototxt", 572)
     rows = ["| output pixel | input pixels it depends on | size | window centre - pixel centre |",
             "| --- | --- | --- | --- |"]
@@ -73,7 +73,7 @@ def receptive_field_table():
 def receptive_picture():
     """Two 1-d pictures: valid convolutions shrinking a row, and the 2015 net's windows
     stepping with the pooling grid."""
-    from unetcore.receptive import receptive_field
+    from unetcore.inference.receptive import receptive_field
     row, label = 16, "    {:<10}"
     lines = [label.format("input") + " ".join("o" for _ in range(row))]
     for cut in (1, 2):                            # each pixel takes 2 characters
@@ -127,7 +127,7 @@ def _matrix(a):
 
 
 def im2col_example():
-    from unetcore.im2col import ConvGeometry, im2col
+    from unetcore.ops.im2col import ConvGeometry, im2col
     x = np.arange(1, 19, dtype=float).reshape(2, 3, 3)
     geom = ConvGeometry((2, 2), (1, 1), (0, 0), (1, 1))
     col = im2col(np, x, geom, (2,), 0, 2, np.empty((8, 4)))
@@ -203,7 +203,7 @@ def deconvolution_matrix():
 
 
 def overlap_tile_numbers():
-    from unetcore.tiling import tile_geometry
+    from unetcore.inference.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows = -(-512 // step)
@@ -236,8 +236,8 @@ def tiny_unet(seed):
     integer weights (-1, 0, 1), biases of 0.1 and a random input, so that no ReLU input and
     no max-pool window sits on a kink or a tie, where finite differences cannot agree."""
     from unetcore.net import Net
-    from unetcore.prototxt import parse
-    from unetcore.unet import layers_text
+    from unetcore.formats.prototxt import parse
+    from unetcore.models.unet import layers_text
     text = ('name: "tiny"\nlayer { name: "input" type: "Input" top: "data" top: "label" '
             'top: "weights" input_param { shape { dim: 1 dim: 1 dim: 20 dim: 20 } '
             'shape { dim: 1 dim: 1 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n'
@@ -409,7 +409,7 @@ def exercises_backprop():
 
 
 def exercises_im2col():
-    from unetcore.im2col import ConvGeometry, col2im_add
+    from unetcore.ops.im2col import ConvGeometry, col2im_add
     geom = ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
     counts = np.zeros((1, 5, 5))
     col2im_add(np.ones((9, 9)), counts, geom, (3,), 0, 3)
@@ -440,7 +440,7 @@ def exercises_training():
 
 
 def exercises_overlap_tile():
-    from unetcore.tiling import tile_geometry
+    from unetcore.inference.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows, cols = -(-1000 // step), -(-700 // step)
@@ -455,7 +455,7 @@ def exercises_overlap_tile():
 
 def exercises_3d():
     from unetcore.errors import NetError
-    from unetcore.tiling import axis_geometry
+    from unetcore.inference.tiling import axis_geometry
     net = _net("unet3d-em-deploy.prototxt")
     (tile_z, out_z, margin_z, step_z), (tile_y, out_y, margin_y, step_y), _ = \
         axis_geometry(net, "d0a", "score")
@@ -495,7 +495,7 @@ def real_data_prediction():
     import tifffile
     from unetcore.data.stacks import normalize_grey
     from unetcore.net import Net
-    from unetcore.tiling import as_channel_images, segment, softmax
+    from unetcore.inference.tiling import as_channel_images, segment, softmax
     image = tifffile.imread(TEST_DATA / "isbi-heldout-volume.tif")
     cells = tifffile.imread(TEST_DATA / "isbi-heldout-labels.tif") > 0
     net = Net(REPO / "prototxt" / "unet-demo-deploy.prototxt", "TEST", weights=ISBI_MODEL)
@@ -509,14 +509,14 @@ def real_data_prediction():
 
 def real_data_pictures():
     from unetcore.data.weightmap import weight_map
-    from unetcore.pictures import heat, to_grey
+    from unetcore.tools.pictures import heat, to_grey
     image, cells, probability = real_data_prediction()
     return {"isbi-slice.png": image, "isbi-weightmap.png": heat(weight_map(cells.astype(int))),
             "isbi-prediction.png": to_grey(probability, 0, 1)}
 
 
 def real_data_scores():
-    from unetcore.metrics import differing_pixels, evaluate, iou
+    from unetcore.measures.isbi import differing_pixels, evaluate, iou
     _, cells, probability = real_data_prediction()
     _, best = evaluate(probability[None], cells[None])
     scores = iou((probability > 0.5).astype(int)[None], cells.astype(int)[None])
@@ -535,8 +535,8 @@ def _fractions(rows):
 
 
 def winograd_matrices():
-    """B^T, G and A^T of F(2, 3) and F(4, 3), exactly, as unetcore.winograd makes them."""
-    from unetcore.winograd import POINTS, winograd_1d
+    """B^T, G and A^T of F(2, 3) and F(4, 3), exactly, as unetcore.ops.winograd makes them."""
+    from unetcore.ops.winograd import POINTS, winograd_1d
     parts = []
     for m in (2, 4):
         f = winograd_1d(m, 3)
@@ -551,7 +551,7 @@ def winograd_example():
     """F(2, 3) on one tile, step by step, in exact fractions, beside the direct sums."""
     from fractions import Fraction
 
-    from unetcore.winograd import winograd_1d
+    from unetcore.ops.winograd import winograd_1d
     f = winograd_1d(2, 3)
     d, g = [Fraction(v) for v in (1, 2, 3, 4)], [Fraction(v) for v in (1, 0, -1)]
     bd = [sum(b * x for b, x in zip(row, d)) for row in f.bt]
@@ -594,7 +594,7 @@ def unet_engines():
 def winograd_unet_layers():
     """The engine and tile "auto" picks for each 3x3 convolution of the 2015 net at 572, with
     the multiplications of the GEMMs against the direct sum's."""
-    from unetcore.winograd import tile_count
+    from unetcore.ops.winograd import tile_count
     net = _net("unet-deploy.prototxt", 572)
     rows = ["| layer | channels | output | engine | tile | GEMM multiplications / direct |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -616,7 +616,7 @@ def winograd_errors():
     float32 direct sum, on outputs of a 3x3 convolution with 128 input channels."""
     from fractions import Fraction as F
 
-    from unetcore.winograd import POINTS, winograd_2d
+    from unetcore.ops.winograd import POINTS, winograd_2d
     lavin = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2), F(4), F(-4))
     rng = np.random.default_rng(0)
     channels, count = 128, 500
@@ -659,7 +659,7 @@ def winograd_sources():
 def three_d_tiles():
     """The 3-d nets' tiles: input, output, margin and step per axis, and the valid sizes."""
     from unetcore.sizes import nearest_sizes_per_axis
-    from unetcore.tiling import axis_geometry
+    from unetcore.inference.tiling import axis_geometry
     rows = ["| net | tile (z, y, x) | output | margin | step | valid sizes near the tile |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name in ("unet3d-em", "unet3d-demo"):
@@ -714,8 +714,8 @@ def figures():
     from unetcore.data import deformation as deform
     from unetcore.data.synth import synth_stack
     from unetcore.data.weightmap import weight_map
-    from unetcore.draw import svg_text
-    from unetcore.pictures import heat, to_grey, write_png
+    from unetcore.tools.draw import svg_text
+    from unetcore.tools.pictures import heat, to_grey, write_png
     images, labels = synth_stack(1, 192, seed=3)
     image, label = images[0], labels[0]
     rng = np.random.default_rng(5)
@@ -741,7 +741,7 @@ def figures():
 
 def overlap_tile_svg(scale=0.5):
     """The 512 x 512 image, the mirrored canvas, one input tile and the outputs' grid."""
-    from unetcore.tiling import tile_geometry
+    from unetcore.inference.tiling import tile_geometry
     net = _net("unet-deploy.prototxt")
     tile, out, margin, step = tile_geometry(net, "data", "score")
     rows = -(-512 // step)
@@ -819,7 +819,7 @@ def figures_agree(name, old, new):
         return True
     if not name.endswith(".png"):
         return False
-    from unetcore.pictures import read_png
+    from unetcore.tools.pictures import read_png
     a, b = read_png(old).astype(int), read_png(new).astype(int)
     return a.shape == b.shape and np.abs(a - b).max() <= 1
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from unetcore.errors import UnetcoreError
-from unetcore.plotlog import parse_log
+from unetcore.tools.plotlog import parse_log
 
 
 def write_tables(log, folder):

@@ -29,7 +29,7 @@ import math
 
 from unetcore import backend
 from unetcore.errors import NetError
-from unetcore.im2col import col2im_add, geometry_from_param, im2col, pad_image
+from unetcore.ops.im2col import col2im_add, geometry_from_param, im2col, pad_image
 from unetcore.layer import Layer, register
 
 

@@ -21,10 +21,10 @@ import math
 import numpy as np
 
 from unetcore import backend
-from unetcore.im2col import im2col
+from unetcore.ops.im2col import im2col
 from unetcore.layer import register_engine
 
-from .convolution import ConvolutionLayer, parsed_geometry
+from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
 
 
 def unit_stride_unpadded(param, bottom_shapes, dimensions=(2,)):

@@ -2,7 +2,7 @@
 
 Index the output on the input's grid, pixel (i, j) at column i*W + j, with W the input
 width. Then every row of the im2col matrix is one contiguous slice of the flattened image,
-shifted by its tap's offset p*W + q (the flat im2col, unetcore/im2col.py): one slice copy
+shifted by its tap's offset p*W + q (the flat im2col, unetcore/ops/im2col.py): one slice copy
 per row, in bands of a few rows that stay in the CPU's cache while the GEMM reads them. The
 kw - 1 wrapped-around columns of each output row are computed and thrown away. In 3-d the
 same holds slice by slice: output slice z starts at z*H*W of the flattened volume, and tap
@@ -21,11 +21,11 @@ import math
 import numpy as np
 
 from unetcore import backend
-from unetcore.im2col import im2col_flat, tap_offsets
+from unetcore.ops.im2col import im2col_flat, tap_offsets
 from unetcore.layer import register_engine
 
-from .convolution import row_bands
-from .convolution_correlation import CorrelationConvolution, unit_stride_unpadded
+from unetcore.layers.convolution import row_bands
+from unetcore.layers.convolution_correlation import CorrelationConvolution, unit_stride_unpadded
 
 # The flat path pays where the GEMMs are thin: up to this many input and output channels
 # (in 3-d, where K = 27 C_in, up to 64: docs/benchmarks.md).

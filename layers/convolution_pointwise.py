@@ -10,7 +10,7 @@ The U-Net's last layer (64 channels to 2 class scores) is one.
 """
 from unetcore.layer import register_engine
 
-from .convolution import ConvolutionLayer, parsed_geometry
+from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
 
 
 @register_engine

@@ -15,7 +15,7 @@ import itertools
 from unetcore.blob import Blob
 from unetcore.layer import layer_class, register_engine
 
-from .convolution import ConvolutionLayer, parsed_geometry
+from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
 
 
 def plane_param(param, geom):

@@ -1,7 +1,7 @@
 """Convolution engine "winograd": stride-1 kernels up to 3x3 by Winograd's minimal filtering.
 
 Cut the output into m x m tiles; tile (ty, tx) needs the input tile of alpha_h x alpha_w pixels
-at (m ty, m tx), alpha = m + k - 1. With the transforms of unetcore/winograd.py, on tiles
+at (m ty, m tx), alpha = m + k - 1. With the transforms of unetcore/ops/winograd.py, on tiles
 flattened to T = alpha_h alpha_w elements (docs/winograd.md):
 
     V[t, c, p] = (B^T kron B^T) d[c, p]          input tiles, transformed   (T x C x P tiles)
@@ -28,10 +28,10 @@ import numpy as np
 
 from unetcore import backend
 from unetcore.layer import register_engine
-from unetcore.winograd import tile_count, winograd_2d
+from unetcore.ops.winograd import tile_count, winograd_2d
 
-from .convolution import ConvolutionLayer, parsed_geometry, row_bands
-from .convolution_correlation import unit_stride_unpadded
+from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry, row_bands
+from unetcore.layers.convolution_correlation import unit_stride_unpadded
 
 # Bytes of one band's four tile buffers (input tiles, their transform, products, outputs).
 WINOGRAD_BAND_BYTES = 32 * 2 ** 20

@@ -15,7 +15,7 @@ of the two grids swapped: x lives on the convolution's output grid, y on its inp
 """
 from unetcore.layer import register
 
-from .convolution import ConvolutionLayer
+from unetcore.layers.convolution import ConvolutionLayer
 
 
 @register

@@ -13,8 +13,8 @@ import math
 
 from unetcore.layer import register_engine
 
-from .convolution import parsed_geometry
-from .deconvolution import DeconvolutionLayer
+from unetcore.layers.convolution import parsed_geometry
+from unetcore.layers.deconvolution import DeconvolutionLayer
 
 
 @register_engine

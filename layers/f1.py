@@ -46,7 +46,7 @@ from scipy.optimize import linear_sum_assignment
 from unetcore.backend import to_numpy
 from unetcore.layer import Layer, register
 
-from .iou import class_axis, counted_labels, foreground_classes, log_counts, predicted_classes
+from unetcore.layers.iou import class_axis, counted_labels, foreground_classes, log_counts, predicted_classes
 
 
 def objects(classes, include, background):

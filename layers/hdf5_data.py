@@ -11,7 +11,7 @@ import numpy as np
 
 from unetcore.errors import DataError
 from unetcore.layer import Layer, register
-from unetcore.snapshot import open_h5
+from unetcore.formats.weights import open_h5
 
 
 @register

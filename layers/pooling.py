@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from unetcore.im2col import spatial_values
+from unetcore.ops.im2col import spatial_values
 from unetcore.layer import Layer, register
 from unetcore.ops.pooling import max_pool_backward, max_pool_forward, windows
 

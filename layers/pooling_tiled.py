@@ -19,7 +19,7 @@ from unetcore.errors import NetError
 from unetcore.layer import register_engine
 from unetcore.ops.pooling import flat_positions
 
-from .pooling import PoolingLayer, window_fields
+from unetcore.layers.pooling import PoolingLayer, window_fields
 
 
 @register_engine

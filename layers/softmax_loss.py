@@ -22,7 +22,7 @@ import numpy as np
 from unetcore.layer import Layer, register
 from unetcore.ops.softmax_loss import loss_gradient, weighted_log_loss
 
-from .softmax import softmax
+from unetcore.layers.softmax import softmax
 
 
 @register

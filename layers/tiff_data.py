@@ -19,7 +19,7 @@ from unetcore.data.stacks import check_same_shape, normalize_grey, read_stack, t
 from unetcore.data.weightmap import weight_stack
 from unetcore.layer import Layer, register
 
-from .value_augmentation import lut_setup
+from unetcore.layers.value_augmentation import lut_setup
 
 
 @register

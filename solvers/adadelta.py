@@ -4,7 +4,7 @@
     U <- rho U + (1 - rho) u^2
     W <- W - lr * u
 """
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register

@@ -1,5 +1,5 @@
 """AdaGrad (Duchi et al. 2011), Caffe's form:   H <- H + g^2,   W <- W - lr * g / (sqrt(H) + delta)."""
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register

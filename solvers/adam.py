@@ -4,7 +4,7 @@
 """
 import math
 
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register

@@ -2,7 +2,7 @@
 
     V' = momentum * V + lr * g           W <- W - ((1 + momentum) V' - momentum V)
 """
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from unetcore import backend
-from unetcore.snapshot import weight_layers
+from unetcore.formats.weights import weight_layers
 
 
 def gradients_finite(net):

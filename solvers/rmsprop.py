@@ -1,7 +1,7 @@
 """RMSProp (Tieleman & Hinton 2012), Caffe's form:
     H <- rms_decay * H + (1 - rms_decay) g^2,    W <- W - lr * g / (sqrt(H) + delta)
 """
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register

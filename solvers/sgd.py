@@ -7,7 +7,7 @@ gradient keeps contributing for about 1 / (1 - 0.99) = 100 iterations.
 """
 import numpy as np
 
-from .solver import Solver, register
+from unetcore.solvers.solver import Solver, register
 
 
 @register
@@ -21,12 +21,12 @@ class SGDSolver(Solver):
         blob.diff[...] = v
 
     def update_params(self, rate):
-        """On a GPU, kernels/sgd_update.cu does the same steps for a blob in one pass
+        """On a GPU, ops/sgd_update.cu does the same steps for a blob in one pass
         (Caffe's sgd_update_gpu): one launch per blob instead of six array operations."""
         p = self.param
         if self.xp is np or p.iter_size != 1 or p.regularization_type != "L2":
             return super().update_params(rate)
-        from unetcore import gpu
+        from unetcore.ops import cuda
         for i, blob in enumerate(self.net.learnable_params):
-            gpu.sgd_update(blob.data, blob.diff, self.history[0][i], p.momentum,
+            cuda.sgd_update(blob.data, blob.diff, self.history[0][i], p.momentum,
                            rate * self.net.lr_mults[i], p.weight_decay * self.net.decay_mults[i])

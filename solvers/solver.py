@@ -28,12 +28,12 @@ from unetcore.errors import SolverError
 from unetcore.files import require_writable_folder
 from unetcore.logs import log
 from unetcore.net import TEST, TRAIN, Net
-from unetcore.prototxt import Message, parse_file
+from unetcore.formats.prototxt import Message, parse_file
 from unetcore.threads import thread_tuner
 
-from .lr_policies import learning_rate
-from .non_finite import gradients_finite, non_finite_report
-from .solver_state import restore_state, write_snapshot
+from unetcore.solvers.lr_policies import learning_rate
+from unetcore.solvers.non_finite import gradients_finite, non_finite_report
+from unetcore.solvers.solver_state import restore_state, write_snapshot
 
 SOLVERS = {}
 

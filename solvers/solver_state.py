@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from unetcore import backend
-from unetcore.caffemodel import encode_solverstate
+from unetcore.formats.caffemodel import encode_solverstate
 from unetcore.errors import SolverError
 from unetcore.logs import log
-from unetcore.snapshot import atomic_file, atomic_h5, read_state, save_binary_weights, save_weights
+from unetcore.formats.weights import atomic_file, atomic_h5, read_state, save_binary_weights, save_weights
 
 
 def snapshot_paths(solver):

@@ -11,8 +11,8 @@ import pytest
 import unetcore
 from unetcore.errors import PrototxtError
 from unetcore.gradcheck import check_net, randomize_params
-from unetcore.prototxt import parse
-from unetcore.unet import output_size
+from unetcore.formats.prototxt import parse
+from unetcore.models.unet import output_size
 
 PARAMS = "param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }"
 

@@ -11,7 +11,7 @@ from unetcore.errors import NetError
 from unetcore.gradcheck import randomize_params
 from unetcore.layer import layer_class
 from unetcore.net import Net
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")

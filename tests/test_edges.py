@@ -18,7 +18,7 @@ from unetcore.cli import main
 from unetcore.data.weightmap import weight_map
 from unetcore.errors import DataError, NetError, SolverError
 from unetcore.gradcheck import randomize_params
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")
@@ -57,19 +57,19 @@ def weights(tmp_path):
 def test_a_resume_with_other_weights_or_tile_is_refused_and_overwrite_starts_over(
         tmp_path, weights, monkeypatch):
     pytest.importorskip("zarr")
-    from unetcore import volume
+    from unetcore.inference import chunked
     args = ("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--model", SMALL,
             "--chunk", 16)
-    original, written = volume.write_chunk, []
+    original, written = chunked.write_chunk, []
 
     def dies_after_two(*chunk_args):
         if len(written) == 2:
             raise KeyboardInterrupt
         written.append(chunk_args)
         original(*chunk_args)
-    monkeypatch.setattr(volume, "write_chunk", dies_after_two)
+    monkeypatch.setattr(chunked, "write_chunk", dies_after_two)
     run(*args, "--weights", weights[0], "--tile", 48)
-    monkeypatch.setattr(volume, "write_chunk", original)
+    monkeypatch.setattr(chunked, "write_chunk", original)
     line = one_line(run(*args, "--weights", weights[1], "--tile", 48))
     assert "out.zarr: holds part of another job's result (not this run's: the weights); " \
            "rerun that job to finish it, give --overwrite to start over" in line
@@ -149,11 +149,11 @@ def test_a_full_disk_leaves_no_partial_segmentation(tmp_path, weights, monkeypat
 
 def test_a_full_disk_stops_a_chunked_segmentation_in_one_line(tmp_path, weights, monkeypatch):
     pytest.importorskip("zarr")
-    from unetcore import volume
+    from unetcore.inference import chunked
 
     def full(*args):
         raise FULL_DISK
-    monkeypatch.setattr(volume, "write_chunk", full)
+    monkeypatch.setattr(chunked, "write_chunk", full)
     line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--model",
                         SMALL, "--weights", weights[0], "--tile", 48))
     assert line.endswith("out.zarr: cannot write it: No space left on device")
@@ -253,8 +253,8 @@ def free_port():
 
 def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, weights, monkeypatch):
     pytest.importorskip("dask.distributed")
-    from unetcore import volume
-    monkeypatch.setattr(volume, "SCHEDULER_TIMEOUT", "1s")
+    from unetcore.inference import chunked
+    monkeypatch.setattr(chunked, "SCHEDULER_TIMEOUT", "1s")
     address = f"tcp://127.0.0.1:{free_port()}"
     line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--model",
                         SMALL, "--weights", weights[0], "--tile", 48, "--scheduler", address))
@@ -352,7 +352,7 @@ def test_parameters_too_large_together_are_refused_before_any_is_drawn(tmp_path,
 
 
 def test_a_huge_prototxt_is_refused_before_it_is_parsed(tmp_path):
-    from unetcore.prototxt import MAX_PROTOTXT_CHARS
+    from unetcore.formats.prototxt import MAX_PROTOTXT_CHARS
     model = tmp_path / "huge.prototxt"
     model.write_text("#" * MAX_PROTOTXT_CHARS + "\n")
     line = one_line(run("shapes", model))

@@ -12,7 +12,7 @@ import unetcore
 from unetcore.blob import Blob
 from unetcore.cli import main
 from unetcore.errors import DataError, NetError, SolverError
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 from helpers import make_layer
 
@@ -131,7 +131,7 @@ def test_restore_refuses_files_that_are_not_solver_states(tmp_path):
 
 def test_tile_whose_output_is_smaller_than_the_pooling_grid():
     from unetcore.net import Net
-    from unetcore.tiling import tile_geometry
+    from unetcore.inference.tiling import tile_geometry
     net = Net("prototxt/unet-small-deploy.prototxt", "TEST")      # 44 -> 4 px, grid 4
     net.set_inputs({"data": np.zeros((1, 1, 44, 44))})
     assert tile_geometry(net, "data", "score") == (44, 4, 20, 4)

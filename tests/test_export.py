@@ -10,11 +10,11 @@ import unetcore
 from test_caffe_unet_nets import cell_net
 from unetcore.cli import main
 from unetcore.gradcheck import randomize_params
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from unetcore.export import ExportError, export_onnx  # noqa: E402
+from unetcore.export.onnx import ExportError, export_onnx  # noqa: E402
 
 PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
 
@@ -58,7 +58,7 @@ def test_a_caffe_unet_net_with_value_transformation_leaky_relu_and_cropping_conc
 def test_a_3d_unet_in_caffe_unets_style(tmp_path):
     """5-d input (batch, channels, depth, height, width), 1x3x3 and 3x3x3 Conv, 1x2x2 and
     2x2x2 MaxPool and ConvTranspose, cropping Concat: at the tile and at another valid size."""
-    from unetcore import unet3d
+    from unetcore.models import unet3d
     net = unetcore.Net(parse(unet3d.deploy_text("t", (18, 44, 44), 2, 2, 1), "NetParameter"),
                        unetcore.TEST, seed=2)
     randomize_params(net, np.random.default_rng(2), scale=0.3)

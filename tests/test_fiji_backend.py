@@ -15,15 +15,15 @@ from test_iou_f1 import logged  # noqa: F401 (a fixture)
 from test_modeldef import LMB_MODEL, needs_lmb_model, write_plugin_modeldef
 from unetcore.cli import main
 from unetcore.errors import DataError
-from unetcore.fiji_backend import FlagError, parse_flags
-from unetcore.fiji_finetune import prepare_finetuning
-from unetcore.fiji_images import prepare_image, training_blobs
-from unetcore.fiji_predict import tile_for_count, tile_for_grid, tile_for_pixels, tile_for_shape
+from unetcore.fiji.backend import FlagError, parse_flags
+from unetcore.fiji.finetune import prepare_finetuning
+from unetcore.fiji.images import prepare_image, training_blobs
+from unetcore.fiji.predict import tile_for_count, tile_for_grid, tile_for_pixels, tile_for_shape
 from unetcore.gradcheck import randomize_params
-from unetcore.modeldef import caffe_unet_net, caffe_unet_net_param, read_modeldef
+from unetcore.fiji.modeldef import caffe_unet_net, caffe_unet_net_param, read_modeldef
 from unetcore.net import Net
-from unetcore.prototxt import parse
-from unetcore.tiling import segment
+from unetcore.formats.prototxt import parse
+from unetcore.inference.tiling import segment
 
 PROGRESS = re.compile(r"Processing batch ([0-9]+)/([0-9]+), tile ([0-9]+)/([0-9]+)")
 

@@ -3,7 +3,7 @@ import pytest
 
 from unetcore.errors import NetError
 from unetcore.fillers import fill
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 
 def filler(text):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import unetcore
 from unetcore.data.stacks import normalize_grey, read_stack
 from unetcore.errors import UnetcoreError
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 NETS = ["prototxt/unet-small-deploy.prototxt", "prototxt/unet-small-train.prototxt"]
 TEXTS = [open(path).read() for path in NETS]

@@ -10,7 +10,7 @@ import pytest
 from helpers import cupy_with_device, needs_gpu
 from unetcore.gradcheck import randomize_params
 
-KERNELS = sorted((Path(__file__).resolve().parent.parent / "unetcore" / "kernels").glob("*.cu"))
+KERNELS = sorted((Path(__file__).resolve().parent.parent / "unetcore" / "ops").glob("*.cu"))
 
 
 cupy = cupy_with_device()
@@ -116,7 +116,7 @@ def test_a_training_step_sends_only_the_random_draws_and_reads_only_scalars(tmp_
     import tifffile
 
     from unetcore.data.synth import synth_stack
-    from unetcore.prototxt import Message, parse
+    from unetcore.formats.prototxt import Message, parse
     from unetcore.solvers import get_solver
     images, labels = synth_stack(2, 64, seed=0, cell_size=16)
     tifffile.imwrite(tmp_path / "volume.tif", images, photometric="minisblack")

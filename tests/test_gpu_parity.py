@@ -19,7 +19,7 @@ from unetcore.backend import to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
 from unetcore.layer import layer_class
-from unetcore.prototxt import Message, parse
+from unetcore.formats.prototxt import Message, parse
 
 cupy = cupy_with_device()
 pytestmark = needs_gpu

@@ -1,5 +1,6 @@
 """No silent wrong result: inputs that used to give a plausible but wrong answer with exit
 status 0 now stop with one clear line (issue 22's first list)."""
+import importlib
 import logging
 import re
 
@@ -62,7 +63,7 @@ def test_duplicate_learnable_layer_names_are_refused():
     text = open(SMALL).read().replace('name: "conv_d0b-c"', 'name: "conv_d0a-b"')
     with pytest.raises(NetError, match="layer 'conv_d0a-b' .*another layer with parameters has "
                                        "this name"):
-        unetcore.Net(unetcore.prototxt.parse(text))
+        unetcore.Net(unetcore.formats.prototxt.parse(text))
 
 
 def test_non_finite_weights_or_scaling_stop_inference(tmp_path, small_weights):
@@ -152,7 +153,7 @@ def test_bad_command_lines_are_one_clear_line(args, message, tmp_path):
 
 def test_solver_checks_iter_size_and_snapshot_prefix_before_training(tmp_path):
     from unetcore.errors import SolverError
-    from unetcore.prototxt import parse
+    from unetcore.formats.prototxt import parse
     base = 'net: "prototxt/unet-small-train.prototxt" base_lr: 0.01 '
     with pytest.raises(SolverError, match="iter_size must be >= 1, got 0"):
         unetcore.get_solver(parse(base + "iter_size: 0", "SolverParameter"))
@@ -165,9 +166,9 @@ def test_solver_checks_iter_size_and_snapshot_prefix_before_training(tmp_path):
 def test_drawings_escape_layer_names():
     import xml.dom.minidom
 
-    from unetcore.draw import dot_text, svg_text
+    from unetcore.tools.draw import dot_text, svg_text
     text = open(SMALL).read().replace('name: "conv_d0a-b"', 'name: "<script>\\"x"')
-    net = unetcore.Net(unetcore.prototxt.parse(text))
+    net = unetcore.Net(unetcore.formats.prototxt.parse(text))
     svg = svg_text(net)
     xml.dom.minidom.parseString(svg)                   # well-formed
     assert "<script>" not in svg and "&lt;script&gt;&quot;x" in svg
@@ -175,7 +176,7 @@ def test_drawings_escape_layer_names():
 
 
 def test_an_unexpected_error_is_still_one_line(monkeypatch):
-    import unetcore.cli as cli
+    cli = importlib.import_module("unetcore.cli.main")
 
     def broken(*args, **kwargs):
         raise KeyError("boom")

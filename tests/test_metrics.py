@@ -16,9 +16,9 @@ from scipy import ndimage
 
 from unetcore.cli import main
 from unetcore.errors import DataError
-from unetcore.metrics import (THRESHOLDS, WARPING_THRESHOLDS, differing_pixels, evaluate,
+from unetcore.measures.isbi import (THRESHOLDS, WARPING_THRESHOLDS, differing_pixels, evaluate,
                               label_stack, probability_stack)
-from unetcore.topology import CROSS, RING, SIMPLE, splits_and_mergers, thin_membranes, warp
+from unetcore.measures.topology import CROSS, RING, SIMPLE, splits_and_mergers, thin_membranes, warp
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

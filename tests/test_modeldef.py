@@ -14,14 +14,14 @@ import unetcore
 from test_caffe_unet_nets import cell_net
 from unetcore.cli import main
 from unetcore.errors import DataError
-from unetcore.fiji_images import (java_round, normalize, prepare_image, rescale,
+from unetcore.fiji.images import (java_round, normalize, prepare_image, rescale,
                                   rescale_labels, resample_to, tiff_element_size_um,
                                   training_blobs)
-from unetcore.fiji_predict import averaged_scores
+from unetcore.fiji.predict import averaged_scores
 from unetcore.gradcheck import randomize_params
-from unetcore.modeldef import caffe_unet_net, load, read_modeldef, write_modeldef
-from unetcore.prototxt import parse
-from unetcore.tiling import segment, softmax
+from unetcore.fiji.modeldef import caffe_unet_net, load, read_modeldef, write_modeldef
+from unetcore.formats.prototxt import parse
+from unetcore.inference.tiling import segment, softmax
 
 # A depth-2 cell net in the plugin's layout: its TRAIN net, whose image blob 'd0a' only
 # TRAIN layers produce (cell_net's TEST Input layer dropped: caffe_unet adds its own).
@@ -263,7 +263,7 @@ def test_training_blobs_by_hand(model_files):
 
 
 def test_instance_labels_mode_separates_touching_objects():
-    from unetcore.fiji_images import instances_per_class
+    from unetcore.fiji.images import instances_per_class
     labels = np.ones((3, 6), int)
     labels[:, 1:3], labels[:, 3:5] = 5, 7                  # two touching objects
     classes, (instances,) = instances_per_class(labels, 2, labels_are_classes=False)

@@ -4,7 +4,7 @@ import pytest
 
 import unetcore
 from unetcore.errors import BackendError, DataError, NetError
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 
 BASE = '''
 name: "t"

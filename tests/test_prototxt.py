@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from unetcore.errors import PrototxtError
-from unetcore.prototxt import Message, parse, parse_file, to_text
+from unetcore.formats.prototxt import Message, parse, parse_file, to_text
 
 
 def test_nested_messages_with_and_without_colon():

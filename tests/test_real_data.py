@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 import unetcore
-from unetcore.prototxt import parse
-from unetcore.unet import layers_text
+from unetcore.formats.prototxt import parse
+from unetcore.models.unet import layers_text
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -46,7 +46,7 @@ def test_the_demo_net_trained_on_isbi_segments_a_held_out_crop():
     import tifffile
 
     from docgen import real_data_prediction              # bin/docgen.py
-    from unetcore.metrics import differing_pixels, iou
+    from unetcore.measures.isbi import differing_pixels, iou
     image, cells, probability = real_data_prediction()
     assert probability.shape == cells.shape == (188, 188)
     prediction = probability > 0.5

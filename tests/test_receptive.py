@@ -1,4 +1,4 @@
-"""The receptive field by interval propagation (unetcore/receptive.py), checked against the
+"""The receptive field by interval propagation (unetcore/inference/receptive.py), checked against the
 net itself: perturb one input row at a time and see which output rows change."""
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from unetcore.cli import main
 from unetcore.gradcheck import randomize_params
 from unetcore.net import Net
-from unetcore.receptive import field_sizes, receptive_field
-from unetcore.unet import deploy_text
+from unetcore.inference.receptive import field_sizes, receptive_field
+from unetcore.models.unet import deploy_text
 
 
 def measured_rows(net, size, positions):

@@ -13,7 +13,7 @@ import pytest
 import unetcore
 from unetcore.errors import SolverError
 from unetcore.logs import log_to
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 from unetcore.solvers.lr_policies import learning_rate
 from unetcore.solvers.solver import signal_actions
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from unetcore.errors import DataError, NetError
 from unetcore.gradcheck import randomize_params
 from unetcore.net import Net
-from unetcore.tiling import as_channel_images, mirror_pad, segment, tile_geometry
+from unetcore.inference.tiling import as_channel_images, mirror_pad, segment, tile_geometry
 
 SMALL = "prototxt/unet-small-deploy.prototxt"          # depth 2: valid sizes 44, 48, 52, ...
 
@@ -49,7 +49,7 @@ def test_stitched_tiles_equal_a_single_pass(height, width, k, batch):
 def test_stitched_tiles_equal_a_single_pass_at_the_2015_depth(tmp_path):
     """The same equality with the 2015 net's depth 4 and pooling grid 16 (thinned to 2
     channels): 252 px tiles, 68 px outputs stepping by 64, over a 150 x 137 image."""
-    from unetcore.unet import deploy_text
+    from unetcore.models.unet import deploy_text
     model = tmp_path / "deep.prototxt"
     model.write_text(deploy_text("deep", depth=4, channels=2, size=252))
     net = Net(str(model), "TEST", dtype=np.float64)        # float64: no rounding in the way
@@ -88,7 +88,7 @@ def test_rgb_image_for_a_grey_net_is_refused():
 def brute_force_tile(image_shapes, budget_bytes):
     """(macs, size) of every valid small-net tile from 44 to 400 that fits the budget."""
     from unetcore.sizes import valid_sizes
-    from unetcore.tiling import segmentation_macs, tile_bytes
+    from unetcore.inference.tiling import segmentation_macs, tile_bytes
     net = small_net(44)
     found = []
     for size in valid_sizes(net, "data", 1, 400):
@@ -104,7 +104,7 @@ def brute_force_tile(image_shapes, budget_bytes):
 def test_auto_tile_takes_the_fewest_multiply_adds_that_fit(shapes, budget_mb):
     """Against every valid tile up to 400 px: the least multiply-adds, overhang included,
     among the tiles whose blobs fit the budget; the net is left at that tile."""
-    from unetcore.tiling import auto_tile
+    from unetcore.inference.tiling import auto_tile
     budget = budget_mb * 2 ** 20
     net = small_net(44)
     chosen = auto_tile(net, shapes, budget)
@@ -116,7 +116,7 @@ def test_auto_tile_takes_the_fewest_multiply_adds_that_fit(shapes, budget_mb):
 
 
 def test_auto_tile_segments_exactly_as_any_tile():
-    from unetcore.tiling import auto_tile
+    from unetcore.inference.tiling import auto_tile
     image = np.random.default_rng(1).random((1, 150, 130)).astype(np.float32)
     net = small_net(44)
     by_44 = segment(net, image)

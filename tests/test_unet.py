@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import unetcore
-from unetcore import config, unet
+from unetcore import config
+from unetcore.models import unet
 from unetcore.errors import NetError
 from unetcore.gradcheck import check_net, randomize_params, random_inputs
 from unetcore.net import load_net_param
-from unetcore.prototxt import parse
-from unetcore.unet import train_text
+from unetcore.formats.prototxt import parse
+from unetcore.models.unet import train_text
 from unetcore.sizes import valid_sizes
 
 PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"

@@ -14,13 +14,14 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 import unetcore
-from unetcore import config, unet3d
+from unetcore import config
+from unetcore.models import unet3d
 from unetcore.cli import main
 from unetcore.gradcheck import check_net, randomize_params
 from unetcore.net import Net
-from unetcore.prototxt import parse
+from unetcore.formats.prototxt import parse
 from unetcore.sizes import valid_sizes_per_axis
-from unetcore.tiling import axis_geometry, mirror_pad, segment, tiles_per_batch
+from unetcore.inference.tiling import axis_geometry, mirror_pad, segment, tiles_per_batch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,7 +141,7 @@ def test_3d_overlap_tile_equals_a_single_pass(shape, budget_tiles, seed):
 
 def test_3d_average_mirror_averages_all_eight_flips():
     """--average-mirror in 3-d: the tile and its flips in every non-empty set of z, y, x."""
-    from unetcore.tiling import forward_tiles, mirror_axes
+    from unetcore.inference.tiling import forward_tiles, mirror_axes
     assert mirror_axes(2) == [(-2,), (-1,), (-2, -1)]
     assert len(mirror_axes(3)) == 7
     net = net_of(tiny_3d((5, 20, 20)), dtype=np.float64)
@@ -260,7 +261,7 @@ def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory
     pytest.importorskip("zarr")
     pytest.importorskip("dask.distributed")
     import zarr
-    from unetcore import volume as chunked
+    from unetcore.inference import chunked
     tmp_path = tmp_path_factory.mktemp("chunks")
     model = tmp_path / "net.prototxt"
     model.write_text(tiny_3d((5, 20, 20)))
@@ -290,7 +291,7 @@ def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory
 
 def test_a_3d_net_reads_stacks_as_volumes_and_an_image_as_one_slice():
     from unetcore.errors import DataError
-    from unetcore.tiling import as_channel_volume
+    from unetcore.inference.tiling import as_channel_volume
     assert as_channel_volume(np.zeros((4, 6, 7)), 1).shape == (1, 4, 6, 7)
     assert as_channel_volume(np.zeros((6, 7)), 1).shape == (1, 1, 6, 7)
     two = np.arange(4 * 2 * 6 * 7).reshape(4, 2, 6, 7)           # ImageJ's (Z, C, Y, X)

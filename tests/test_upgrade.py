@@ -7,14 +7,14 @@ import tifffile
 from click.testing import CliRunner
 
 import unetcore
-from unetcore import unet
-from unetcore.caffemodel import (_length, encode_blob, encode_net, read_caffemodel,
+from unetcore.models import unet
+from unetcore.formats.caffemodel import (_length, encode_blob, encode_net, read_caffemodel,
                                  write_caffemodel)
 from unetcore.cli import main
 from unetcore.errors import DataError, NetError
 from unetcore.gradcheck import randomize_params
-from unetcore.prototxt import parse, to_text
-from unetcore.schema import V1_TYPES
+from unetcore.formats.prototxt import parse, to_text
+from unetcore.formats.schema import V1_TYPES
 
 V1_NAMES = {v2: v1 for v1, v2 in V1_TYPES.items()}
 

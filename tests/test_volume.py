@@ -1,4 +1,4 @@
-"""Volumes chunk by chunk (unetcore.volume): the chunked result equals the in-process one, here
+"""Volumes chunk by chunk (unetcore.inference.chunked): the chunked result equals the in-process one, here
 and on a dask LocalCluster of two worker processes, and a run cut off mid-way resumes."""
 import os
 import signal
@@ -15,8 +15,8 @@ from hypothesis import given, settings, strategies as st
 from unetcore.cli import main
 from unetcore.gradcheck import randomize_params
 from unetcore.net import Net
-from unetcore.tiling import segment, softmax
-from unetcore.volume import DONE_FOLDER, reflect
+from unetcore.inference.tiling import segment, softmax
+from unetcore.inference.chunked import DONE_FOLDER, reflect
 
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("dask.distributed")
@@ -55,7 +55,7 @@ def volume_file(tmp_path, shape, seed=0):
 
 def in_process_probabilities(values, weights, tile):
     """tiling.segment slice by slice: the path the chunked one must equal."""
-    from unetcore.inference import deploy_net
+    from unetcore.inference.deploy import deploy_net
     net = deploy_net(SMALL, weights, tile, None)
     return np.stack([softmax(segment(net, (s.astype(np.float32) / 255)[None], 2))
                      for s in values])
@@ -89,13 +89,13 @@ def test_chunked_equals_in_process(tmp_path_factory, weights, source, height, wi
 def test_a_cut_off_run_resumes_and_rewrites_the_broken_chunk(tmp_path, weights, monkeypatch):
     """A run that dies while writing its third chunk (labels written, marker not) leaves two
     finished chunks; the rerun skips them, writes the others whole, and the result is right."""
-    from unetcore import volume
+    from unetcore.inference import chunked
     values = volume_file(tmp_path, (1, 60, 60))
     args = ("segment", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr", "--model", SMALL,
             "--weights", weights, "--tile", 48, "--chunk", 16, "--probabilities",
             tmp_path / "p.zarr")
     written = []
-    original = volume.write_chunk
+    original = chunked.write_chunk
 
     def dies_on_the_third(outputs, plan, chunk, probabilities, marker_path):
         if len(written) == 2:
@@ -103,10 +103,10 @@ def test_a_cut_off_run_resumes_and_rewrites_the_broken_chunk(tmp_path, weights, 
             raise KeyboardInterrupt
         written.append(chunk)
         original(outputs, plan, chunk, probabilities, marker_path)
-    monkeypatch.setattr(volume, "write_chunk", dies_on_the_third)
+    monkeypatch.setattr(chunked, "write_chunk", dies_on_the_third)
     assert "Aborted" in run(*args, code=1)              # as after Ctrl-C
     assert len(list((tmp_path / "out.zarr" / DONE_FOLDER).iterdir())) == 2
-    monkeypatch.setattr(volume, "write_chunk", original)
+    monkeypatch.setattr(chunked, "write_chunk", original)
     out = run(*args)
     chunks = 16                           # 60 px in chunks of 16 (the tile step): 4 x 4
     assert f"{chunks} chunks of 16 px: {chunks - 2} segmented, 2 already written" in out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from unetcore.winograd import as_array, exact_inverse, tile_count, winograd_1d, winograd_2d
+from unetcore.ops.winograd import as_array, exact_inverse, tile_count, winograd_1d, winograd_2d
 
 
 def winograd_output(f, d, g):

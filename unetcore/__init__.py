@@ -15,10 +15,10 @@ import os
 # after unetcore (as in the `unetcore` command) and the user has not chosen a value.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from . import layers  # noqa: E402, F401  (fills the registry of layer types)
-from .errors import UnetcoreError  # noqa: E402
-from .net import TEST, TRAIN, Net  # noqa: E402
-from .solvers import get_solver  # noqa: E402
+from unetcore import layers  # noqa: E402, F401  (fills the registry of layer types)
+from unetcore.errors import UnetcoreError  # noqa: E402
+from unetcore.net import TEST, TRAIN, Net  # noqa: E402
+from unetcore.solvers import get_solver  # noqa: E402
 
 __all__ = ["Net", "TRAIN", "TEST", "UnetcoreError", "get_solver"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
 """`python -m unetcore ...`: the `unetcore` command, for environments without its script on PATH."""
-from .cli import main
+from unetcore.cli import main
 
 main(prog_name="unetcore")

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from .errors import BackendError
+from unetcore.errors import BackendError
 
 # Bytes one im2col band may take; Convolution splits its output rows into bands to stay under it.
 WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20

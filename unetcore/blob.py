@@ -1,7 +1,7 @@
 """Blob: an N-d array of data with a same-shaped array of gradients (diff), as in Caffe."""
 import numpy as np
 
-from .arena import Allocator
+from unetcore.arena import Allocator
 
 
 class Blob:

@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UnetcoreError, WriteError
+from unetcore.errors import UnetcoreError, WriteError
 
 
 @contextmanager

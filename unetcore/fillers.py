@@ -8,7 +8,7 @@ same weights on every backend.
 """
 import numpy as np
 
-from .errors import NetError
+from unetcore.errors import NetError
 
 
 def fill(filler, shape, rng, dtype=np.float32):

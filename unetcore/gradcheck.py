@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import to_numpy
-from .errors import NetError
+from unetcore.backend import to_numpy
+from unetcore.errors import NetError
 
 
 @dataclass
@@ -182,8 +182,8 @@ def layer_from_text(text, phase="TRAIN", dtype=np.float64, seed=0, bottom_shapes
     """One layer built from its prototxt text (a `layer { ... }` body), alone, as a net would
     build it for bottoms of `bottom_shapes` (which choose its engine, unetcore.config): for
     trying and checking a layer, your own included."""
-    from .layer import layer_class
-    from .prototxt import parse
+    from unetcore.layer import layer_class
+    from unetcore.formats.prototxt import parse
     param = parse(text, "LayerParameter")
     cls = layer_class(param, bottom_shapes, xp)
     return cls(param, phase, dtype, xp, np.random.default_rng(seed))
@@ -193,7 +193,7 @@ def check_gradients(layer, *inputs, tops=1, check_bottoms=None, max_checks=None,
     """Gradient-check `layer` (a layer, or its prototxt text) on the arrays `inputs`, one per
     bottom: [BlobCheck] for every bottom and parameter blob, each with `.passed` and
     `.line()`. The layer must compute in float64 (layer_from_text builds it so)."""
-    from .blob import Blob
+    from unetcore.blob import Blob
     if isinstance(layer, str):
         layer = layer_from_text(layer, bottom_shapes=[np.shape(a) for a in inputs])
     bottom = []
@@ -217,8 +217,8 @@ def float32_errors(param, bottom_shape, engine, rng):
     max |float32 - float64| / max |float64|. x is uniform in [0, 1) (a ReLU's output), W
     normal with MSRA's variance 2 / fan-in, dy standard normal. None if `engine` cannot run
     this layer."""
-    from . import config
-    from .layer import LAYER_TYPES, layer_class
+    from unetcore import config
+    from unetcore.layer import LAYER_TYPES, layer_class
     with config.using_engine(engine):
         fast_class = layer_class(param, [bottom_shape])
     if fast_class.engine != engine:
@@ -232,7 +232,7 @@ def float32_errors(param, bottom_shape, engine, rng):
 
 
 def _built(cls, param, dtype, bottom_shape):
-    from .blob import Blob
+    from unetcore.blob import Blob
     layer = cls(param, "TRAIN", dtype)
     bottom, top = [Blob(bottom_shape, dtype)], [Blob((), dtype)]
     layer.setup(bottom, top)

@@ -4,8 +4,8 @@ layers for a phase, level and stages, and a Split layer goes after every blob th
 layers read, so that backward sums their gradients."""
 from dataclasses import dataclass, field
 
-from .errors import NetError
-from .prototxt import Message
+from unetcore.errors import NetError
+from unetcore.formats.prototxt import Message
 
 
 @dataclass

@@ -18,11 +18,11 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from . import config
-from .blob import Blob
-from .errors import NetError, closest_name
-from .fillers import fill
-from .memory import require_bytes
+from unetcore import config
+from unetcore.blob import Blob
+from unetcore.errors import NetError, closest_name
+from unetcore.fillers import fill
+from unetcore.memory import require_bytes
 
 LAYER_TYPES = {}    # Caffe type name -> the reference class
 ENGINES = {}        # Caffe type name -> its engine classes, fastest first

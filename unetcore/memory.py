@@ -4,7 +4,7 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from .errors import UnetcoreError
+from unetcore.errors import UnetcoreError
 
 # UNETCORE_MAX_MEMORY (MiB) caps what one net may take, below the machine's memory.
 LIMIT_VARIABLE = "UNETCORE_MAX_MEMORY"

@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from .arena import MemoryPlan
-from .blob import Blob
-from .errors import NetError
-from .graph import filter_layers, input_layer, insert_splits
-from .layer import check_layer_type, draws_deferred, layer_class
-from .memory import require_blob_bytes, require_bytes
-from .prototxt import Message, parse_file
-from .sizes import check_alignment
-from .snapshot import load_weights, save_weights
-from .upgrade import upgrade_v1_net
+from unetcore import backend
+from unetcore.arena import MemoryPlan
+from unetcore.blob import Blob
+from unetcore.errors import NetError
+from unetcore.graph import filter_layers, input_layer, insert_splits
+from unetcore.layer import check_layer_type, draws_deferred, layer_class
+from unetcore.memory import require_blob_bytes, require_bytes
+from unetcore.formats.prototxt import Message, parse_file
+from unetcore.sizes import check_alignment
+from unetcore.formats.weights import load_weights, save_weights
+from unetcore.formats.upgrade import upgrade_v1_net
 
 TRAIN, TEST = "TRAIN", "TEST"
 

@@ -5,7 +5,7 @@ A max-pool with stride s sees a size that its windows do not tile exactly when
 the skip connection that is cropped and concatenated on the way up. For the 2015 U-Net
 this leaves the sizes 16k + 60 (k >= 8): 572 -> 388 is the paper's tile.
 """
-from .errors import NetError, UnetcoreError
+from unetcore.errors import NetError, UnetcoreError
 
 
 def misaligned_pools(net):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .logs import log
+from unetcore.logs import log
 
 # (setter, getter) names of OpenBLAS builds: NumPy's scipy-openblas (64-bit ints), plain.
 SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),

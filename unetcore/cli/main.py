@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .errors import UnetcoreError
-from .files import require_writable_folder, same_file, write_text, write_tiff
-from .inference import copy_all_weights, deploy_net, require_image_input, square_input
+from unetcore.errors import UnetcoreError
+from unetcore.files import require_writable_folder, same_file, write_text, write_tiff
+from unetcore.inference.deploy import copy_all_weights, deploy_net, require_image_input, square_input
 
 
 class _Group(click.Group):
@@ -105,13 +105,13 @@ def _phase(value):
 
 
 def _set_engine(ctx, param, value):
-    from . import config
+    from unetcore import config
     config.set_engine(value)
 
 
 def _engine_option(f):
     """--engine: which implementation runs layers that have several (unetcore.config)."""
-    from .layer import engine_names
+    from unetcore.layer import engine_names
     return click.option("--engine", type=click.Choice(engine_names()), default="auto",
                         show_default=True, expose_value=False, callback=_set_engine,
                         help="auto: the fastest engine whose conditions hold; reference: the "
@@ -128,8 +128,8 @@ def _engine_option(f):
                    "depends on.")
 def shapes(model, size, phase, receptive_field):
     """Print every layer's output blob shapes (a shape walk-through of the net)."""
-    from .memory import shapes_only
-    from .net import Net
+    from unetcore.memory import shapes_only
+    from unetcore.net import Net
     with shapes_only():                         # shapes allocate nothing
         net = Net(model, _phase(phase))
         square_input(net, model, size, "--size")
@@ -149,7 +149,7 @@ def shapes(model, size, phase, receptive_field):
 
 def _print_valid_sizes(net):
     """The input sizes near the current one that the net takes, per spatial axis."""
-    from .sizes import nearest_sizes_per_axis
+    from unetcore.sizes import nearest_sizes_per_axis
     shape = net.blobs[net.image_input].shape[2:]
     sizes = nearest_sizes_per_axis(net, net.image_input, count=3)
     click.echo("valid input sizes near " + "x".join(map(str, shape)) + ": " + "; ".join(
@@ -157,8 +157,8 @@ def _print_valid_sizes(net):
 
 
 def _print_receptive_field(net, model):
-    from .receptive import receptive_field
-    from .tiling import pooling_grid
+    from unetcore.inference.receptive import receptive_field
+    from unetcore.inference.tiling import pooling_grid
     require_image_input(net, model)
     if _is_3d(net):
         raise UnetcoreError(f"{model}: --receptive-field is for 2-d nets; a 3-d net's margins "
@@ -186,8 +186,8 @@ def _print_receptive_field(net, model):
 @_engine_option
 def gradcheck(model, phase, max_checks, step, threshold, seed):
     """Check a net's backward against central differences in float64."""
-    from .gradcheck import check_net, randomize_params, random_inputs
-    from .net import Net, load_net_param
+    from unetcore.gradcheck import check_net, randomize_params, random_inputs
+    from unetcore.net import Net, load_net_param
     param = load_net_param(model)
     param.set("force_backward", True)
     net = Net(param, _phase(phase), dtype=np.float64, seed=seed)
@@ -204,8 +204,8 @@ def gradcheck(model, phase, max_checks, step, threshold, seed):
 
 def _solver_or_net(path):
     """Read `path` as a solver prototxt, or as a net prototxt wrapped in a default solver."""
-    from .errors import PrototxtError
-    from .prototxt import Message, parse_file
+    from unetcore.errors import PrototxtError
+    from unetcore.formats.prototxt import Message, parse_file
     try:
         return parse_file(path, "SolverParameter")
     except PrototxtError as solver_error:
@@ -241,8 +241,8 @@ def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, jo
     and solver under the prefix `job`, with the plugin's defaults (Adam, fixed, base_lr
     1e-4, 1000 iterations, its tile) unless flags say otherwise, and the fine-tuned model's
     own .modeldef.h5; the solver's path."""
-    from .fiji_finetune import BASE_LR, ITERATIONS, prepare_finetuning
-    from .modeldef import read_modeldef
+    from unetcore.fiji.finetune import BASE_LR, ITERATIONS, prepare_finetuning
+    from unetcore.fiji.modeldef import read_modeldef
     validation_images, validation_labels = validation
     if bool(validation_images) != bool(validation_labels):
         raise UnetcoreError("give --validation-images and --validation-labels together")
@@ -261,7 +261,7 @@ def _modeldef_solver(path, images_path, labels_path, element_size, tile, gpu, jo
 
 def _modeldef_samples(images_path, labels_path, model, element_size):
     """(image (C, H, W), labels, pixel size) of every image of a TIFF and its label TIFF."""
-    from .data.stacks import read_stack, whole_labels
+    from unetcore.data.stacks import read_stack, whole_labels
     images, size = _model_images(images_path, model, element_size)
     labels = whole_labels(read_stack(labels_path, "label"), labels_path)
     if len(labels) != len(images):
@@ -312,8 +312,8 @@ def train(model, solver_path, modeldef, images, labels, instance_labels, validat
           validation_labels, element_size, tile, weights, resume, gpu, log_path, sigint_effect,
           sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
-    from .logs import log_to
-    from .solvers.solver import get_solver, signal_actions
+    from unetcore.logs import log_to
+    from unetcore.solvers.solver import get_solver, signal_actions
     if weights and resume:
         raise UnetcoreError("give --weights or --snapshot, not both")
     if modeldef:
@@ -358,7 +358,7 @@ def _progress(solver):
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .logs import LOGGER
+    from unetcore.logs import LOGGER
     total = solver.param.max_iter
     with tqdm(total=total, initial=solver.iter, unit="iter") as bar, \
             logging_redirect_tqdm(loggers=[LOGGER]):
@@ -388,7 +388,7 @@ def _progress(solver):
               help="With --3d: the z spacing in units of the xy pixel size.")
 def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsize_z):
     """Write a synthetic ISBI-like EM stack: train/test volume and label TIFFs."""
-    from .data.synth import synth_stack
+    from unetcore.data.synth import synth_stack
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     if volume:
@@ -404,8 +404,8 @@ def synth(folder, n_train, n_test, size, cell_size, seed, volume, slices, relsiz
 
 def _synth_volumes(out, shape, relsize_z, seed, cell_size):
     """synth --3d: a training and a test volume, and the training HDF5 file."""
-    from .data.synth import synth_volume
-    from .data.training_volume import write_training_volume
+    from unetcore.data.synth import synth_volume
+    from unetcore.data.training_volume import write_training_volume
     for split, split_seed in (("test", seed + 1), ("train", seed)):
         image, labels = synth_volume(shape, relsize_z, split_seed, cell_size)
         write_tiff(out / f"volume3d-{split}.tif", image)
@@ -424,8 +424,8 @@ def upgrade(model, output):
     """Write a V1 net (the 2015 release's format) as a V2 prototxt (Caffe's
     upgrade_net_proto_text)."""
     _output_path(output)
-    from .prototxt import parse_file, to_text
-    from .upgrade import upgrade_v1_net
+    from unetcore.formats.prototxt import parse_file, to_text
+    from unetcore.formats.upgrade import upgrade_v1_net
     param = parse_file(model)
     if not param.layers:
         raise UnetcoreError(f"{model}: has no V1 'layers'; it needs no upgrade")
@@ -444,8 +444,8 @@ def convert(source, output):
         raise UnetcoreError(f"{output}: name the output *.caffemodel (binary) or "
                             "*.caffemodel.h5 (HDF5); the name says which is written")
     _output_path(output)
-    from .caffemodel import write_caffemodel
-    from .snapshot import weight_layers, write_h5_weights
+    from unetcore.formats.caffemodel import write_caffemodel
+    from unetcore.formats.weights import weight_layers, write_h5_weights
     layers = weight_layers(source)
     if output.endswith(".h5"):
         write_h5_weights(output, [(name, arrays) for name, arrays, _ in layers])
@@ -477,8 +477,8 @@ def prepare_volume(image, labels, output, element_size, w0, sigma, num_classes, 
     if Path(output).suffix.lower() not in (".h5", ".hdf5"):
         raise UnetcoreError(f"{output}: -o is written as HDF5; name it *.h5")
     _output_path(output)
-    from .data.stacks import check_same_shape, normalize_grey, read_stack, to_classes
-    from .data.training_volume import write_training_volume
+    from unetcore.data.stacks import check_same_shape, normalize_grey, read_stack, to_classes
+    from unetcore.data.training_volume import write_training_volume
     grey = normalize_grey(read_stack(image, "image"), 0.0, 0.0, image, bits)
     label_stack = read_stack(labels, "label")
     check_same_shape(grey, label_stack, image, labels, "label")
@@ -502,8 +502,8 @@ def weightmap(labels, output, w0, sigma, num_classes):
     """Write the U-Net loss weight map of a label image or stack (float32 TIFF)."""
     from tqdm import tqdm
 
-    from .data.stacks import read_stack
-    from .data.weightmap import weight_stack
+    from unetcore.data.stacks import read_stack
+    from unetcore.data.weightmap import weight_stack
     _distinct_paths({"LABELS": labels, "-o": output})
     _tiff_name(output, "-o")
     _output_path(output)
@@ -526,10 +526,10 @@ def _segment_modeldef(image, path, weights, tile, gpu, memory_mb, element_size,
     net."""
     from tqdm import tqdm
 
-    from .fiji_images import prepare_image, resample_to, scale_to_model
-    from .fiji_predict import averaged_scores
-    from .modeldef import caffe_unet_net, read_modeldef
-    from .tiling import softmax
+    from unetcore.fiji.images import prepare_image, resample_to, scale_to_model
+    from unetcore.fiji.predict import averaged_scores
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
+    from unetcore.inference.tiling import softmax
     model = read_modeldef(path)
     if model.n_dims != 2:
         raise UnetcoreError(f"{path}: a 3-d model; segment --modeldef runs 2-d models (the "
@@ -551,8 +551,8 @@ def _segment_modeldef(image, path, weights, tile, gpu, memory_mb, element_size,
 
 
 def _read_images(path, channels, scale, mean, bits=None):
-    from .data.stacks import normalize_grey, read_tiff
-    from .tiling import as_channel_images
+    from unetcore.data.stacks import normalize_grey, read_tiff
+    from unetcore.inference.tiling import as_channel_images
     stack = read_tiff(path, "image")
     return as_channel_images(normalize_grey(stack, scale, mean, path, bits), channels, path)
 
@@ -563,8 +563,8 @@ def _read_inputs(path, net, scale, mean, bits=None):
     channels = net.blobs[net.image_input].shape[1]
     if not _is_3d(net):
         return _read_images(path, channels, scale, mean, bits)
-    from .data.stacks import normalize_grey, read_tiff
-    from .tiling import as_channel_volume
+    from unetcore.data.stacks import normalize_grey, read_tiff
+    from unetcore.inference.tiling import as_channel_volume
     volume = normalize_grey(read_tiff(path, "image"), scale, mean, path, bits)
     return as_channel_volume(volume, channels, path)[None]
 
@@ -577,9 +577,9 @@ def _model_images(path, model, element_size):
     """The images of a TIFF as the Fiji plugin reads them, float (C, H, W) each (an RGB
     image has a channel per colour), and their pixel size in um: --element-size, else the
     TIFF's calibration (uncalibrated: 1 um per pixel)."""
-    from .data.stacks import read_tiff
-    from .fiji_images import tiff_element_size_um
-    from .tiling import as_channel_images
+    from unetcore.data.stacks import read_tiff
+    from unetcore.fiji.images import tiff_element_size_um
+    from unetcore.inference.tiling import as_channel_images
     stack = read_tiff(path, "image").astype(np.float32)
     if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
         images = [np.moveaxis(stack, -1, 0)]
@@ -594,8 +594,8 @@ def _require_rescaling_memory(images, size, model, path):
     """Refuse, before any allocation, images whose copies rescaled to the model's pixel size
     would not fit in memory (float32, with the plugin's padding and scores at most doubling
     it)."""
-    from .fiji_images import scale_to_model
-    from .memory import require_bytes
+    from unetcore.fiji.images import scale_to_model
+    from unetcore.memory import require_bytes
     scale = scale_to_model(size, model)
     pixels = sum(image.shape[0] * math.prod(math.ceil(n * s) for n, s in
                                             zip(image.shape[1:], scale)) for image in images)
@@ -612,7 +612,7 @@ def _choose_tile(net, source, image_shapes, tile, memory_mb):
         shape = "x".join(map(str, net.blobs[net.image_input].shape[2:]))
         click.echo(f"tile {shape}: the prototxt's input shape (a 3-d net's tile)", err=True)
         return
-    from .tiling import auto_tile
+    from unetcore.inference.tiling import auto_tile
     chosen = auto_tile(net, image_shapes, memory_mb * 2 ** 20)
     square_input(net, source, chosen)
     click.echo(f"tile {chosen} x {chosen}: the fewest multiply-adds for these images within "
@@ -624,7 +624,7 @@ def _segment_all(net, images, batch_budget_mb, average_mirror=False):
     slice by slice too, so that the labels are written and scored as a stack."""
     from tqdm import tqdm
 
-    from .tiling import axis_geometry, segment, softmax, tile_origins, tiles_per_batch
+    from unetcore.inference.tiling import axis_geometry, segment, softmax, tile_origins, tiles_per_batch
     steps = [step for _, _, _, step in axis_geometry(net, net.image_input, net.outputs[0])]
     count = sum(len(tile_origins(im.shape[-len(steps):], steps)) for im in images)
     batch = tiles_per_batch(net, net.image_input, batch_budget_mb * 2 ** 20, count)
@@ -734,13 +734,13 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
                     memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk,
                     overwrite):
-    """segment -o OUT.zarr: unetcore.volume, chunk by chunk, resumable."""
+    """segment -o OUT.zarr: unetcore.inference.chunked, chunk by chunk, resumable."""
     import uuid
 
     from tqdm import tqdm
 
-    from . import config
-    from .volume import (ChunkPlan, VolumeJob, claim_output, create_outputs, hdf5_path,
+    from unetcore import config
+    from unetcore.inference.chunked import (ChunkPlan, VolumeJob, claim_output, create_outputs, hdf5_path,
                          job_record, open_volume, require_cluster_extra, segment_volume,
                          value_scaling, write_record)
     require_cluster_extra()
@@ -818,8 +818,8 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits, as_
     """Segment IMAGES and score them against LABELS with the ISBI 2012 measures, as the
     challenge computed them (see `unetcore score`; a 3-d net segments the stack as one
     volume; the measures, 2-d, score it slice by slice)."""
-    from .data.stacks import check_same_shape, read_stack, to_classes
-    from .metrics import iou, label_stack
+    from unetcore.data.stacks import check_same_shape, read_stack, to_classes
+    from unetcore.measures.isbi import iou, label_stack
     net = deploy_net(model, weights, tile, gpu)
     stack = _read_inputs(images, net, 0.0, 0.0, bits)
     classes = net.blobs[net.outputs[0]].shape[1]
@@ -853,8 +853,8 @@ def score(cell_probabilities, labels, as_json):
     CELL_PROBABILITIES: a TIFF stack of values in [0, 1], 1 = cell (or the (slices, 2, H, W)
     file of `segment --probabilities`, whose channel 1 is cell). LABELS: 255 (or 1) = cell,
     0 = membrane, the same shape."""
-    from .data.stacks import check_same_shape, read_stack, read_tiff
-    from .metrics import label_stack, probability_stack
+    from unetcore.data.stacks import check_same_shape, read_stack, read_tiff
+    from unetcore.measures.isbi import label_stack, probability_stack
     probabilities = probability_stack(read_tiff(cell_probabilities, "probability"),
                                       cell_probabilities)
     truth = label_stack(read_stack(labels, "label"), labels)
@@ -865,7 +865,7 @@ def score(cell_probabilities, labels, as_json):
 def _print_measures(cell_probabilities, truth, as_json):
     """The ISBI 2012 measures at every threshold and the best of each, or (--json) only the
     best of each, as one JSON object."""
-    from .metrics import best_json, best_lines, evaluate, table_lines
+    from unetcore.measures.isbi import best_json, best_lines, evaluate, table_lines
     rows, best = evaluate(cell_probabilities, truth)
     for line in [best_json(best)] if as_json else table_lines(rows) + best_lines(rows, best):
         click.echo(line)
@@ -889,9 +889,9 @@ def _print_measures(cell_probabilities, truth, as_json):
 def export(model, weights, output, package, name, author, license_id, data_citation):
     """Write a deploy net with its weights as ONNX (standard operators; any valid input size),
     or as a BioImage Model Zoo package. Needs pip install 'unetcore[export]'."""
-    from .bioimageio import check_license, write_package, write_zip
-    from .export import export_onnx
-    from .net import Net
+    from unetcore.export.bioimageio import check_license, write_package, write_zip
+    from unetcore.export.onnx import export_onnx
+    from unetcore.net import Net
     if (output is None) == (package is None):
         raise UnetcoreError("give -o MODEL.onnx or --bioimageio FOLDER (one of them)")
     if package is not None and not author:
@@ -924,7 +924,7 @@ def export(model, weights, output, package, name, author, license_id, data_citat
 def plot_log(log, output):
     """Draw the loss (train and test) and learning-rate curves of a training log."""
     _output_path(output)
-    from .plotlog import parse_log, plot_svg
+    from unetcore.tools.plotlog import parse_log, plot_svg
     if not output.endswith(".svg"):
         raise UnetcoreError(f"{output}: plot-log writes SVG; name the output *.svg")
     series = parse_log(log)
@@ -943,8 +943,8 @@ def plot_log(log, output):
 @_engine_option
 def time_command(model, size, iterations, phase, gpu):
     """Per-layer forward/backward times, medians over iterations (Caffe's `caffe time`)."""
-    from .net import Net
-    from .timing import layer_macs, time_layers
+    from unetcore.net import Net
+    from unetcore.tools.timing import layer_macs, time_layers
     net = Net(model, _phase(phase), gpu=gpu)
     square_input(net, model, size, "--size")
     times = time_layers(net, iterations)
@@ -967,7 +967,7 @@ def time_command(model, size, iterations, phase, gpu):
 @click.option("--gpu", type=int, default=0, show_default=True)
 def device(gpu):
     """What CuPy sees of a GPU (Caffe's `caffe device_query`)."""
-    from .backend import gpu_module
+    from unetcore.backend import gpu_module
     cupy = gpu_module(gpu)
     props = cupy.cuda.runtime.getDeviceProperties(gpu)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
@@ -992,8 +992,8 @@ def device(gpu):
 def draw(model, output, size, phase):
     """Draw a net from its prototxt (Graphviz when installed, a built-in U layout otherwise)."""
     _output_path(output)
-    from .draw import render
-    from .net import Net
+    from unetcore.tools.draw import render
+    from unetcore.net import Net
     net = Net(model, _phase(phase))
     square_input(net, model, size, "--size")
     how = render(net, output)
@@ -1005,6 +1005,6 @@ def draw(model, output, size, phase):
 def fiji_backend(folder):
     """Write FOLDER/caffe_unet and FOLDER/caffe: the Fiji U-Net plugin's backend, run by this
     installation (point the plugin's caffe_unet setting at FOLDER/caffe_unet; docs/fiji.md)."""
-    from .fiji_backend import write_scripts
+    from unetcore.fiji.backend import write_scripts
     for path in write_scripts(folder):
         click.echo(f"wrote {path}")

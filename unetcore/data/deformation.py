@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..backend import array_module, ndimage_for
+from unetcore.backend import array_module, ndimage_for
 
 
 def paper_displacements(shape, rng, grid_points=3, std=10.0, xp=np):

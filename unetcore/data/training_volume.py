@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_h5, write_text
-from .weightmap import weight_map
+from unetcore.files import atomic_h5, write_text
+from unetcore.data.weightmap import weight_map
 
 
 def write_training_volume(path, grey, classes, labels, element_size, w0=10.0, sigma=5.0,

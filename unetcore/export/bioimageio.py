@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import ExportError, export_onnx
-from .errors import WriteError, closest_name
-from .files import atomic_file, sha256, write_text
-from .sizes import valid_sizes, valid_sizes_per_axis
-from .tiling import softmax
+from unetcore.export.onnx import ExportError, export_onnx
+from unetcore.errors import WriteError, closest_name
+from unetcore.files import atomic_file, sha256, write_text
+from unetcore.sizes import valid_sizes, valid_sizes_per_axis
+from unetcore.inference.tiling import softmax
 
 UNET_PAPER = {"text": "Ronneberger O., Fischer P., Brox T. (2015). U-Net: Convolutional Networks "
                       "for Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.",

@@ -17,9 +17,9 @@ net takes (16k + 60 for the 2015 U-Net). Any other layer is refused with its nam
 """
 import numpy as np
 
-from .backend import to_numpy
-from .errors import UnetcoreError
-from .files import atomic_file
+from unetcore.backend import to_numpy
+from unetcore.errors import UnetcoreError
+from unetcore.files import atomic_file
 
 
 class ExportError(UnetcoreError):

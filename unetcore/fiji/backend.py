@@ -2,7 +2,7 @@
 them (CaffeJob, SegmentationJob, FinetuneJob), computed by unetcore.
 
 `unetcore fiji-backend DIR` writes DIR/caffe_unet and DIR/caffe, two scripts that run
-`python -m unetcore.fiji_backend caffe_unet|caffe ARGS` with this installation's Python.
+`python -m unetcore.fiji.backend caffe_unet|caffe ARGS` with this installation's Python.
 
 caffe_unet COMMAND [flags]
     device_query                  what the GPU is (-gpu k)
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BackendError, UnetcoreError
-from .files import write_text
-from .logs import log, log_to
+from unetcore.errors import BackendError, UnetcoreError
+from unetcore.files import write_text
+from unetcore.logs import log, log_to
 
 CAFFE_UNET_FLAGS = {"gpu": "", "model": "", "weights": "", "iterations": 50, "infileH5": "",
                     "outfileH5": "", "gpu_mem_available_MB": "", "mem_available_px": "",
@@ -54,7 +54,7 @@ USAGE = {"caffe_unet": "usage: caffe_unet <command> <args>\n\ncommands:\n"
                   "  device_query    show GPU diagnostic information"}
 SCRIPT = """#!/bin/sh
 # The Fiji U-Net plugin's {tool}, run by unetcore (written by `unetcore fiji-backend`).
-exec {python} -m unetcore.fiji_backend {tool} "$@"
+exec {python} -m unetcore.fiji.backend {tool} "$@"
 """
 
 
@@ -128,7 +128,7 @@ def gpu_device(flag):
 def require_gpu(device):
     """Select the GPU; a device that is not there is refused in CUDA's words, which the
     plugin recognizes ("invalid device ordinal")."""
-    from .backend import gpu_module
+    from unetcore.backend import gpu_module
     try:
         return gpu_module(device)
     except BackendError as err:
@@ -144,7 +144,7 @@ def check_model_and_weights(flags):
     """caffe_unet check_model_and_weights_h5. Weights whose channel counts differ from the
     net's (-n_channels, a changed class count) fit, as caffe_unet's copy makes them fit: the
     plugin runs this check before fine-tuning, which trains the channels the file lacks."""
-    from .modeldef import caffe_unet_net, read_modeldef
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
     if not flags["model"].endswith(".h5"):
         raise UnetcoreError(f"Check failed: -model '{flags['model']}' is not an HDF5 model "
                             "definition (.h5)")
@@ -180,8 +180,8 @@ def copy_finetuning_weights(net, path):
 
 def _weights_ident(path):
     """The /.unet-ident of an HDF5 weights file (caffe_unet's shortcut), else None."""
-    from .modeldef import read_text
-    from .snapshot import open_h5
+    from unetcore.fiji.modeldef import read_text
+    from unetcore.formats.weights import open_h5
     if not path.endswith(".h5") or not Path(path).is_file():
         return None
     with open_h5(path, "weights") as f:
@@ -191,7 +191,7 @@ def _weights_ident(path):
 
 def tiling_input_tile(flags, model, shape, on_gpu):
     """The input tile that caffe_unet's tiling flags choose for an image of `shape`."""
-    from . import fiji_predict as fp
+    from unetcore.fiji import predict as fp
     given = [k for k in ("gpu_mem_available_MB", "mem_available_px", "n_tiles", "tile_size")
              if flags[k]]
     if len(given) > 1 or (not on_gpu and len(given) != 1):
@@ -231,9 +231,9 @@ def _numbers(text, option):
 def tiled_predict(flags):
     """caffe_unet tiled_predict: the scores of every item of the input file, written to the
     output file (which the plugin names like the input) as its only members."""
-    from .inference import copy_all_weights
-    from .modeldef import caffe_unet_net, read_modeldef
-    from .snapshot import atomic_h5
+    from unetcore.inference.deploy import copy_all_weights
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
+    from unetcore.formats.weights import atomic_h5
     for key in ("infileH5", "outfileH5", "model"):
         if not flags[key]:
             raise UnetcoreError(f"Check failed: Need -{key}.")
@@ -270,8 +270,8 @@ def tiled_predict(flags):
 def _passes_over(net, data, averaging, padding):
     """The averaged raw scores (N, classes, *spatial) of every item, pass by pass as
     caffe_unet runs them, with its progress line on stdout after every tile."""
-    from .fiji_predict import passes
-    from .tiling import axis_geometry, segment, tile_origins
+    from unetcore.fiji.predict import passes
+    from unetcore.inference.tiling import axis_geometry, segment, tile_origins
     steps = [step for _, _, _, step in axis_geometry(net, net.image_input, net.outputs[0])]
     transforms = passes(averaging)
     batches = len(transforms) * len(data)
@@ -303,7 +303,7 @@ class ProgressLine:
 
 def _read_input(path, model, iterations):
     """The first `iterations` items (0: all) of the input file's data, (N, C, *spatial)."""
-    from .snapshot import open_h5
+    from unetcore.formats.weights import open_h5
     with open_h5(path, "input") as f:
         if model.input_dataset_name not in f:
             raise UnetcoreError(f"Check failed: {path} has no dataset "
@@ -321,7 +321,7 @@ def _read_input(path, model, iterations):
 def caffe_train(flags):
     """caffe train: the plugin's rewritten solver, logging on stderr; SIGINT (the plugin's
     cancel, kill -2) snapshots and stops with -sigint_effect stop."""
-    from .solvers.solver import get_solver, signal_actions
+    from unetcore.solvers.solver import get_solver, signal_actions
     if not flags["solver"]:
         raise UnetcoreError("Check failed: Need a solver definition to train.")
     if flags["weights"] and flags["snapshot"]:

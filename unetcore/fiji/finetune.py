@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .files import atomic_h5, write_text
-from .fiji_images import prepare_image, scale_to_model, training_blobs
-from .modeldef import write_modeldef
-from .prototxt import parse, to_text
+from unetcore.errors import DataError
+from unetcore.files import atomic_h5, write_text
+from unetcore.fiji.images import prepare_image, scale_to_model, training_blobs
+from unetcore.fiji.modeldef import write_modeldef
+from unetcore.formats.prototxt import parse, to_text
 
 # The plugin's fine-tuning defaults (the dialog's): Adam at a fixed 1e-4 for 1000 iterations,
 # validated (when validation images are given) after every iteration.

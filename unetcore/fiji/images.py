@@ -20,8 +20,8 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .data.weightmap import nearest_two_distances
-from .errors import DataError
+from unetcore.data.weightmap import nearest_two_distances
+from unetcore.errors import DataError
 
 NORMALIZATIONS = {0: "none", 1: "min/max to [0, 1]", 2: "zero mean, unit standard deviation",
                   3: "maximum norm 1"}

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 import h5py
 import numpy as np
 
-from .errors import DataError
-from .snapshot import atomic_h5, open_h5
+from unetcore.errors import DataError
+from unetcore.formats.weights import atomic_h5, open_h5
 
 REQUIRED = ("/.unet-ident", "/model_prototxt", "/solver_prototxt", "/unet_param/name",
             "/unet_param/description", "/unet_param/input_blob_name", "/unet_param/padding",
@@ -127,10 +127,10 @@ class ModelDefinition:
         image) to the model's and normalized, caffe_unet's TEST net with the model's
         padding, the scores averaged over the passes of `averaging` (None, "mirror" or
         "rotate")."""
-        from .fiji_images import prepare_image, resample_to, scale_to_model
-        from .fiji_predict import averaged_scores
-        from .inference import copy_all_weights
-        from .tiling import softmax
+        from unetcore.fiji.images import prepare_image, resample_to, scale_to_model
+        from unetcore.fiji.predict import averaged_scores
+        from unetcore.inference.deploy import copy_all_weights
+        from unetcore.inference.tiling import softmax
         image = self._with_channels(image)
         element_size_um = element_size_um or (1.0,) * self.n_dims
         net = self.test_net(len(image), gpu=gpu)
@@ -149,8 +149,8 @@ class ModelDefinition:
         (<job>_iter_N.caffemodel.h5) go under the path prefix `job`. `options` are
         prepare_finetuning's (tile, base_lr, iterations, labels_are_classes, ...).
         Returns (the fine-tuned ModelDefinition, the weights' path)."""
-        from .fiji_finetune import prepare_finetuning
-        from .solvers import get_solver
+        from unetcore.fiji.finetune import prepare_finetuning
+        from unetcore.solvers import get_solver
         element_size_um = element_size_um or (1.0,) * self.n_dims
 
         def samples(pairs):
@@ -377,7 +377,7 @@ def caffe_unet_net_param(model, channels, input_shape):
     """caffe_unet's TEST net: the model's prototxt behind an Input layer named after
     input_blob_name, of shape (1, channels, *input_shape). (caffe_unet prepends the layer's
     text; we prepend the parsed layer, so that errors keep the prototxt's own lines.)"""
-    from .prototxt import Message, parse
+    from unetcore.formats.prototxt import Message, parse
     dims = " ".join(f"dim: {n}" for n in (1, channels, *input_shape))
     name = model.input_blob_name
     net = Message("NetParameter").set("layer", parse(
@@ -392,5 +392,5 @@ def caffe_unet_net_param(model, channels, input_shape):
 
 def caffe_unet_net(model, channels, input_shape, gpu=None):
     """The model's TEST net (caffe_unet's) at an input of (1, channels, *input_shape)."""
-    from .net import Net
+    from unetcore.net import Net
     return Net(caffe_unet_net_param(model, channels, input_shape), "TEST", gpu=gpu)

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from .errors import DataError
-from .tiling import segment
+from unetcore.errors import DataError
+from unetcore.inference.tiling import segment
 
 MIRROR_FLIPS = ((), (-1,), (-2,), (-2, -1))     # caffe_unet's passes 0..3 (bit 0 flips x)
 

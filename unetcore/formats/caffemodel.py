@@ -15,7 +15,7 @@ Every other field is skipped, as a protobuf reader skips unknown fields.
 """
 import numpy as np
 
-from .errors import DataError
+from unetcore.errors import DataError
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 LAYER_FIELDS = {100: (1, 7), 2: (4, 6)}     # NetParameter field: (name field, blobs field)

@@ -1,7 +1,7 @@
 """Caffe's protobuf text format: tokenizer, parser and printer.
 
 ``parse(text, "NetParameter")`` returns a ``Message`` checked against the schema in
-``unetcore.schema``. Any syntax or schema error raises ``PrototxtError`` located
+``unetcore.formats.schema``. Any syntax or schema error raises ``PrototxtError`` located
 as ``file:line:col`` with, for a misspelt name, a "did you mean" suggestion.
 ``to_text(message)`` prints a message back; ``parse(to_text(m)) == m``.
 """
@@ -9,8 +9,8 @@ import difflib
 import math
 import re
 
-from .errors import PrototxtError
-from .schema import MESSAGES
+from unetcore.errors import PrototxtError
+from unetcore.formats.schema import MESSAGES
 
 # One token: whitespace and comments are skipped, everything else is kept.
 _TOKEN = re.compile(r"""

@@ -14,10 +14,10 @@ Upgrading a V1 layer to a V2 `layer`:
 The net-level input and input_dim stay as they are; Net turns them into an Input layer, as
 Caffe's UpgradeNetInput does.
 """
-from .errors import NetError, UnetcoreError
-from .logs import log
-from .prototxt import Message
-from .schema import V1_LAYER_PARAMS, V1_OPEN_PARAMS, V1_TYPES
+from unetcore.errors import NetError, UnetcoreError
+from unetcore.logs import log
+from unetcore.formats.prototxt import Message
+from unetcore.formats.schema import V1_LAYER_PARAMS, V1_OPEN_PARAMS, V1_TYPES
 
 
 def upgrade_v1_net(v1):
@@ -94,7 +94,7 @@ def centre_crops(net_param, crops):
 
 def blob_shapes(net_param, first_crop):
     """{blob name: shape} of the upgraded net, built in each phase (a crop may be in either)."""
-    from .net import Net
+    from unetcore.net import Net
     shapes = {}
     for phase in ("TEST", "TRAIN"):
         try:

@@ -2,7 +2,7 @@
 
 HDF5 weights use Caffe's layout, so Caffe and caffe_unet load them and we load theirs:
 one group per layer under /data, with datasets "0" (weights), "1" (bias), ...
-Binary .caffemodel and .solverstate files are Caffe's own (unetcore.caffemodel).
+Binary .caffemodel and .solverstate files are Caffe's own (unetcore.formats.caffemodel).
 Every file is written to a temporary name beside the target and renamed over it,
 so a crash or Ctrl-C never leaves a half-written snapshot in place of a good one.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .backend import to_numpy
-from .errors import DataError
-from .files import atomic_file, atomic_h5
+from unetcore.backend import to_numpy
+from unetcore.errors import DataError
+from unetcore.files import atomic_file, atomic_h5
 
 
 def open_h5(path, what="weights"):
@@ -45,7 +45,7 @@ def write_h5_weights(path, layers):
 def weight_layers(path):
     """(layer name, [arrays], where) for every layer with weights in an HDF5 weights file
     (Caffe's layout) or a binary .caffemodel; `where` locates the layer in the file."""
-    from .caffemodel import is_hdf5, read_caffemodel
+    from unetcore.formats.caffemodel import is_hdf5, read_caffemodel
     if not Path(path).exists():
         raise DataError(f"{path}: no such weights file")
     if not is_hdf5(path):
@@ -65,7 +65,7 @@ def load_weights(net, path, strict=False, resize_channels=False):
     CopyTrainedLayersFrom does; with `strict` (weights for inference) it is an error.
     With `resize_channels`, a (De)Convolution whose channel counts differ from the file's
     takes the overlapping part, as caffe_unet's CopyTrainedLayersFromHDF5 does."""
-    from .logs import log
+    from unetcore.logs import log
     layers = {layer.name: layer for layer in net.layers}
     copied = []
     for name, arrays, where in weight_layers(path):
@@ -134,7 +134,7 @@ def _copy_overlap(values, blob):
 
 def _log_channel_change(layer, file_shape, net_shape):
     """caffe_unet's line for each changed channel count of a layer's weights."""
-    from .logs import log
+    from unetcore.logs import log
     for axis, meaning in enumerate(CHANNEL_AXES[layer.type]):
         if file_shape[axis] != net_shape[axis]:
             log(f"Changing number of {meaning} channels of layer {layer.name} from "
@@ -144,7 +144,7 @@ def _log_channel_change(layer, file_shape, net_shape):
 
 def save_binary_weights(net, path):
     """The net's weights as a binary .caffemodel (Caffe's NetParameter with V2 layers)."""
-    from .caffemodel import encode_net
+    from unetcore.formats.caffemodel import encode_net
     layers = [(layer.name, layer.type, [to_numpy(b.data) for b in layer.blobs])
               for layer in net.layers if layer.blobs]
     with atomic_file(path) as f:
@@ -154,7 +154,7 @@ def save_binary_weights(net, path):
 def read_state(path):
     """{iter, learned_net, history, current_step, rng_states} of an HDF5 or binary solver
     state."""
-    from .caffemodel import is_hdf5, read_solverstate
+    from unetcore.formats.caffemodel import is_hdf5, read_solverstate
     if not Path(path).exists():
         raise DataError(f"{path}: no such solver state file")
     if not is_hdf5(path):

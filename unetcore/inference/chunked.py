@@ -2,7 +2,7 @@
 
 The output is cut into chunks of (1, S, S) voxels for a 2-d net, or (S_z, S, S) for a 3-d net,
 each edge a multiple of the net's tile step on its axis, so that every chunk's tiles are
-exactly the tiles that unetcore.tiling.segment would run over the whole slice, or the whole
+exactly the tiles that unetcore.inference.tiling.segment would run over the whole slice, or the whole
 volume (same origins, same mirrored context). A chunk reads only its input region,
 with the net's margin of context, and mirrors where that region passes the volume's border,
 as the whole slice would be mirrored. So a chunked result equals the in-process one, and the
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, UnetcoreError
-from .files import sha256, write_errors, write_text
+from unetcore.errors import DataError, UnetcoreError
+from unetcore.files import sha256, write_errors, write_text
 
 DONE_FOLDER = ".unetcore-done"
 JOB_RECORD = ".unetcore-job.json"
@@ -129,7 +129,7 @@ def value_scaling(volume, scale, mean, bits, path):
       value (normalize_grey refuses a chunk whose values do not fit);
     - else the volume's range to [0, 1].
     The volume is read once, slice by slice, where a rule needs its range."""
-    from .data.stacks import bit_depth, check_bits
+    from unetcore.data.stacks import bit_depth, check_bits
     check_bits(volume.dtype, bits, scale, path)
     unsigned = np.issubdtype(volume.dtype, np.unsignedinteger)
     if scale:
@@ -166,7 +166,7 @@ class ChunkPlan:
         """The plan for `net`, with chunk edges near `edge` px in y and x (CHUNK_TARGET by
         default) and CHUNK_TARGET_Z slices in z for a 3-d net, no larger than the volume,
         rounded to the tile steps."""
-        from .tiling import axis_geometry
+        from unetcore.inference.tiling import axis_geometry
         geometry = axis_geometry(net, net.image_input, net.outputs[0])
         volumetric = len(geometry) == 3
         if not volumetric:
@@ -221,7 +221,7 @@ def chunk_canvas(volume, plan, chunk, to_grey):
 
 def segment_chunk(net, volume, plan, chunk, to_grey, batch):
     """Class probabilities (classes, slices, rows, cols) of one output chunk."""
-    from .tiling import segment_canvas, softmax
+    from unetcore.inference.tiling import segment_canvas, softmax
     window = plan.output_window(chunk)
     axes = range(3) if plan.volumetric else range(1, 3)       # the net's spatial axes
     sizes = [window[axis].stop - window[axis].start for axis in axes]
@@ -372,9 +372,9 @@ class JobState:
     """What one process opens for a job: the net (built and loaded once), its batch of tiles,
     the volume, the chunk plan and the output arrays."""
     def __init__(self, job):
-        from . import config
-        from .inference import deploy_net
-        from .tiling import tiles_per_batch
+        from unetcore import config
+        from unetcore.inference.deploy import deploy_net
+        from unetcore.inference.tiling import tiles_per_batch
         with config.using_engine(job.engine):
             self.net = deploy_net(job.model, job.weights, job.tile, job.gpu)
         self.volume = open_volume(job.source)
@@ -401,7 +401,7 @@ def job_state(job):
 
 def run_chunk(job, chunk):
     """Segment and write one chunk (a task on a worker, or a step in this process)."""
-    from .data.stacks import normalize_grey
+    from unetcore.data.stacks import normalize_grey
     state = job_state(job)
     to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source,  # noqa: E731
                                             job.bits)

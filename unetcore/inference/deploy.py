@@ -2,13 +2,13 @@
 every learnable layer's weights (the commands' and the cluster workers' common start)."""
 import numpy as np
 
-from .errors import NetError, UnetcoreError
+from unetcore.errors import NetError, UnetcoreError
 
 
 def deploy_net(model, weights, tile, gpu):
     """The TEST net of `model` on the CPU (gpu None) or a GPU, at a `tile` x `tile` input (None:
     the prototxt's), with `weights` for every learnable layer, forward only."""
-    from .net import Net
+    from unetcore.net import Net
     net = Net(model, "TEST", gpu=gpu)
     require_image_input(net, model)
     square_input(net, model, tile)
@@ -42,7 +42,7 @@ def square_input(net, model, size, option="--tile"):
         raise UnetcoreError(f"{option} {size}: the input size must be a positive number of "
                             "pixels")
     require_image_input(net, model)
-    from .memory import require_blob_bytes
+    from unetcore.memory import require_blob_bytes
     blob = net.blobs[net.image_input]
     if len(blob.shape) != 4:
         raise UnetcoreError(f"{model}: a 3-d net's tile (D, H, W) is its prototxt's input shape; "
@@ -65,6 +65,6 @@ def square_input(net, model, size, option="--tile"):
 
 def smallest_hint(net, size):
     """' (the smallest it takes is N)' for a net that takes a size in the next 512 px."""
-    from .sizes import valid_sizes
+    from unetcore.sizes import valid_sizes
     larger = valid_sizes(net, net.image_input, size + 1, size + 512)
     return f" (the smallest it takes is {larger[0]})" if larger else ""

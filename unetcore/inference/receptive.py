@@ -76,7 +76,7 @@ def receptive_field(net, position, output=None, input_name=None):
 def field_sizes(net, grid=None):
     """{size of the field per axis: [positions mod the pooling grid that have it]} along y,
     for the output pixels 0..grid-1 of the first row: the field's size by grid position."""
-    from .tiling import pooling_grid
+    from unetcore.inference.tiling import pooling_grid
     grid = grid or pooling_grid(net)
     sizes = {}
     for position in range(grid):

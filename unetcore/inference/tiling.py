@@ -18,11 +18,11 @@ import math
 
 import numpy as np
 
-from .backend import to_numpy
-from .errors import DataError, NetError, UnetcoreError
-from .memory import require_bytes
-from .sizes import misaligned_pools
-from .timing import net_macs
+from unetcore.backend import to_numpy
+from unetcore.errors import DataError, NetError, UnetcoreError
+from unetcore.memory import require_bytes
+from unetcore.sizes import misaligned_pools
+from unetcore.tools.timing import net_macs
 
 
 def pooling_grid(net, axis=-1):

@@ -13,7 +13,7 @@ Rand error     1 - the best F-score of the foreground-restricted Rand index: onl
                cell pixels count, and each pixel the prediction calls membrane is a segment of
                its own; pair counts (N^2 form, self-pairs included) summed over slices
 warping error  the fewest pixels left as splits or mergers after the simple-point warp of
-               the truth towards the prediction (unetcore.topology), over all pixels
+               the truth towards the prediction (unetcore.measures.topology), over all pixels
 The leaderboard since late 2015, higher is better:
 V_Rand         foreground-restricted Rand F-score after the prediction's membranes are thinned
                to 1-pixel lines by a watershed (the lines are single-pixel segments)
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import DataError
-from .topology import SLICEWISE, splits_and_mergers, thin_membranes, warp
+from unetcore.errors import DataError
+from unetcore.measures.topology import SLICEWISE, splits_and_mergers, thin_membranes, warp
 
 MEASURES = ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
 TITLES = {"pixel_error": "pixel error", "rand_error": "Rand error",

@@ -5,7 +5,7 @@ The 2015 net: depth 4, 64 base channels, input 572 -> output 388. Smaller nets (
 Names follow the release: conv_d0a-b, relu_d0b, conv_d0b-c, pool_d0c-1a, ..., dropout_d4c,
 upconv_d4c_u3a, crop_d3c-d3cc, concat_d3cc_u3a-b, conv_u3b-c, ..., conv_u0d-score.
 
-``python -m unetcore.unet`` rewrites the files in prototxt/ (a test checks they match).
+``python -m unetcore.models.unet`` rewrites the files in prototxt/ (a test checks they match).
 """
 import sys
 from pathlib import Path

@@ -12,7 +12,7 @@ Each axis obeys the U-Net's tile rule on its own (unetcore.sizes): every pooling
 a size its windows tile. `valid_tiles` lists the sizes per axis and `output_shape` walks a
 tile through the net.
 
-``python -m unetcore.unet3d`` rewrites the 3-d files in prototxt/ (a test checks they match).
+``python -m unetcore.models.unet3d`` rewrites the 3-d files in prototxt/ (a test checks they match).
 """
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The CUDA kernels of unetcore/kernels/*.cu, compiled by CuPy (NVRTC) and cached.
+"""The CUDA kernels of unetcore/ops/*.cu, compiled by CuPy (NVRTC) and cached.
 
 Each .cu file defines extern "C" kernels named <name>_float and <name>_double. They loop
 with a grid stride, so any launch size covers any n; we use 256 threads per block.
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-KERNELS = Path(__file__).parent / "kernels"
+KERNELS = Path(__file__).parent
 THREADS = 256
 
 
@@ -85,7 +85,7 @@ def softmax_loss_backward(prob, label, weight, ignore_label, dscore):
 
 
 def sgd_update(weight, grad, history, momentum, rate, decay):
-    """kernels/sgd_update.cu: weight decay, momentum and the weight step in one pass."""
+    """ops/sgd_update.cu: weight decay, momentum and the weight step in one pass."""
     scalar = weight.dtype.type
     launch(kernel("sgd_update.cu", "sgd_update", weight.dtype), weight.size,
            (np.int32(weight.size), weight, grad, history, scalar(momentum), scalar(rate),

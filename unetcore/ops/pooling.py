@@ -6,11 +6,11 @@ first maximum in scan order, as Caffe. max_pool_backward routes each dy to its a
 dx[argmax] += dy.
 
 The strided functions are the reference, in any number of spatial axes and on either
-device; the CUDA kernels (kernels/pooling.cu) serve 2-d images on a GPU.
+device; the CUDA kernels (ops/pooling.cu) serve 2-d images on a GPU.
 """
 import numpy as np
 
-from unetcore import gpu
+from unetcore.ops import cuda
 from unetcore.backend import array_module, on_gpu
 
 
@@ -83,13 +83,13 @@ def max_pool_backward_strided(dy, argmax, dx, kernel, stride, pad):
 
 
 def max_pool_forward_gpu(x, y, kernel, stride, pad):
-    """kernels/pooling.cu: one thread per output."""
+    """ops/pooling.cu: one thread per output."""
     import cupy
     argmax = cupy.empty(y.shape, dtype=cupy.int32)
-    gpu.max_pool_forward(x, y, argmax, kernel, stride, pad)
+    cuda.max_pool_forward(x, y, argmax, kernel, stride, pad)
     return argmax
 
 
 def max_pool_backward_gpu(dy, argmax, dx, kernel, stride, pad):
-    """kernels/pooling.cu: each input gathers the dy of the windows whose maximum it is."""
-    gpu.max_pool_backward(dy, argmax, dx, kernel, stride, pad)
+    """ops/pooling.cu: each input gathers the dy of the windows whose maximum it is."""
+    cuda.max_pool_backward(dy, argmax, dx, kernel, stride, pad)

@@ -6,7 +6,7 @@ weights w of shape (outer, 1, inner) (0 where a label is ignored):
 """
 import numpy as np
 
-from unetcore import gpu
+from unetcore.ops import cuda
 from unetcore.backend import on_gpu
 
 FLT_MIN = np.finfo(np.float32).tiny
@@ -37,18 +37,18 @@ def loss_gradient_cpu(prob, labels, weights):
 
 
 def weighted_log_loss_gpu(prob, labels, weights):
-    """kernels/softmax_loss.cu: one thread per pixel."""
+    """ops/softmax_loss.cu: one thread per pixel."""
     import cupy
     loss = cupy.empty((prob.shape[0], prob.shape[2]), prob.dtype)
-    gpu.softmax_loss_forward(cupy.ascontiguousarray(prob), labels.astype(prob.dtype), weights,
+    cuda.softmax_loss_forward(cupy.ascontiguousarray(prob), labels.astype(prob.dtype), weights,
                              None, loss, cupy.empty_like(loss))
     return loss.sum()
 
 
 def loss_gradient_gpu(prob, labels, weights):
-    """kernels/softmax_loss.cu: one thread per pixel, over its classes."""
+    """ops/softmax_loss.cu: one thread per pixel, over its classes."""
     import cupy
     grad = cupy.empty_like(prob)
-    gpu.softmax_loss_backward(cupy.ascontiguousarray(prob), labels.astype(prob.dtype), weights,
+    cuda.softmax_loss_backward(cupy.ascontiguousarray(prob), labels.astype(prob.dtype), weights,
                               None, grad)
     return grad

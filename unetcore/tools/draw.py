@@ -7,7 +7,7 @@ import math
 import shutil
 import subprocess
 
-from .files import atomic_file, write_text
+from unetcore.files import atomic_file, write_text
 
 COLOURS = {"Convolution": "#9ecae1", "Deconvolution": "#a1d99b", "Pooling": "#fdae6b",
            "Crop": "#dadaeb", "Concat": "#bcbddc", "SoftmaxWithLoss": "#fc9272",
@@ -104,5 +104,5 @@ def render(net, output):
     if suffix == "svg":
         write_text(output, svg_text(net))
         return "builtin"
-    from .errors import UnetcoreError
+    from unetcore.errors import UnetcoreError
     raise UnetcoreError(f"{output}: without Graphviz installed, draw writes .svg or .dot")

@@ -6,8 +6,8 @@ The parsing follows Caffe's tools/extra/parse_log.py: 'Iteration N ..., loss = L
 import re
 from pathlib import Path
 
-from .errors import DataError
-from .files import write_text
+from unetcore.errors import DataError
+from unetcore.files import write_text
 
 LOSS = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+\d.eE]+|nan|inf)")
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")

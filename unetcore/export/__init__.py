@@ -1,0 +1,1 @@
+"""A trained net for other tools: ONNX (onnx) and BioImage Model Zoo packages (bioimageio)."""
