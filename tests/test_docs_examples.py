@@ -32,7 +32,7 @@ def test_the_model_file_api_in_fiji_md_runs(tmp_path, capsys):
 
     from test_modeldef import write_plugin_modeldef
     from unetcore.gradcheck import randomize_params
-    from unetcore.fiji.modeldef import load
+    from unetcore.fiji.model import load
     model = write_plugin_modeldef(tmp_path / "cell.modeldef.h5")
     net = load(model).test_net(input_tile=(44, 44))
     randomize_params(net, np.random.default_rng(1))

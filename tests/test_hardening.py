@@ -176,7 +176,7 @@ def test_drawings_escape_layer_names():
 
 
 def test_an_unexpected_error_is_still_one_line(monkeypatch):
-    cli = importlib.import_module("unetcore.cli.main")
+    cli = importlib.import_module("unetcore.cli.nets")
 
     def broken(*args, **kwargs):
         raise KeyError("boom")

@@ -19,7 +19,8 @@ from unetcore.fiji.images import (java_round, normalize, prepare_image, rescale,
                                   training_blobs)
 from unetcore.fiji.predict import averaged_scores
 from unetcore.gradcheck import randomize_params
-from unetcore.fiji.modeldef import caffe_unet_net, load, read_modeldef, write_modeldef
+from unetcore.fiji.model import load
+from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef, write_modeldef
 from unetcore.formats.prototxt import parse
 from unetcore.inference.tiling import segment, softmax
 

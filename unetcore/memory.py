@@ -4,10 +4,11 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from unetcore import config
 from unetcore.errors import UnetcoreError
 
 # UNETCORE_MAX_MEMORY (MiB) caps what one net may take, below the machine's memory.
-LIMIT_VARIABLE = "UNETCORE_MAX_MEMORY"
+LIMIT_VARIABLE = config.MAX_MEMORY_VARIABLE
 
 
 _blobs_guarded = ContextVar("unetcore_blobs_guarded", default=True)
@@ -34,7 +35,7 @@ def require_blob_bytes(count, what):
 
 def available_bytes():
     """The budget: UNETCORE_MAX_MEMORY if set, else the machine's physical memory."""
-    limit = os.environ.get(LIMIT_VARIABLE)
+    limit = config.max_memory_setting()
     if limit:
         try:
             return int(float(limit) * 2 ** 20)
@@ -51,7 +52,7 @@ def require_bytes(count, what):
     budget = available_bytes()
     if budget is None or count <= budget:
         return
-    source = f"allowed by {LIMIT_VARIABLE}" if os.environ.get(LIMIT_VARIABLE) else \
+    source = f"allowed by {LIMIT_VARIABLE}" if config.max_memory_setting() else \
         "of this machine's memory"
     need, have = visibly_different_sizes(count, budget)
     raise UnetcoreError(f"{what} would take {need}, more than the {have} {source}")

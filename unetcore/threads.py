@@ -17,13 +17,13 @@ It is off unless UNETCORE_ADAPT_THREADS=1: OpenBLAS splits a GEMM with a long in
 count, and a run that adapts to the machine's load is no longer repeatable bit for bit.
 """
 import ctypes
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from unetcore import config
 from unetcore.logs import log
 
 # (setter, getter) names of OpenBLAS builds: NumPy's scipy-openblas (64-bit ints), plain.
@@ -106,7 +106,7 @@ class ThreadTuner:
 
 def thread_tuner():
     """A ThreadTuner for NumPy's OpenBLAS when UNETCORE_ADAPT_THREADS=1, else None."""
-    if os.environ.get("UNETCORE_ADAPT_THREADS") != "1" or os.environ.get("OPENBLAS_NUM_THREADS"):
+    if not config.adapt_threads() or config.blas_threads_chosen():
         return None                               # off, or the user chose the count
     blas = numpy_openblas()
     if blas is None or blas.threads < 2:

@@ -34,7 +34,7 @@ import numpy as np
 from unetcore.errors import DataError
 from unetcore.files import atomic_h5, write_text
 from unetcore.fiji.images import prepare_image, scale_to_model, training_blobs
-from unetcore.fiji.modeldef import write_modeldef
+from unetcore.fiji.modeldef import read_modeldef, write_modeldef
 from unetcore.formats.prototxt import parse, to_text
 
 # The plugin's fine-tuning defaults (the dialog's): Adam at a fixed 1e-4 for 1000 iterations,
@@ -236,3 +236,37 @@ def prepare_finetuning(model, samples, job, *, tile=None, base_lr=BASE_LR,
     solver_path = job.with_name(f"{job.name}-solver.prototxt")
     write_text(solver_path, to_text(solver) + "\n")
     return solver_path, tuned
+
+
+def finetuning_from_tiffs(modeldef_path, images_path, labels_path, job, *, element_size=None,
+                          validation=(None, None), labels_are_classes=True, tile_edge=None,
+                          **options):
+    """prepare_finetuning of the model at `modeldef_path` on TIFF files, as `unetcore train
+    --modeldef` reads them: images, their labels (0 ignore, 1 background, 2.. classes; with
+    labels_are_classes False, 2.. the objects of one class) and optionally validation images
+    and labels. `element_size` (um, y x) overrides the TIFFs' calibration; `tile_edge` is the
+    training tile's edge on every axis (default: the plugin's). Returns prepare_finetuning's
+    (solver path, the fine-tuned ModelDefinition)."""
+    validation_images, validation_labels = validation
+    if bool(validation_images) != bool(validation_labels):
+        raise DataError("give --validation-images and --validation-labels together")
+    model = read_modeldef(modeldef_path)
+    if tile_edge:
+        options["tile"] = (tile_edge,) * model.n_dims
+    return prepare_finetuning(
+        model, tiff_samples(images_path, labels_path, model, element_size), job,
+        labels_are_classes=labels_are_classes,
+        validation=tiff_samples(validation_images, validation_labels, model, element_size)
+        if validation_images else (), **options)
+
+
+def tiff_samples(images_path, labels_path, model, element_size=None):
+    """(image (C, H, W), labels, pixel size) of every image of a TIFF and its label TIFF."""
+    from unetcore.data.stacks import read_stack, whole_labels
+    from unetcore.fiji.images import read_model_images
+    images, size = read_model_images(images_path, model, element_size)
+    labels = whole_labels(read_stack(labels_path, "label"), labels_path)
+    if len(labels) != len(images):
+        raise DataError(f"{labels_path}: {len(labels)} label image(s) for {len(images)} "
+                        f"image(s) in {images_path}")
+    return [(image, label, size) for image, label in zip(images, labels)]

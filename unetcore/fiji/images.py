@@ -226,3 +226,32 @@ def training_blobs(labels, model, scale=None, labels_are_classes=True):
     pdf = np.where(foreground, 1.0, np.where(ignored, 0.0, ratio))
     return (np.where(foreground, classes - 1, 0).astype(np.float32), weights.astype(np.float32),
             pdf.astype(np.float32))
+
+
+def read_model_images(path, model, element_size=None):
+    """The images of a TIFF as the Fiji plugin reads them, float (C, H, W) each (an RGB image
+    has a channel per colour), and their pixel size in um: `element_size`, else the TIFF's
+    calibration (uncalibrated: 1 um per pixel). Refused before any rescaling if their copies
+    at the model's pixel size would not fit in memory."""
+    from unetcore.data.stacks import read_tiff
+    from unetcore.inference.tiling import as_channel_images
+    stack = read_tiff(path, "image").astype(np.float32)
+    if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
+        images = [np.moveaxis(stack, -1, 0)]
+    else:
+        images = list(as_channel_images(stack, 1, path))
+    size = tuple(element_size) if element_size else tiff_element_size_um(path, model.n_dims)
+    require_rescaling_memory(images, size, model, path)
+    return images, size
+
+
+def require_rescaling_memory(images, size, model, path):
+    """Refuse, before any allocation, images whose copies rescaled to the model's pixel size
+    would not fit in memory (float32, with the plugin's padding and scores at most doubling
+    it)."""
+    from unetcore.memory import require_bytes
+    scale = scale_to_model(size, model)
+    pixels = sum(image.shape[0] * math.prod(math.ceil(n * s) for n, s in
+                                            zip(image.shape[1:], scale)) for image in images)
+    require_bytes(2 * 4 * pixels, f"{path} rescaled from {' x '.join(f'{e:g}' for e in size)} "
+                                  f"um pixels to the model's")

@@ -156,3 +156,36 @@ def averaged_scores(net, image, averaging=None, padding="mirror", progress=None)
         total = total + inverse(segment(net, np.ascontiguousarray(transform(image)), 1,
                                         progress, padding=padding))
     return total / len(transforms)
+
+
+# ---------------------------------------------------------------- a TIFF, as the plugin does
+
+def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory_mb=1024,
+                 element_size=None, averaging=None, progress=None):
+    """Probabilities (slices, classes, H, W) of the images of a TIFF under a Fiji plugin model
+    (.modeldef.h5) as the plugin computes them (its image preparation, caffe_unet's TEST net,
+    padding and averaging: None, "mirror" or "rotate"), mapped back to the images' own
+    pixels; the net; and a sentence on the tile (None when `tile` was given)."""
+    from unetcore.fiji.images import (prepare_image, read_model_images, resample_to,
+                                      scale_to_model)
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
+    from unetcore.inference.deploy import copy_all_weights, square_input
+    from unetcore.inference.segmentation import choose_tile
+    from unetcore.inference.tiling import softmax
+    model = read_modeldef(modeldef_path)
+    if model.n_dims != 2:
+        raise DataError(f"{modeldef_path}: a 3-d model; segment --modeldef runs 2-d models "
+                        "(the Fiji backend's caffe_unet tiled_predict runs 3-d ones)")
+    images, size = read_model_images(image_path, model, element_size)
+    prepared = [prepare_image(im, model, size) for im in images]
+    net = caffe_unet_net(model, len(images[0]), model.segmentation_tile(), gpu)
+    copy_all_weights(net, weights)
+    net.release_activations = True
+    square_input(net, modeldef_path, tile)
+    note = None if tile else choose_tile(net, modeldef_path, [im.shape for im in prepared],
+                                         memory_mb)
+    scale = scale_to_model(size, model)
+    probs = [resample_to(softmax(averaged_scores(net, im, averaging, model.padding, progress)),
+                         original.shape[1:], scale)
+             for im, original in zip(prepared, images)]
+    return np.stack(probs), net, note

@@ -416,7 +416,9 @@ def worker_threads(workers):
     """The environment of local workers: the cores shared out among them as BLAS threads,
     unless the user chose a count."""
     import os
-    if os.environ.get("OPENBLAS_NUM_THREADS"):
+
+    from unetcore import config
+    if config.blas_threads_chosen():
         return {}
     return {"OPENBLAS_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
 
@@ -463,3 +465,41 @@ def connect(cluster, scheduler):
         raise UnetcoreError(f"--scheduler {scheduler}: no dask scheduler answers there "
                             f"({reason}); start one (dask scheduler) or check the "
                             "address") from None
+
+
+def prepare_job(image, output, model, weights, *, probabilities=None, tile=None, gpu=None,
+                memory_mb=1024, scale=0.0, mean=0.0, bits=None, chunk=None, overwrite=False):
+    """Open the volume at `image`, build the deploy net, plan the chunks and claim and create
+    the zarr outputs (`output`, and `probabilities` if given), refusing an output that another
+    job began unless `overwrite`. Returns (the VolumeJob, its ChunkPlan, notes: sentences for
+    the user on the tile and chunk size chosen). segment_volume then runs it."""
+    import uuid
+
+    from unetcore import config
+    from unetcore.inference.deploy import deploy_net
+    from unetcore.inference.segmentation import choose_tile, is_3d
+    volume = open_volume(image)
+    net = deploy_net(model, weights, tile, gpu)
+    if net.blobs[net.image_input].shape[1] != 1:
+        raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
+                            "images; chunked volumes (-o OUT.zarr) are grey, one channel")
+    notes = [] if tile else [choose_tile(net, model, [volume.shape if is_3d(net)
+                                                      else volume.shape[1:]], memory_mb)]
+    tile = None if is_3d(net) else net.blobs[net.image_input].shape[-1]
+    plan = ChunkPlan.for_net(net, volume.shape, chunk)
+    if chunk and chunk != plan.edge[-1]:
+        notes.append(f"--chunk {chunk}: chunks of {plan.edge[-1]} px, the nearest multiple "
+                     f"of the tile step {plan.step[-1]} px within the image")
+    offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
+    job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
+                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex)
+    record = job_record(job, plan, volume)
+    claim_output(output, probabilities, record, overwrite)
+    create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
+    write_record(output, record)
+    return job, plan, notes
+
+
+def chunk_size_words(plan):
+    """A chunk's size in words: '1024 px' (one slice of a 2-d net's), or '64x1024x1024'."""
+    return "x".join(map(str, plan.edge)) if plan.volumetric else f"{plan.edge[-1]} px"

@@ -321,3 +321,10 @@ def label_stack(stack, path):
         raise DataError(f"{path}: label slice {empty[0]} has no cell pixels; the measures "
                         "count pairs and information of the cells")
     return truth
+
+
+def report_lines(cell_probabilities, truth, as_json=False):
+    """The ISBI 2012 measures of a probability map as `unetcore score` prints them: the table
+    at every threshold and the best of each, or (as_json) only the best, as one JSON object."""
+    rows, best = evaluate(cell_probabilities, truth)
+    return [best_json(best)] if as_json else table_lines(rows) + best_lines(rows, best)
