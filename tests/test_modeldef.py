@@ -2,6 +2,7 @@
 form, scalar or vector ints, loss weights in pixels or LMB's micrometres), caffe_unet's TEST
 net, the plugin's image preparation and training blobs, and `segment` / `train --modeldef`
 on a model file written here and on LMB's real 2d_cell_net_v0 file when ../shared is there."""
+import re
 from pathlib import Path
 
 import h5py
@@ -516,6 +517,26 @@ def test_train_with_a_modeldef_validates_as_the_plugin(model_files, tmp_path):
     assert "loaddata_valid" not in read_modeldef(tmp_path / "ft.modeldef.h5").model_prototxt
 
 
+def test_the_validation_step_sets_how_often_the_plugin_validates(model_files, tmp_path):
+    """--validation-step N: the solver's test_interval, so the log validates at iterations
+    0, N, 2N, ... (the plugin's default validates after every iteration)."""
+    modeldef, weights, _ = model_files
+    write_training_pair(tmp_path, [(24, 30), (30, 30)])
+    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
+                                       str(weights), "--images", str(tmp_path / "images-0.tif"),
+                                       "--labels", str(tmp_path / "labels-0.tif"),
+                                       "--validation-images", str(tmp_path / "images-1.tif"),
+                                       "--validation-labels", str(tmp_path / "labels-1.tif"),
+                                       "--validation-step", "2", "--element-size", "0.5",
+                                       "0.5", "--max-iter", "4", "--snapshot-prefix",
+                                       str(tmp_path / "ft"), "--log", str(tmp_path / "t.log")])
+    assert result.exit_code == 0, result.output
+    solver = parse((tmp_path / "ft-solver.prototxt").read_text(), "SolverParameter")
+    assert solver.test_interval == 2
+    tested = re.findall(r"Iteration (\d+), Testing net", (tmp_path / "t.log").read_text())
+    assert tested == ["0", "2", "4"]
+
+
 def test_train_with_a_modeldef_takes_instance_labels(model_files, tmp_path):
     """--instance-labels: every value from 2 up is one object of the one foreground class;
     touching objects are kept apart by a background gap."""
@@ -545,6 +566,9 @@ def test_train_refuses_half_a_validation_set_and_model_options_without_modeldef(
     for args, message in ((["--modeldef", "m.modeldef.h5", "--images", "i.tif", "--labels",
                             "l.tif", "--validation-images", "v.tif"],
                            "give --validation-images and --validation-labels together"),
+                          (["--modeldef", "m.modeldef.h5", "--images", "i.tif", "--labels",
+                            "l.tif", "--validation-step", "5"],
+                           "--validation-step needs --validation-images"),
                           (["prototxt/unet-train.prototxt", "--validation-images", "v.tif"],
                            "go with --modeldef")):
         result = CliRunner().invoke(main, ["train", *args])

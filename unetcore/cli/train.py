@@ -20,13 +20,15 @@ def _solver_options(f):
 
 
 def _finetuning_solver(path, images, labels, element_size, tile, gpu, job, flags, validation,
-                       instance_labels):
+                       validation_step, instance_labels):
     """train --modeldef: the Fiji plugin's fine-tuning files for the model at `path` under
     the prefix `job` (fiji.finetune), with the plugin's defaults unless flags say otherwise;
     the solver's path."""
-    from unetcore.fiji.finetune import BASE_LR, ITERATIONS, finetuning_from_tiffs
+    from unetcore.fiji.finetune import (BASE_LR, ITERATIONS, VALIDATION_STEP,
+                                        finetuning_from_tiffs)
     solver, tuned = finetuning_from_tiffs(
         path, images, labels, job, element_size=element_size, validation=validation,
+        validation_step=validation_step or VALIDATION_STEP,
         labels_are_classes=not instance_labels, tile_edge=tile, base_lr=flags["base_lr"] or BASE_LR, iterations=flags["max_iter"] or ITERATIONS,
         gpu=gpu)
     click.echo(f"wrote {tuned.path}: the fine-tuned model ('{tuned.ident}'); its weights "
@@ -54,6 +56,9 @@ def _finetuning_solver(path, images, labels, element_size, tile, gpu, job, flags
                    "(tiled; IoU and F1 logged at every test interval).")
 @click.option("--validation-labels", type=click.Path(dir_okay=False),
               help="With --modeldef: the validation images' labels (as --labels).")
+@click.option("--validation-step", type=click.IntRange(1), default=None,
+              help="With --validation-images: validate every this many iterations (the "
+                   "solver's test_interval; default 1, the Fiji plugin's).")
 @click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
               help="With --modeldef: the images' pixel size in um (y x) (default: their "
                    "calibration; uncalibrated: 1 um per pixel, as in the Fiji plugin).")
@@ -73,7 +78,7 @@ def _finetuning_solver(path, images, labels, element_size, tile, gpu, job, flags
 @_solver_options
 @engine_option
 def train(model, solver_path, modeldef, images, labels, instance_labels, validation_images,
-          validation_labels, element_size, tile, weights, resume, gpu, log_path, sigint_effect,
+          validation_labels, validation_step, element_size, tile, weights, resume, gpu, log_path, sigint_effect,
           sighup_effect, snapshot_every, **flags):
     """Train a net (Caffe's `caffe train`), logging in Caffe's format."""
     from unetcore.logs import log_to
@@ -86,13 +91,17 @@ def train(model, solver_path, modeldef, images, labels, instance_labels, validat
             raise UnetcoreError("--modeldef takes --images and --labels, and no other net")
         stem = Path(flags["snapshot_prefix"]
                     or Path(modeldef).name.split(".")[0] + "-finetuned")
+        if validation_step and not validation_images:
+            raise UnetcoreError("--validation-step needs --validation-images and "
+                                "--validation-labels")
         param = _finetuning_solver(modeldef, images, labels, element_size, tile, gpu, stem,
                                    flags, (validation_images, validation_labels),
-                                   instance_labels)
+                                   validation_step, instance_labels)
         flags["snapshot_prefix"] = str(stem)
-    elif images or labels or validation_images or validation_labels or instance_labels:
-        raise UnetcoreError("--images, --labels, --validation-images, --validation-labels and "
-                            "--instance-labels go with --modeldef")
+    elif (images or labels or validation_images or validation_labels or validation_step
+          or instance_labels):
+        raise UnetcoreError("--images, --labels, --validation-images, --validation-labels, "
+                            "--validation-step and --instance-labels go with --modeldef")
     elif bool(model) == bool(solver_path):
         raise UnetcoreError("give a solver prototxt (--solver S or as MODEL) or a net prototxt")
     else:
