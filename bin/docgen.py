@@ -161,6 +161,36 @@ def layer_sources():
     return "\n".join(rows) + "\n"
 
 
+def convolution_definition():
+    """Where the direct sum, the convolution's definition, and its chain rule are written out."""
+    from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
+    return (f"- y, one output pixel at a time: `direct_convolution`, {_link(direct_convolution)}\n"
+            f"- dx, dW and db, the chain rule on each of its terms: "
+            f"`direct_convolution_backward`, {_link(direct_convolution_backward)}\n")
+
+
+def pooling_sources():
+    """Where MAX pooling's maths is (the layer's file) and its CUDA twins (ops)."""
+    from unetcore.layers import pooling
+    from unetcore.ops import pooling as ops
+    return (f"- y = max over the window, and the argmax: `max_pool_forward`, "
+            f"{_link(pooling.max_pool_forward)}; on a GPU, 2-d: `max_pool_forward_gpu`, "
+            f"{_link(ops.max_pool_forward_gpu)}\n"
+            f"- dx[argmax] += dy: `max_pool_backward`, {_link(pooling.max_pool_backward)}; "
+            f"on a GPU, 2-d: `max_pool_backward_gpu`, {_link(ops.max_pool_backward_gpu)}\n")
+
+
+def softmax_loss_sources():
+    """Where the weighted loss's maths is (the layer's file) and its CUDA twins (ops)."""
+    from unetcore.layers import softmax_loss
+    from unetcore.ops import softmax_loss as ops
+    return (f"- sum_x w(x) log p_l(x)(x): `weighted_log_loss`, "
+            f"{_link(softmax_loss.weighted_log_loss)}; on a GPU: `weighted_log_loss_gpu`, "
+            f"{_link(ops.weighted_log_loss_gpu)}\n"
+            f"- w(x) (p_k(x) - [k = l(x)]): `loss_gradient`, {_link(softmax_loss.loss_gradient)}; "
+            f"on a GPU: `loss_gradient_gpu`, {_link(ops.loss_gradient_gpu)}\n")
+
+
 def convolution_products():
     """Where the reference Convolution computes each product of the derivation."""
     from unetcore.layers.convolution import ConvolutionLayer as Conv
@@ -690,7 +720,9 @@ def three_d_im2col():
 
 
 BLOCKS = {"shapes-572": shapes_572, "valid-sizes": valid_sizes, "im2col-example": im2col_example,
-          "layer-sources": layer_sources, "convolution-products": convolution_products,
+          "layer-sources": layer_sources, "convolution-definition": convolution_definition,
+          "convolution-products": convolution_products, "pooling-sources": pooling_sources,
+          "softmax-loss-sources": softmax_loss_sources,
           "real-data-scores": real_data_scores,
           "deconvolution-matrix": deconvolution_matrix, "overlap-tile": overlap_tile_numbers, "loss-normalizer": loss_normalizer,
           "receptive-field": receptive_field_table, "splits": split_blobs,

@@ -18,6 +18,10 @@ The im2col matrix is built in bands of output rows (slices along the first spati
 inside one workspace shared by all layers, so its size stays under
 backend.WORKSPACE_LIMIT_BYTES whatever the image.
 
+The definition itself, the direct sum one output pixel at a time, is direct_convolution
+below, with its chain rule direct_convolution_backward: slow, plain, and the oracle the tests
+hold every engine to (as CS231n's layers.py beside its fast_layers.py).
+
 This is the reference engine: the one path that docs/backprop.md derives. Faster engines for
 special cases live beside it, each in its own file, and override some of the three products:
 convolution_pointwise.py (1x1), convolution_correlation.py (dx without col2im),
@@ -25,6 +29,7 @@ convolution_flat.py (stride 1 with few channels, on the CPU), convolution_winogr
 2-d) and convolution_slices.py (1 x kh x kw on volumes, slice by slice through a 2-d
 engine). unetcore.layer picks one; docs/3d.md says which run on volumes.
 """
+import itertools
 import math
 
 from unetcore import backend
@@ -52,6 +57,66 @@ def parsed_geometry(param, bottom_shapes=(), dimensions=(2,)):
         return geometry_from_param(param.convolution_param, NetError, axes)
     except NetError:
         return None
+
+
+# ---- the definition: the direct sum, one output pixel at a time
+def direct_convolution(x, w, b, geom):
+    """The convolution by its definition, one output pixel at a time, in any number of
+    spatial axes: x (N, C, *spatial), w (C_out, C/group, *kernel), b (C_out,) or None, geom a
+    ConvGeometry. In 2-d (docs/backprop.md, Convolution),
+
+        y[n, o, i, j] = b[o] + sum_{c,p,q} w[o, c, p, q] x[n, c, i*s + p*d - pad, j*s + q*d - pad]
+
+    with x zero outside the image, and c running over the input channels of o's group."""
+    x_pad = padded_batch(x, geom.pad)
+    out_size = geom.output_size(*x.shape[2:])
+    y = backend.array_module(x).zeros((x.shape[0], w.shape[0], *out_size), x.dtype)
+    summed = tuple(range(1, x.ndim))                  # the axes (c, *kernel) of a patch
+    for o in range(w.shape[0]):
+        for pixel in itertools.product(*map(range, out_size)):
+            patch = x_pad[(slice(None), group_inputs(o, w, x.shape[1])) + window(pixel, geom)]
+            y[(slice(None), o) + pixel] = (w[o] * patch).sum(axis=summed)
+    if b is not None:
+        y += b.reshape((1, -1) + (1,) * len(out_size))
+    return y
+
+
+def direct_convolution_backward(x, w, dy, geom):
+    """(dx, dw, db) of direct_convolution, by the chain rule on each of its terms: the term
+    w[o, c, t] x[n, c, i*s + t*d - pad] of y[n, o, i] (t a kernel tap, i an output pixel) gives
+
+        dw[o, c, t] += dy[n, o, i] x[n, c, i*s + t*d - pad]
+        dx[n, c, i*s + t*d - pad] += dy[n, o, i] w[o, c, t]      db[o] += dy[n, o, i]"""
+    xp = backend.array_module(x)
+    x_pad = padded_batch(x, geom.pad)
+    dx_pad, dw = xp.zeros_like(x_pad), xp.zeros_like(w)
+    for o in range(w.shape[0]):
+        for pixel in itertools.product(*map(range, dy.shape[2:])):
+            patch = (slice(None), group_inputs(o, w, x.shape[1])) + window(pixel, geom)
+            dy_pixel = dy[(slice(None), o) + pixel].reshape((-1,) + (1,) * (x.ndim - 1))
+            dw[o] += (dy_pixel * x_pad[patch]).sum(axis=0)
+            dx_pad[patch] += dy_pixel * w[o]
+    image = tuple(slice(p, p + n) for p, n in zip(geom.pad, x.shape[2:]))
+    return dx_pad[(slice(None), slice(None)) + image], dw, dy.sum(axis=(0, *range(2, dy.ndim)))
+
+
+def padded_batch(x, pad):
+    """x (N, C, *spatial) with `pad` zeros on both sides of each spatial axis."""
+    return backend.array_module(x).pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in pad))
+
+
+def group_inputs(o, w, channels):
+    """The input channels that output channel o reads: those of its group."""
+    per_group = w.shape[0] // (channels // w.shape[1])     # output channels per group
+    g = o // per_group
+    return slice(g * w.shape[1], (g + 1) * w.shape[1])
+
+
+def window(pixel, geom):
+    """The slices of the padded input that output `pixel` reads: along each axis
+    i*s, i*s + d, ..., i*s + (k - 1)*d."""
+    return tuple(slice(i * s, i * s + (k - 1) * d + 1, d) for i, k, s, d
+                 in zip(pixel, geom.kernel, geom.stride, geom.dilation))
 
 
 @register

@@ -14,8 +14,10 @@ N-d, as caffe_unet's PoolingLayer: on (N, C, D, H, W) volumes the window is kd x
 (kernel_size once, or once per axis: caffe_unet's 3-d EM nets pool 1x2x2 where z is coarse),
 the output size rule holds per axis, and the mask holds the flat index (d H + h) W + w.
 
-This is the reference engine. The MAX kernels on the two devices are ops
-(unetcore/ops/pooling.py); layers/pooling_tiled.py is a faster engine for windows that tile
+This is the reference engine, and its maths is here: `windows` (every window of the image,
+read through a strided view), max_pool_forward and max_pool_backward, in any number of
+spatial axes, on either device. On a GPU with a 2-d kernel the layer calls their CUDA twins instead
+(unetcore/ops/pooling.py). layers/pooling_tiled.py is a faster engine for windows that tile
 the image, as the U-Net's 2x2 stride-2 windows do.
 """
 import functools
@@ -24,9 +26,10 @@ import math
 
 import numpy as np
 
+from unetcore.backend import array_module, on_gpu
 from unetcore.ops.im2col import spatial_values
 from unetcore.layer import Layer, register
-from unetcore.ops.pooling import max_pool_backward, max_pool_forward, windows
+from unetcore.ops.pooling import max_pool_backward_gpu, max_pool_forward_gpu
 
 
 def pooled_size(size, kernel, stride, pad, ceil_mode=True):
@@ -56,6 +59,65 @@ def window_fields(p, error, axes=2):
     stride = window_values(p, "stride", "stride_h", "stride_w", 1, error, axes)
     pad = window_values(p, "pad", "pad_h", "pad_w", 0, error, axes)
     return kernel, stride, pad
+
+
+# ---- the MAX maths, in any number of spatial axes, on either device
+def windows(xp, x, kernel, stride, pad, out_size, fill):
+    """The windows of x as an (N, C, *out_size, prod(kernel)) array, reading `fill` outside
+    the image."""
+    need = tuple((out - 1) * s + k for out, s, k in zip(out_size, stride, kernel))
+    spatial = x.shape[2:]
+    if not any(pad) and all(n <= size for n, size in zip(need, spatial)):
+        padded = x
+    else:
+        padded = xp.full(x.shape[:2] + tuple(max(n, size + p) for n, size, p
+                                             in zip(need, spatial, pad)), fill, dtype=x.dtype)
+        padded[(slice(None), slice(None)) + tuple(slice(p, p + size) for p, size
+                                                  in zip(pad, spatial))] = x
+    s = padded.strides
+    view = xp.lib.stride_tricks.as_strided(
+        padded, shape=x.shape[:2] + tuple(out_size) + tuple(kernel),
+        strides=s[:2] + tuple(a * st for a, st in zip(s[2:], stride)) + s[2:])
+    return view.reshape(x.shape[:2] + tuple(out_size) + (-1,))
+
+
+def max_pool_forward(x, y, kernel, stride, pad):
+    """y = max over each window of x (padding reads -inf, so it never wins); returns the
+    argmax, the flat index in the image of the first maximum in scan order (Caffe's)."""
+    xp = array_module(x)
+    win = windows(xp, x, kernel, stride, pad, y.shape[2:], -np.inf)
+    arg = win.argmax(axis=-1)
+    y[...] = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    return flat_positions(xp, xp.unravel_index(arg, kernel), stride, pad, x.shape[2:])
+
+
+def flat_positions(xp, offsets, stride, pad, spatial):
+    """The flat index in the image (of spatial size `spatial`) of each window's chosen
+    element, given its offset in the window along each axis (arrays on the output grid):
+    per axis the window's start, out index * stride - pad, plus the offset, then flattened
+    as (d * H + h) * W + w."""
+    flat = 0
+    for axis, (offset, s, p, size) in enumerate(zip(offsets, stride, pad, spatial)):
+        shape = [1] * offset.ndim
+        shape[2 + axis] = offset.shape[2 + axis]
+        start = xp.arange(offset.shape[2 + axis]).reshape(shape) * s - p
+        flat = flat * size + start + offset
+    return flat
+
+
+def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
+    """dx = 0, then dx[argmax] += dy: the max is the identity of its argmax, so each dy goes
+    there, and an input that wins several windows gets the sum of their dy."""
+    xp = array_module(dx)
+    planes = dx.shape[0] * dx.shape[1]
+    plane_size = dx.size // max(planes, 1)
+    plane = xp.arange(planes).reshape(dx.shape[:2] + (1,) * (dx.ndim - 2)) * plane_size
+    index = (plane + argmax).ravel()
+    if all(s >= k for s, k in zip(stride, kernel)):
+        dx[...] = 0                      # windows do not overlap: each input gets at most one dy
+        dx.reshape(-1)[index] = dy.ravel()
+    else:
+        dx[...] = xp.bincount(index, weights=dy.ravel(), minlength=dx.size).reshape(dx.shape)
 
 
 @register
@@ -119,8 +181,13 @@ class PoolingLayer(Layer):
             win = windows(self.xp, x, self.kernel, self.stride, self.pad, self.out_size, 0)
             top[0].data[...] = win.sum(axis=-1) / self.pool_sizes()
 
+    def on_cuda(self, array):
+        """Whether the CUDA twins run: on a GPU, with a 2-d kernel."""
+        return on_gpu(array) and self.axes == 2
+
     def forward_max(self, x, top):
-        self.argmax = max_pool_forward(x, top[0].data, self.kernel, self.stride, self.pad)
+        forward = max_pool_forward_gpu if self.on_cuda(x) else max_pool_forward
+        self.argmax = forward(x, top[0].data, self.kernel, self.stride, self.pad)
         if len(top) == 2:
             top[1].data[...] = self.argmax
 
@@ -144,7 +211,8 @@ class PoolingLayer(Layer):
             self.backward_ave(dy, dx)
 
     def backward_max(self, dy, dx):
-        max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, self.pad)
+        backward = max_pool_backward_gpu if self.on_cuda(dy) else max_pool_backward
+        backward(dy, self.argmax, dx, self.kernel, self.stride, self.pad)
 
     def backward_ave(self, dy, dx):
         """Each window tap adds its share dy / pool_size onto the strided grid it read."""

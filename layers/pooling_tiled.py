@@ -17,9 +17,8 @@ import numpy as np
 
 from unetcore.errors import NetError
 from unetcore.layer import register_engine
-from unetcore.ops.pooling import flat_positions
 
-from unetcore.layers.pooling import PoolingLayer, window_fields
+from unetcore.layers.pooling import PoolingLayer, flat_positions, window_fields
 
 
 @register_engine

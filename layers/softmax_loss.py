@@ -16,13 +16,35 @@ Backward (d/dx_k of -log p_l = p_k - [k == l]):   dx = loss_weight / Z * w * (p 
 caffe_unet differs in two corners, where its forward and backward disagree: with weights, its
 backward divides by the weight sum whatever the normalization, and its forward truncates the
 weight sum to an integer. Here both passes use the same Z, so the gradient is the loss's.
+
+The maths is here (weighted_log_loss and loss_gradient, on the CPU); where the probabilities
+live on a GPU the layer calls their CUDA twins instead (unetcore/ops/softmax_loss.py).
 """
 import numpy as np
 
+from unetcore.backend import on_gpu
 from unetcore.layer import Layer, register
-from unetcore.ops.softmax_loss import loss_gradient, weighted_log_loss
+from unetcore.ops.softmax_loss import loss_gradient_gpu, weighted_log_loss_gpu
 
 from unetcore.layers.softmax import softmax
+
+FLT_MIN = np.finfo(np.float32).tiny
+
+
+def weighted_log_loss(prob, labels, weights):
+    """-sum over pixels of w * log(max(p_l, FLT_MIN)), on (outer, classes, inner)
+    probabilities, (outer, 1, inner) labels and weights: -E of the paper's eq. 1, before
+    the normalizer Z."""
+    p_true = np.take_along_axis(prob, labels, axis=1)
+    return -(weights * np.log(np.maximum(p_true, prob.dtype.type(FLT_MIN)))).sum()
+
+
+def loss_gradient(prob, labels, weights):
+    """w * (p - onehot(l)): d/dx_k of -log p_l is p_k - [k == l]."""
+    grad = prob.copy()
+    np.put_along_axis(grad, labels, np.take_along_axis(grad, labels, axis=1) - 1, axis=1)
+    grad *= weights
+    return grad
 
 
 @register
@@ -85,7 +107,8 @@ class SoftmaxWithLossLayer(Layer):
             raise self.error(f"label {int(labels[bad][0])} in '{self.bottom_name(1)}' is outside "
                              f"0..{classes - 1} (the scores have {classes} classes)")
         self.z = self.normalizer(int(valid_count), weight_sum if len(bottom) == 3 else None)
-        loss = weighted_log_loss(self.prob, self.labels, self.pixel_weights)
+        log_loss = weighted_log_loss_gpu if on_gpu(self.prob) else weighted_log_loss
+        loss = log_loss(self.prob, self.labels, self.pixel_weights)
         top[0].data[...] = loss / self.z if self.z else 0
         if len(top) == 2:
             top[1].data[...] = self.prob.reshape(top[1].shape)
@@ -96,6 +119,7 @@ class SoftmaxWithLossLayer(Layer):
                              "set propagate_down: false for them")
         if not propagate_down[0]:
             return
-        grad = loss_gradient(self.prob, self.labels, self.pixel_weights)
+        gradient = loss_gradient_gpu if on_gpu(self.prob) else loss_gradient
+        grad = gradient(self.prob, self.labels, self.pixel_weights)
         grad *= top[0].diff.reshape(()) / self.z if self.z else 0
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)

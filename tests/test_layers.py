@@ -7,6 +7,8 @@ from hypothesis import assume, given, strategies as st
 from helpers import assert_gradients, blobs_of, make_layer, run_forward
 from unetcore.blob import Blob
 from unetcore.errors import NetError
+from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
+from unetcore.ops.im2col import ConvGeometry
 
 RNG = np.random.default_rng(0)
 
@@ -17,26 +19,6 @@ def conv_text(kind="Convolution", num_output=2, kernel=(3, 3), stride=(1, 1), pa
       kernel_h: {kernel[0]} kernel_w: {kernel[1]} stride_h: {stride[0]} stride_w: {stride[1]}
       pad_h: {pad[0]} pad_w: {pad[1]} dilation: {dilation} group: {group} bias_term: {str(bias).lower()}
       weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}'''
-
-
-def naive_conv(x, w, b, stride, pad, dilation, group):
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-    oh = (h + 2 * pad[0] - dilation * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * pad[1] - dilation * (kw - 1) - 1) // stride[1] + 1
-    y = np.zeros((n, o, oh, ow))
-    og = o // group
-    for i in range(n):
-        for oc in range(o):
-            g = oc // og
-            for r in range(oh):
-                for s in range(ow):
-                    patch = xp[i, g * cg:(g + 1) * cg,
-                               r * stride[0]:r * stride[0] + dilation * (kh - 1) + 1:dilation,
-                               s * stride[1]:s * stride[1] + dilation * (kw - 1) + 1:dilation]
-                    y[i, oc, r, s] = (patch * w[oc]).sum() + (b[oc] if b is not None else 0)
-    return y
 
 
 conv_params = st.fixed_dictionaries({
@@ -65,6 +47,12 @@ def for_engine(p, engine):
     return p
 
 
+def geometry(p):
+    """The ConvGeometry of drawn parameters, for the direct sum."""
+    return ConvGeometry((p["kh"], p["kw"]), (p["sh"], p["sw"]), (p["ph"], p["pw"]),
+                        (p["dilation"],) * 2)
+
+
 def _conv_case(p, kind, engine=None):
     cin, cout = p["cin"] * p["group"], p["cout"] * p["group"]
     text = conv_text(kind, cout, (p["kh"], p["kw"]), (p["sh"], p["sw"]), (p["ph"], p["pw"]),
@@ -76,15 +64,23 @@ def _conv_case(p, kind, engine=None):
 @pytest.mark.parametrize("engine", CONV_ENGINES)
 @given(data=st.data())
 def test_convolution_forward_matches_direct_sum_and_gradients(engine, data):
+    """Forward, dx, dW and db equal the direct sum's (layers/convolution.py), and the
+    gradients check."""
     p = for_engine(data.draw(conv_params), engine)
     assume(p["h"] + 2 * p["ph"] >= p["dilation"] * (p["kh"] - 1) + 1)
     assume(p["w"] + 2 * p["pw"] >= p["dilation"] * (p["kw"] - 1) + 1)
     layer, x = _conv_case(p, "Convolution", engine)
-    y = run_forward(layer, x)[0]
-    bias = layer.blobs[1].data if p["bias"] else None
-    expected = naive_conv(x, layer.blobs[0].data, bias, (p["sh"], p["sw"]), (p["ph"], p["pw"]),
-                          p["dilation"], p["group"])
-    np.testing.assert_allclose(y, expected, atol=1e-12)
+    geom = geometry(p)
+    dy = RNG.standard_normal((p["n"], p["cout"] * p["group"], *geom.output_size(p["h"], p["w"])))
+    y, dx, dw = forward_and_backward(layer, x, dy)
+    w = layer.blobs[0].data
+    b = layer.blobs[1].data if p["bias"] else None
+    np.testing.assert_allclose(y, direct_convolution(x, w, b, geom), atol=1e-12)
+    dx_direct, dw_direct, db_direct = direct_convolution_backward(x, w, dy, geom)
+    np.testing.assert_allclose(dx, dx_direct, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_direct, atol=1e-12)
+    if p["bias"]:
+        np.testing.assert_allclose(layer.blobs[1].diff, db_direct, atol=1e-12)
     layer, x = _conv_case(p, "Convolution", engine)
     assert_gradients(layer, x)
 
@@ -191,7 +187,8 @@ def test_flat_engine_in_cache_bands_matches_direct_sum_and_gradients(p):
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
         bias = layer.blobs[1].data if p["bias"] else None
-        expected = naive_conv(x, layer.blobs[0].data, bias, (1, 1), (0, 0), 1, 1)
+        geom = ConvGeometry((p["kh"], p["kw"]), (1, 1), (0, 0), (1, 1))
+        expected = direct_convolution(x, layer.blobs[0].data, bias, geom)
         np.testing.assert_allclose(y, expected, atol=1e-12)
         assert_gradients(make_layer(text, shapes=[x.shape], engine="flat"), x)
 
@@ -232,7 +229,7 @@ def test_winograd_in_every_tile_size_and_in_bands(monkeypatch):
     direct sum and gradients that check, tiles hanging over the edges included."""
     from unetcore.layers import convolution_winograd
     x = RNG.standard_normal((2, 3, 11, 9))
-    text = conv_text(num_output=2)
+    text, geom = conv_text(num_output=2), ConvGeometry((3, 3), (1, 1), (0, 0), (1, 1))
     for tile in (2, 3, 4, 6):
         monkeypatch.setattr(convolution_winograd.WinogradConvolution, "tile_size",
                             lambda self, shape, tile=tile: tile)
@@ -242,7 +239,7 @@ def test_winograd_in_every_tile_size_and_in_bands(monkeypatch):
             layer = make_layer(text, shapes=[x.shape], engine="winograd")
             y = run_forward(layer, x)[0]
             assert layer.tile == tile
-            expected = naive_conv(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (0, 0), 1, 1)
+            expected = direct_convolution(x, layer.blobs[0].data, layer.blobs[1].data, geom)
             np.testing.assert_allclose(y, expected, atol=1e-12)
             assert_gradients(make_layer(text, shapes=[x.shape], engine="winograd"), x,
                              max_checks=30)

@@ -13,6 +13,8 @@ from helpers import assert_gradients, blobs_of, make_layer, run_forward
 from test_layers import forward_and_backward
 from unetcore.blob import Blob
 from unetcore.errors import NetError
+from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
+from unetcore.ops.im2col import ConvGeometry
 
 RNG = np.random.default_rng(1)
 
@@ -35,28 +37,6 @@ def conv_text(kind, num_output, kernel, stride, pad, dilation, group=1, bias=Tru
             f'{repeated("pad", pad)} {repeated("dilation", dilation)} group: {group} '
             f'bias_term: {str(bias).lower()} weight_filler {{ type: "gaussian" }} '
             'bias_filler { type: "gaussian" } }')
-
-
-def direct_conv(x, w, b, stride, pad, dilation, group):
-    """y[n, o, i...] = sum over c, taps of w[o, c, taps] x[n, g c, i s - p + tap d] + b[o]:
-    the definition, one output voxel at a time."""
-    axes = x.ndim - 2
-    x = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in pad))
-    kernel, per_group = w.shape[2:], w.shape[0] // group
-    out = [(n - (d * (k - 1) + 1)) // s + 1
-           for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation)]
-    y = np.zeros((x.shape[0], w.shape[0], *out))
-    for o in range(w.shape[0]):
-        g = o // per_group
-        channels = slice(g * w.shape[1], (g + 1) * w.shape[1])
-        for index in itertools.product(*map(range, out)):
-            window = tuple(slice(i * s, i * s + d * (k - 1) + 1, d) for i, s, d, k
-                           in zip(index, stride, dilation, kernel))
-            patch = x[(slice(None), channels) + window]
-            y[(slice(None), o) + index] = (patch * w[o]).sum(axis=tuple(range(1, 2 + axes)))
-        if b is not None:
-            y[:, o] += b[o]
-    return y
 
 
 @st.composite
@@ -89,14 +69,22 @@ def _layer(kind, c, engine="reference"):
 @settings(max_examples=40, deadline=None)
 @given(nd_conv_case())
 def test_nd_convolution_matches_the_direct_sum_and_its_gradients_check(c):
+    """Forward, dx, dW and db equal the direct sum's (layers/convolution.py), and the
+    gradients check."""
     assume(all(n + 2 * p >= d * (k - 1) + 1 for n, p, d, k
                in zip(c["size"], c["pad"], c["dilation"], c["kernel"])))
     layer, x = _layer("Convolution", c)
-    y = run_forward(layer, x)[0]
-    bias = layer.blobs[1].data if c["bias"] else None
-    expected = direct_conv(x, layer.blobs[0].data, bias, c["stride"], c["pad"], c["dilation"],
-                           c["group"])
-    np.testing.assert_allclose(y, expected, atol=1e-12)
+    geom = ConvGeometry(c["kernel"], c["stride"], c["pad"], c["dilation"])
+    dy = RNG.standard_normal((c["n"], c["cout"] * c["group"], *geom.output_size(*c["size"])))
+    y, dx, dw = forward_and_backward(layer, x, dy)
+    w = layer.blobs[0].data
+    b = layer.blobs[1].data if c["bias"] else None
+    np.testing.assert_allclose(y, direct_convolution(x, w, b, geom), atol=1e-12)
+    dx_direct, dw_direct, db_direct = direct_convolution_backward(x, w, dy, geom)
+    np.testing.assert_allclose(dx, dx_direct, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_direct, atol=1e-12)
+    if c["bias"]:
+        np.testing.assert_allclose(layer.blobs[1].diff, db_direct, atol=1e-12)
     layer, x = _layer("Convolution", c)
     assert_gradients(layer, x)
 
@@ -332,7 +320,7 @@ def test_flat_engine_in_3d_matches_the_direct_sum_in_cache_bands(kernel, size, c
         patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * size[-1] * 8 * band_rows)
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
-        expected = direct_conv(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1, 1),
-                               (0, 0, 0), (1, 1, 1), 1)
+        geom = ConvGeometry(kernel, (1, 1, 1), (0, 0, 0), (1, 1, 1))
+        expected = direct_convolution(x, layer.blobs[0].data, layer.blobs[1].data, geom)
         np.testing.assert_allclose(y, expected, atol=1e-12)
         assert_gradients(make_layer(text, shapes=[x.shape], engine="flat"), x, max_checks=40)
