@@ -16,7 +16,7 @@ other way round (layers/deconvolution.py).
 
 The im2col matrix is built in bands of output rows (slices along the first spatial axis)
 inside one workspace shared by all layers, so its size stays under
-backend.WORKSPACE_LIMIT_BYTES whatever the image.
+config.sizes().workspace_bytes whatever the image.
 
 The definition itself, the direct sum one output pixel at a time, is direct_convolution
 below, with its chain rule direct_convolution_backward: slow, plain, and the oracle the tests
@@ -32,7 +32,7 @@ engine). unetcore.layer picks one; docs/3d.md says which run on volumes.
 import itertools
 import math
 
-from unetcore import backend
+from unetcore import backend, config
 from unetcore.errors import NetError
 from unetcore.ops.im2col import col2im_add, geometry_from_param, im2col, pad_image
 from unetcore.layer import Layer, register
@@ -41,7 +41,7 @@ from unetcore.layer import Layer, register
 def row_bands(rows, bytes_per_row, limit=None):
     """Split `rows` output rows into bands whose im2col matrix fits `limit` bytes
     (by default the workspace limit)."""
-    limit = backend.WORKSPACE_LIMIT_BYTES if limit is None else limit
+    limit = config.sizes().workspace_bytes if limit is None else limit
     per_band = max(1, limit // max(1, bytes_per_row))
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
 

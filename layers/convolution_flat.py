@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from unetcore import backend
+from unetcore import backend, config
 from unetcore.ops.im2col import im2col_flat, tap_offsets
 from unetcore.layer import register_engine
 
@@ -138,7 +138,7 @@ class FlatConvolution(CorrelationConvolution):
 
     def flat_bands(self, rows, k_rows, width):
         """Bands of rows whose flat im2col matrix (k_rows x rows*width) fits a cache band."""
-        return row_bands(rows, k_rows * width * self.dtype.itemsize, backend.CACHE_BAND_BYTES)
+        return row_bands(rows, k_rows * width * self.dtype.itemsize, config.sizes().cache_band_bytes)
 
     def band_buffer(self, channels, count, slot):
         return backend.workspace(np, self.dtype, channels * count, slot).reshape(channels, count)

@@ -20,21 +20,19 @@ Backward is the same algorithm transposed, product by product (the chain rule, a
 So the data and weight gradients are Winograd too, with the same transforms and GEMM count,
 and they are the exact gradients of this forward.
 
-All of it runs in bands of tile rows, in the shared workspace, under WINOGRAD_BAND_BYTES.
+All of it runs in bands of tile rows, in the shared workspace, under config.sizes().winograd_band_bytes.
 """
 import math
 
 import numpy as np
 
-from unetcore import backend
+from unetcore import backend, config
 from unetcore.layer import register_engine
 from unetcore.ops.winograd import tile_count, winograd_2d
 
 from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry, row_bands
 from unetcore.layers.convolution_correlation import unit_stride_unpadded
 
-# Bytes of one band's four tile buffers (input tiles, their transform, products, outputs).
-WINOGRAD_BAND_BYTES = 32 * 2 ** 20
 # Below this many input or output channels the transforms cost more than the GEMMs save.
 WINOGRAD_MIN_CHANNELS = 64
 
@@ -186,12 +184,12 @@ class WinogradConvolution(ConvolutionLayer):
 
     # ---- bands and buffers
     def tile_bands(self, out_shape, c_in, c_out):
-        """Bands of tile rows whose four buffers fit WINOGRAD_BAND_BYTES: per tile, T C input
+        """Bands of tile rows whose four buffers fit config.sizes().winograd_band_bytes: per tile, T C input
         elements twice (the tiles and their transform), T C_out products, m^2 C_out outputs."""
         t, m = len(self.wino.input_transform), self.tile
         per_tile = 2 * t * c_in + t * c_out + m * m * c_out
         return row_bands(tile_count(out_shape[0], m),
-                         per_tile * tile_count(out_shape[1], m) * self.dtype.itemsize, WINOGRAD_BAND_BYTES)
+                         per_tile * tile_count(out_shape[1], m) * self.dtype.itemsize, config.sizes().winograd_band_bytes)
 
     def buffer(self, shape, slot):
         return backend.workspace(self.xp, self.dtype, math.prod(shape),

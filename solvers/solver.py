@@ -13,6 +13,10 @@ One iteration (Solver::Step):
 
 The loop is here; the stop at the first NaN or Inf and its report are in non_finite.py,
 snapshot and resume in solver_state.py.
+
+As in pycaffe, a solver is built from its prototxt either by get_solver(path), of the type
+the file names, or by the class of a type, SGDSolver(path), AdamSolver(path), ..., which
+wins over the file's type field.
 """
 import math
 import signal
@@ -27,7 +31,7 @@ from unetcore import backend
 from unetcore.errors import SolverError
 from unetcore.files import require_writable_folder
 from unetcore.logs import log
-from unetcore.net import TEST, TRAIN, Net
+from unetcore.net import TEST, TRAIN, Net, chosen_gpu
 from unetcore.formats.prototxt import Message, parse_file
 from unetcore.threads import thread_tuner
 
@@ -69,15 +73,18 @@ def get_solver(solver, gpu=None, dtype=np.float32, **overrides):
 
 
 class Solver:
+    """Trains the net of a solver prototxt (a path or a parsed SolverParameter). `gpu` is a
+    CUDA device number; left out, the one unetcore.set_mode_gpu / set_device chose, else
+    the CPU."""
     type = None
     history_sets = 1                      # Adam and AdaDelta keep two buffers per parameter
 
     def __init__(self, param, gpu=None, dtype=np.float32):
-        self.param = param
+        self.param = param = load_solver_param(param)
         if param.iter_size < 1:
             raise SolverError(f"{param.location()}: iter_size must be >= 1, got {param.iter_size}")
+        self.gpu = gpu = chosen_gpu(gpu)
         self.xp = backend.xp_for(gpu)
-        self.gpu = gpu
         self.dtype = np.dtype(dtype)
         seed = param.random_seed if param.random_seed >= 0 else None
         self.rng = np.random.default_rng(seed)
@@ -161,17 +168,8 @@ class Solver:
         return nets
 
     def share_weights(self, test_net):
-        """Point the test net's parameter blobs at the train net's, layer by layer name."""
-        train = {layer.name: layer for layer in self.net.layers}
-        for layer in test_net.layers:
-            source = train.get(layer.name)
-            if source is None or not layer.blobs:
-                continue
-            for i, blob in enumerate(layer.blobs):
-                if source.blobs[i].shape != blob.shape:
-                    raise SolverError(f"layer '{layer.name}' blob {i} has shape {blob.shape} in "
-                                      f"the test net but {source.blobs[i].shape} in the train net")
-                layer.blobs[i] = source.blobs[i]
+        """Make the test net compute with the train net's parameters, layer by layer name."""
+        test_net.share_with(self.net)
 
     # ------------------------------------------------------------------ the loop
     def solve(self, resume=None):

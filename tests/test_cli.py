@@ -89,13 +89,16 @@ def test_gradcheck_command_exits_nonzero_on_failure(tmp_path, monkeypatch):
 
 
 def test_openblas_threads_sleep_between_gemms_unless_the_user_chose():
-    """Importing unetcore before NumPy (as the unetcore command does) sets OpenBLAS's thread
-    timeout to 4, so its idle threads sleep instead of spinning; a user's value stays."""
-    code = "import os, unetcore; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    """The unetcore command sets OpenBLAS's thread timeout to 4 before NumPy loads, so its idle
+    threads sleep instead of spinning; a user's value stays."""
+    code = ("import os, sys\nfrom unetcore.__main__ import main\n"
+            "assert 'numpy' not in sys.modules\nsys.argv = ['unetcore', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
 
     def timeout_seen(env):
         return subprocess.run([sys.executable, "-c", code], env=env, text=True,
-                              capture_output=True, check=True).stdout.strip()
+                              capture_output=True, check=True).stdout.splitlines()[-1]
     assert timeout_seen(env) == "4"
     assert timeout_seen(dict(env, OPENBLAS_THREAD_TIMEOUT="20")) == "20"

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 import unetcore
+from unetcore import config
 from unetcore.cli import main
 from unetcore.data.weightmap import weight_map
 from unetcore.errors import DataError, NetError, SolverError
@@ -251,13 +252,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, weights, monkeypatch):
+def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, weights):
     pytest.importorskip("dask.distributed")
-    from unetcore.inference import chunked
-    monkeypatch.setattr(chunked, "SCHEDULER_TIMEOUT", "1s")
     address = f"tcp://127.0.0.1:{free_port()}"
-    line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--model",
-                        SMALL, "--weights", weights[0], "--tile", 48, "--scheduler", address))
+    with config.using_sizes(scheduler_timeout="1s"):
+        line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr",
+                            "--model", SMALL, "--weights", weights[0], "--tile", 48,
+                            "--scheduler", address))
     assert f"--scheduler {address}: no dask scheduler answers there" in line
     line = one_line(run("segment", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--model",
                         SMALL, "--weights", weights[0], "--workers", 2, "--scheduler", address))

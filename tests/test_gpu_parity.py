@@ -14,7 +14,7 @@ from hypothesis import assume, given, strategies as st
 from helpers import cupy_with_device, needs_gpu
 from test_layers import conv_params, conv_text
 from test_nd_layers import nd_conv_case
-from unetcore import backend, config
+from unetcore import config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
@@ -96,11 +96,10 @@ def test_convolution_and_deconvolution(p, kind, precision):
 @pytest.mark.parametrize("band_bytes", [None, 2048], ids=["one band", "many bands"])
 def test_convolution_cpu_fast_paths_against_the_gpu(cin, cout, kernel, size, precision,
                                                     band_bytes, monkeypatch):
-    if band_bytes:
-        monkeypatch.setattr(backend, "WORKSPACE_LIMIT_BYTES", band_bytes)
-        monkeypatch.setattr(backend, "CACHE_BAND_BYTES", band_bytes)
-    assert_same_on_both(conv_text(num_output=cout, kernel=kernel), [normal(2, cin, *size)],
-                        precision, down=[True])
+    limits = dict(workspace_bytes=band_bytes, cache_band_bytes=band_bytes) if band_bytes else {}
+    with config.using_sizes(**limits):
+        assert_same_on_both(conv_text(num_output=cout, kernel=kernel), [normal(2, cin, *size)],
+                            precision, down=[True])
 
 
 @pytest.mark.parametrize("kernel,size", [((3, 3), (13, 12)), ((3, 2), (9, 14))])

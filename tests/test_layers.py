@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from helpers import assert_gradients, blobs_of, make_layer, run_forward
+from helpers import (assert_gradients, blobs_of, device_module, engine_device_cases, make_layer,
+                     run_forward)
+from unetcore import config
+from unetcore.backend import to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
 from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
@@ -29,8 +32,10 @@ conv_params = st.fixed_dictionaries({
     "bias": st.booleans()})
 
 
-CONV_ENGINES = ["reference", "pointwise", "correlation", "flat", "winograd"]
-DECONV_ENGINES = ["reference", "blocks"]
+# every engine of the registry, on every device; "slices" runs volumes only (test_nd_layers)
+CONV_CASES = engine_device_cases("Convolution", exclude=("slices",))
+DECONV_CASES = engine_device_cases("Deconvolution")
+POOLING_CASES = engine_device_cases("Pooling")
 
 
 def for_engine(p, engine):
@@ -53,58 +58,64 @@ def geometry(p):
                         (p["dilation"],) * 2)
 
 
-def _conv_case(p, kind, engine=None):
+def _conv_case(p, kind, engine=None, xp=np):
     cin, cout = p["cin"] * p["group"], p["cout"] * p["group"]
     text = conv_text(kind, cout, (p["kh"], p["kw"]), (p["sh"], p["sw"]), (p["ph"], p["pw"]),
                      p["dilation"], p["group"], p["bias"])
     x = RNG.standard_normal((p["n"], cin, p["h"], p["w"]))
-    return make_layer(text, shapes=[x.shape], engine=engine), x
+    return make_layer(text, shapes=[x.shape], engine=engine, xp=xp), x
 
 
-@pytest.mark.parametrize("engine", CONV_ENGINES)
+@pytest.mark.parametrize("engine,device", CONV_CASES)
 @given(data=st.data())
-def test_convolution_forward_matches_direct_sum_and_gradients(engine, data):
-    """Forward, dx, dW and db equal the direct sum's (layers/convolution.py), and the
-    gradients check."""
+def test_convolution_forward_matches_direct_sum_and_gradients(engine, device, data):
+    """Forward, dx, dW and db equal the direct sum's (layers/convolution.py) on every device,
+    and the gradients check (on the CPU, where the checker runs)."""
+    xp = device_module(device)
     p = for_engine(data.draw(conv_params), engine)
     assume(p["h"] + 2 * p["ph"] >= p["dilation"] * (p["kh"] - 1) + 1)
     assume(p["w"] + 2 * p["pw"] >= p["dilation"] * (p["kw"] - 1) + 1)
-    layer, x = _conv_case(p, "Convolution", engine)
+    layer, x = _conv_case(p, "Convolution", engine, xp)
     geom = geometry(p)
     dy = RNG.standard_normal((p["n"], p["cout"] * p["group"], *geom.output_size(p["h"], p["w"])))
     y, dx, dw = forward_and_backward(layer, x, dy)
-    w = layer.blobs[0].data
-    b = layer.blobs[1].data if p["bias"] else None
+    w = to_numpy(layer.blobs[0].data)
+    b = to_numpy(layer.blobs[1].data) if p["bias"] else None
     np.testing.assert_allclose(y, direct_convolution(x, w, b, geom), atol=1e-12)
     dx_direct, dw_direct, db_direct = direct_convolution_backward(x, w, dy, geom)
     np.testing.assert_allclose(dx, dx_direct, atol=1e-12)
     np.testing.assert_allclose(dw, dw_direct, atol=1e-12)
     if p["bias"]:
-        np.testing.assert_allclose(layer.blobs[1].diff, db_direct, atol=1e-12)
-    layer, x = _conv_case(p, "Convolution", engine)
-    assert_gradients(layer, x)
+        np.testing.assert_allclose(to_numpy(layer.blobs[1].diff), db_direct, atol=1e-12)
+    if xp is np:
+        layer, x = _conv_case(p, "Convolution", engine)
+        assert_gradients(layer, x)
 
 
-@pytest.mark.parametrize("engine", DECONV_ENGINES)
+@pytest.mark.parametrize("engine,device", DECONV_CASES)
 @given(data=st.data())
-def test_deconvolution_is_the_adjoint_of_convolution_and_gradients(engine, data):
+def test_deconvolution_is_the_adjoint_of_convolution_and_gradients(engine, device, data):
+    """<deconv(x), v> = <x, conv(v)> with the same weights, on every device; the gradients
+    check on the CPU."""
+    xp = device_module(device)
     p = for_engine(dict(data.draw(conv_params), bias=False), engine)
     for size, k, s, pad in ((p["h"], p["kh"], p["sh"], p["ph"]), (p["w"], p["kw"], p["sw"], p["pw"])):
         assume(s * (size - 1) + p["dilation"] * (k - 1) + 1 - 2 * pad >= 1)
-    deconv, x = _conv_case(p, "Deconvolution", engine)
-    y = run_forward(deconv, x)[0]
+    deconv, x = _conv_case(p, "Deconvolution", engine, xp)
+    y = to_numpy(run_forward(deconv, x)[0])
     # <deconv(x), v> == <x, conv(v)> when the convolution (the reference) uses the same weights
     conv = make_layer(conv_text("Convolution", x.shape[1], (p["kh"], p["kw"]), (p["sh"], p["sw"]),
                                 (p["ph"], p["pw"]), p["dilation"], p["group"], False),
                       engine="reference")
     v = RNG.standard_normal(y.shape)
     run_forward(conv, v)
-    conv.blobs[0].data[...] = deconv.blobs[0].data
+    conv.blobs[0].data[...] = to_numpy(deconv.blobs[0].data)
     conv_v = run_forward_with_weights(conv, v)
     assert conv_v.shape == x.shape
     assert (y * v).sum() == pytest.approx((x * conv_v).sum(), rel=1e-10, abs=1e-10)
-    deconv, x = _conv_case(dict(p, bias=True), "Deconvolution", engine)
-    assert_gradients(deconv, x)
+    if xp is np:
+        deconv, x = _conv_case(dict(p, bias=True), "Deconvolution", engine)
+        assert_gradients(deconv, x)
 
 
 def run_forward_with_weights(layer, x):
@@ -115,13 +126,15 @@ def run_forward_with_weights(layer, x):
 
 
 def forward_and_backward(layer, x, dy):
-    bottom, top = blobs_of(x), blobs_of(np.zeros(1))
+    """(y, dx, dW) of one layer on x and the top gradient dy, as NumPy arrays, on the layer's
+    device."""
+    bottom, top = blobs_of(x, xp=layer.xp), blobs_of(np.zeros(1), xp=layer.xp)
     layer.setup(bottom, top)
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
-    top[0].diff[...] = dy
+    top[0].diff[...] = layer.xp.asarray(dy)
     layer.backward(top, [True], bottom)
-    return top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()
+    return to_numpy(top[0].data), to_numpy(bottom[0].diff), to_numpy(layer.blobs[0].diff)
 
 
 @pytest.mark.parametrize("kind,engine,c_in,c_out,kernel,stride", [
@@ -156,15 +169,14 @@ def test_upconvolution_2x2_stride_2_hand_case():
     np.testing.assert_array_equal(y[0, 0], [[1, 2, 10, 20], [3, 4, 30, 40]])
 
 
-def test_convolution_bands_give_the_same_result(monkeypatch):
-    from unetcore import backend
+def test_convolution_bands_give_the_same_result():
     x = RNG.standard_normal((1, 3, 12, 9))
     full = make_layer(conv_text(num_output=4, pad=(1, 1)))
     y_full = run_forward(full, x)[0]
-    monkeypatch.setattr(backend, "WORKSPACE_LIMIT_BYTES", 27 * 9 * 8 * 2)   # two rows a band
-    banded = make_layer(conv_text(num_output=4, pad=(1, 1)))
-    np.testing.assert_allclose(run_forward(banded, x)[0], y_full, atol=1e-12)
-    assert_gradients(make_layer(conv_text(num_output=4, pad=(1, 1))), x)
+    with config.using_sizes(workspace_bytes=27 * 9 * 8 * 2):           # two rows a band
+        banded = make_layer(conv_text(num_output=4, pad=(1, 1)))
+        np.testing.assert_allclose(run_forward(banded, x)[0], y_full, atol=1e-12)
+        assert_gradients(make_layer(conv_text(num_output=4, pad=(1, 1))), x)
 
 
 flat_params = st.fixed_dictionaries({
@@ -177,13 +189,11 @@ flat_params = st.fixed_dictionaries({
 def test_flat_engine_in_cache_bands_matches_direct_sum_and_gradients(p):
     """The flat engine, for any channel count, with cache bands of 1 to 8 rows: the same
     forward as the direct sum, and gradients that check."""
-    from unetcore import backend
     assume((p["kh"], p["kw"]) != (1, 1))
     text = conv_text(num_output=p["cout"], kernel=(p["kh"], p["kw"]), bias=p["bias"])
     x = RNG.standard_normal((p["n"], p["cin"], p["h"], p["w"]))
     k_rows = max(p["cin"], p["cout"]) * p["kh"] * p["kw"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * p["w"] * 8 * p["band_rows"])
+    with config.using_sizes(cache_band_bytes=k_rows * p["w"] * 8 * p["band_rows"]):
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
         bias = layer.blobs[1].data if p["bias"] else None
@@ -233,11 +243,10 @@ def test_winograd_in_every_tile_size_and_in_bands(monkeypatch):
     for tile in (2, 3, 4, 6):
         monkeypatch.setattr(convolution_winograd.WinogradConvolution, "tile_size",
                             lambda self, shape, tile=tile: tile)
-        for band_bytes in (None, 1):
-            if band_bytes:
-                monkeypatch.setattr(convolution_winograd, "WINOGRAD_BAND_BYTES", band_bytes)
-            layer = make_layer(text, shapes=[x.shape], engine="winograd")
-            y = run_forward(layer, x)[0]
+        for band_bytes in (config.sizes().winograd_band_bytes, 1):
+            with config.using_sizes(winograd_band_bytes=band_bytes):
+                layer = make_layer(text, shapes=[x.shape], engine="winograd")
+                y = run_forward(layer, x)[0]
             assert layer.tile == tile
             expected = direct_convolution(x, layer.blobs[0].data, layer.blobs[1].data, geom)
             np.testing.assert_allclose(y, expected, atol=1e-12)
@@ -265,7 +274,6 @@ def test_winograd_float32_error_on_a_unet_layer():
 
 
 def test_engine_caffe_in_the_prototxt_and_the_reference_setting_give_the_reference():
-    from unetcore import config
     text = 'name: "c" type: "Convolution" convolution_param { num_output: 64 kernel_size: 3 %s }'
     assert make_layer(text % "", shapes=[(1, 64, 5, 5)]).engine == "flat"
     assert make_layer(text % "engine: CAFFE", shapes=[(1, 64, 5, 5)]).engine == "reference"
@@ -341,16 +349,37 @@ def test_average_pooling_divisor_counts_padding_but_not_overhang():
     np.testing.assert_allclose(y[0, 0], [[0.25, 0.5], [0.5, 1.0]])
 
 
-@pytest.mark.parametrize("engine", ["reference", "tiled"])
+@pytest.mark.parametrize("engine,device", POOLING_CASES)
 @given(st.sampled_from(["MAX", "AVE"]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
        st.integers(1, 7), st.integers(1, 7), st.integers(1, 2))
-def test_pooling_gradients(engine, method, kernel, stride, pad, h, w, n):
+def test_pooling_gradients(engine, device, method, kernel, stride, pad, h, w, n):
+    """The gradients check on the CPU; on a GPU, forward and backward equal the CPU
+    reference's."""
     if engine == "tiled":                  # what the tiled engine runs: MAX, stride = kernel
         method, stride, pad = "MAX", kernel, 0
     assume(pad < kernel and stride <= kernel and h + 2 * pad >= kernel and w + 2 * pad >= kernel)
     x = RNG.permutation(n * 2 * h * w).reshape(n, 2, h, w) / 7.0     # distinct values: no ties
-    layer = make_layer(pool_text(method, kernel, stride, pad), shapes=[x.shape], engine=engine)
-    assert_gradients(layer, x)
+    text = pool_text(method, kernel, stride, pad)
+    xp = device_module(device)
+    layer = make_layer(text, shapes=[x.shape], engine=engine, xp=xp)
+    if xp is np:
+        assert_gradients(layer, x)
+        return
+    reference = make_layer(text, shapes=[x.shape], engine="reference")
+    dy = RNG.standard_normal(run_forward(reference, x)[0].shape)
+    for on_device, on_cpu in zip(pooled_and_dx(layer, x, dy), pooled_and_dx(reference, x, dy)):
+        np.testing.assert_allclose(on_device, on_cpu, atol=1e-12)
+
+
+def pooled_and_dx(layer, x, dy):
+    """(y, dx) of a pooling layer, as NumPy arrays, on the layer's device."""
+    bottom, top = blobs_of(x, xp=layer.xp), [Blob((), np.float64, layer.xp)]
+    layer.setup(bottom, top)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    top[0].diff[...] = layer.xp.asarray(dy)
+    layer.backward(top, [True], bottom)
+    return to_numpy(top[0].data), to_numpy(bottom[0].diff)
 
 
 def test_global_and_rectangular_pooling():

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from helpers import assert_gradients, blobs_of, make_layer, run_forward
 from test_layers import forward_and_backward
+from unetcore import config
 from unetcore.blob import Blob
 from unetcore.errors import NetError
 from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
@@ -311,13 +312,11 @@ def test_flat_engine_in_3d_matches_the_direct_sum_in_cache_bands(kernel, size, c
                                                                  band_rows):
     """The flat engine on volumes, slice by slice, with cache bands of 1 to 6 rows: the
     direct sum's forward, and gradients that check (dx from the padded dy)."""
-    from unetcore import backend
     assume(set(kernel) != {1} and all(n >= k for n, k in zip(size, kernel)))
     text = conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
     x = RNG.standard_normal((2, c_in, *size))
     k_rows = max(c_in, c_out) * math.prod(kernel)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(backend, "CACHE_BAND_BYTES", k_rows * size[-1] * 8 * band_rows)
+    with config.using_sizes(cache_band_bytes=k_rows * size[-1] * 8 * band_rows):
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
         geom = ConvGeometry(kernel, (1, 1, 1), (0, 0, 0), (1, 1, 1))

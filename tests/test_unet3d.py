@@ -261,7 +261,7 @@ def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory
     pytest.importorskip("zarr")
     pytest.importorskip("dask.distributed")
     import zarr
-    from unetcore.inference import chunked
+    from unetcore import config
     tmp_path = tmp_path_factory.mktemp("chunks")
     model = tmp_path / "net.prototxt"
     model.write_text(tiny_3d((5, 20, 20)))
@@ -271,8 +271,7 @@ def test_a_3d_net_segments_a_volume_chunk_by_chunk_as_in_memory(tmp_path_factory
     values = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
     tifffile.imwrite(tmp_path / "v.tif", values, photometric="minisblack")
     common = ["--model", str(model), "--weights", str(tmp_path / "w.caffemodel.h5")]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(chunked, "CHUNK_TARGET_Z", slices)
+    with config.using_sizes(chunk_slices=slices):
         result = CliRunner().invoke(main, ["segment", str(tmp_path / "v.tif"), "-o",
                                            str(tmp_path / "l.zarr"), "--probabilities",
                                            str(tmp_path / "p.zarr"), "--chunk", str(chunk)]

@@ -1,12 +1,17 @@
 """The 2015 release's formats: V1 prototxts (upgraded as Caffe's upgrade_proto does, with the
 release's two-bottom centre CROP) and binary .caffemodel weights (read and written without
 the protobuf library)."""
+import ast
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
 
 import unetcore
+from unetcore.formats.upgrade import upgrade_v1_net
 from unetcore.models import unet
 from unetcore.formats.caffemodel import (_length, encode_blob, encode_net, read_caffemodel,
                                  write_caffemodel)
@@ -97,6 +102,55 @@ def test_upgrade_errors():
     with pytest.raises(NetError, match="layer 'crop' .*the upgrade needs the net's shapes, and "
                                        "building the net for them failed: .*missing.txt"):
         unetcore.Net(parse(data))
+
+
+def test_the_upgrade_asks_its_caller_for_the_shapes_in_each_phase():
+    v1 = parse('input: "a" input_dim: 1 input_dim: 1 input_dim: 7 input_dim: 7 input: "b" '
+               'input_dim: 1 input_dim: 1 input_dim: 3 input_dim: 3 '
+               'layers { name: "crop" type: CROP bottom: "a" bottom: "b" top: "c" }')
+    asked = []
+
+    def blob_shapes(net_param, phase):
+        asked.append(phase)
+        return {"a": (1, 1, 7, 7), "b": (1, 1, 3, 3), "c": (1, 1, 3, 3)}
+    v2 = upgrade_v1_net(v1, blob_shapes)
+    assert asked == ["TEST", "TRAIN"]
+    assert v2.layer[0].type == "Crop" and list(v2.layer[0].crop_param.offset) == [2, 2]
+
+
+def unetcore_modules_imported_by(module):
+    """The unetcore.* modules that `module`'s source imports, at its top or in a function."""
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("unetcore.") and is_module(name)}
+
+
+def is_module(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):       # an attribute such as unetcore.errors.NetError
+        return False
+
+
+def test_the_formats_package_never_imports_the_net():
+    """Net imports the formats (it reads prototxts and upgrades V1 nets); the formats import
+    neither unetcore.net nor any module that imports it, so there is no import circle."""
+    formats = Path(importlib.util.find_spec("unetcore.formats").origin).parent
+    to_visit = [f"unetcore.formats.{path.stem}" for path in formats.glob("*.py")
+                if path.stem != "__init__"]
+    reached = set()
+    while to_visit:
+        module = to_visit.pop()
+        if module not in reached:
+            reached.add(module)
+            to_visit.extend(unetcore_modules_imported_by(module))
+    assert "unetcore.formats.upgrade" in reached and "unetcore.net" not in reached
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -13,12 +13,6 @@ import numpy as np
 
 from unetcore.errors import BackendError
 
-# Bytes one im2col band may take; Convolution splits its output rows into bands to stay under it.
-WORKSPACE_LIMIT_BYTES = 128 * 2 ** 20
-# Bytes of one flat im2col band (stride-1 convolutions with few channels on the CPU): small
-# enough that the band is still in the cache when the GEMM reads it (docs/benchmarks.md).
-CACHE_BAND_BYTES = 8 * 2 ** 20
-
 _per_thread = threading.local()      # .workspaces: (module, dtype, slot) -> flat buffer
 
 

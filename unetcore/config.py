@@ -7,6 +7,8 @@ engine: which implementation runs a layer type that has several (see unetcore.la
                  reference elsewhere; the tests use this to check every engine.
 A layer whose prototxt says `engine: CAFFE` runs the reference whatever this says.
 
+sizes: the bounds of work buffers and jobs (Sizes below; `using_sizes` changes them).
+
 A setting is a context variable, not a module global: `using_engine` changes it for the code
 inside its `with` block only, and every thread starts with the default, so one thread's
 choice never changes the layers another thread builds.
@@ -22,6 +24,7 @@ unetcore.cli):
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, fields, replace
 
 DEFAULT_ENGINE = "auto"
 _engine = ContextVar("unetcore_engine", default=DEFAULT_ENGINE)
@@ -45,6 +48,50 @@ def using_engine(name):
         yield
     finally:
         _engine.reset(token)
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes that bound work buffers and jobs; none changes a result, only its speed and
+    memory (the tests shrink them to reach the code paths that large images take)."""
+    # Bytes one im2col band may take; Convolution splits its output rows into bands under it.
+    workspace_bytes: int = 128 * 2 ** 20
+    # Bytes of one flat im2col band (stride-1 convolutions with few channels on the CPU):
+    # small enough that the band is still in the cache when the GEMM reads it.
+    cache_band_bytes: int = 8 * 2 ** 20
+    # Bytes of one Winograd band's four tile buffers (tiles, transforms, products, outputs).
+    winograd_band_bytes: int = 32 * 2 ** 20
+    # A chunked volume's chunk edge aims at this many output pixels in y and x: large enough
+    # that the context read around a chunk costs little, small enough for many workers...
+    chunk_edge: int = 1024
+    # ... and at this many slices in z for a 3-d net, whose tiles are a few slices deep.
+    chunk_slices: int = 64
+    # How long to wait for a dask scheduler that does not answer.
+    scheduler_timeout: str = "20s"
+
+
+_sizes = ContextVar("unetcore_sizes", default=Sizes())
+
+
+def sizes():
+    """The Sizes in force here (in this thread and `with` block)."""
+    return _sizes.get()
+
+
+@contextmanager
+def using_sizes(**changes):
+    """Inside the `with` block, the Sizes with `changes` (field=value) applied."""
+    unknown = set(changes) - {f.name for f in fields(Sizes)}
+    if unknown:
+        raise TypeError(f"no size named {', '.join(sorted(unknown))}")
+    token = _sizes.set(replace(_sizes.get(), **changes))
+    try:
+        yield
+    finally:
+        _sizes.reset(token)
 
 
 # ---------------------------------------------------------------- the environment

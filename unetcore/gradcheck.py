@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unetcore import layers  # noqa: F401  (fills the registry of layer types)
 from unetcore.backend import to_numpy
 from unetcore.errors import NetError
 

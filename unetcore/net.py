@@ -10,20 +10,37 @@ Building follows Caffe step by step:
 5. parameters are shared by ParamSpec name; which layers need backward is worked out from
    lr_mult, propagate_down, force_backward and whether a layer leads to a loss.
 
+A V1 net (the 2015 release's `layers { ... }`) is upgraded first (unetcore.formats.upgrade);
+centring its CROPs needs the net's shapes, which blob_shapes below works out by wiring the
+upgraded net without drawing its weights.
+
+The phase is pycaffe's TRAIN (0) or TEST (1), or its name, "TRAIN" or "TEST" in any case;
+inside, a Net and its layers keep the name (net.phase == "TEST"), as the prototxt's include
+rules spell it.
+
+pycaffe's set_mode_cpu, set_mode_gpu and set_device choose where the Nets (and Solvers) built
+afterwards run when they are given no `gpu`; a net keeps the device it was built on. In Caffe
+the mode and the device are per thread (Caffe::Get() is thread-local); here they are context
+variables, as unetcore.config keeps the engine: a choice holds in the thread (or asyncio
+task) that made it, and every thread starts on the CPU, device 0.
+
 A Net holds the data of one pass in its blobs, so it runs in one thread at a time: the first
 thread that sets its inputs or runs it owns it while that thread lives, and any other thread
 is refused with one line (two Nets, even of one prototxt, run in two threads independently).
 """
 import threading
 from collections import OrderedDict
+from contextvars import ContextVar
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
 from unetcore import backend
+from unetcore import layers  # noqa: F401  (fills the registry of layer types)
 from unetcore.arena import MemoryPlan
 from unetcore.blob import Blob
-from unetcore.errors import NetError
+from unetcore.errors import BackendError, NetError
 from unetcore.graph import filter_layers, input_layer, insert_splits
 from unetcore.layer import check_layer_type, draws_deferred, layer_class
 from unetcore.memory import require_blob_bytes, require_bytes
@@ -32,7 +49,8 @@ from unetcore.sizes import check_alignment
 from unetcore.formats.weights import load_weights, save_weights
 from unetcore.formats.upgrade import upgrade_v1_net
 
-TRAIN, TEST = "TRAIN", "TEST"
+TRAIN, TEST = 0, 1                     # pycaffe's caffe.TRAIN and caffe.TEST
+PHASE_NAMES = ("TRAIN", "TEST")        # indexed by TRAIN and TEST
 
 
 def load_net_param(model):
@@ -41,42 +59,73 @@ def load_net_param(model):
     return parse_file(str(model), "NetParameter")
 
 
+def phase_name(phase):
+    """"TRAIN" or "TEST" for pycaffe's TRAIN (0) or TEST (1) or for either name in any case;
+    None for anything else."""
+    if isinstance(phase, str) and phase.upper() in PHASE_NAMES:
+        return phase.upper()
+    if isinstance(phase, Integral) and not isinstance(phase, bool) and \
+            phase in (TRAIN, TEST):
+        return PHASE_NAMES[phase]
+    return None
+
+
+def phase_and_weights(phase, weights):
+    """The phase's name and the weights of Net's arguments, given in either of pycaffe's
+    orders, Net(model, phase, weights) or Net(model, weights, phase)."""
+    if phase_name(phase) is None and phase_name(weights) is not None:
+        phase, weights = weights, phase
+    name = phase_name(phase)
+    if name is None:
+        raise NetError(f"phase must be unetcore.TRAIN (0) or unetcore.TEST (1), or the name "
+                       f"'TRAIN' or 'TEST'; got {phase!r}")
+    return name, weights
+
+
+_gpu_mode = ContextVar("unetcore_gpu_mode", default=False)
+_device = ContextVar("unetcore_device", default=0)
+
+
+def set_mode_cpu():
+    """Build the next nets and solvers of this thread on the CPU (the default)."""
+    _gpu_mode.set(False)
+
+
+def set_mode_gpu():
+    """Build the next nets and solvers of this thread on the GPU that set_device chose
+    (0 unless it was called). A net built with no usable GPU says why, in one line."""
+    _gpu_mode.set(True)
+
+
+def set_device(device):
+    """Make GPU `device` (a CUDA device number) the GPU of set_mode_gpu in this thread."""
+    if isinstance(device, bool) or not isinstance(device, Integral) or device < 0:
+        raise BackendError(f"set_device takes a CUDA device number (0, 1, ...), not {device!r}")
+    _device.set(int(device))
+
+
+def chosen_gpu(gpu=None):
+    """The GPU that a Net or Solver given `gpu` runs on: `gpu` when it is given; else, in GPU
+    mode, the device of set_device; else None, the CPU."""
+    if gpu is not None:
+        return gpu
+    return _device.get() if _gpu_mode.get() else None
+
+
 class Net:
     """A network: ``Net(prototxt, phase=TEST, weights=None)``, pycaffe style.
 
-    ``Net(prototxt, weights, phase)`` (pycaffe's other order) is accepted too.
+    ``Net(prototxt, weights, phase)`` (pycaffe's other order) is accepted too. The phase is
+    unetcore.TRAIN or unetcore.TEST (0 and 1, as pycaffe's), or "TRAIN" or "TEST". `gpu` is
+    a CUDA device number; left out (None), the net runs where unetcore.set_mode_cpu,
+    set_mode_gpu and set_device chose in this thread: the CPU unless they were called.
     """
 
     def __init__(self, model, phase=TEST, weights=None, *, level=0, stages=(),
                  dtype=np.float32, gpu=None, seed=None):
-        if phase not in (TRAIN, TEST) and weights in (TRAIN, TEST):
-            phase, weights = weights, phase            # pycaffe's Net(model, weights, phase)
-        if phase not in (TRAIN, TEST):
-            raise NetError(f"phase must be unetcore.TRAIN or unetcore.TEST, not {phase!r}")
-        self.param = load_net_param(model)
-        self.name = self.param.name
-        self.phase = phase
-        self.dtype = np.dtype(dtype)
-        self.gpu = gpu
-        self.xp = backend.xp_for(gpu)
-        self.rng = np.random.default_rng(seed)
-        if self.param.layers:                 # Caffe's V1 format, as the 2015 release
-            self.param = upgrade_v1_net(self.param)
-        layer_params = list(self.param.layer)
-        first = input_layer(self.param)
-        if first is not None:
-            layer_params.insert(0, first)
-        if not layer_params:
-            raise NetError(f"{self.param.location().split(':')[0]}: the net has no layers; a "
-                           "net prototxt lists them as layer { name: ... type: ... }")
-        layer_params = filter_layers(layer_params, phase, level, stages)
-        for lp in layer_params:
-            check_layer_type(lp)
-        # Hooks of the loops (Caffe's Net callbacks): after_* get the layer's index.
-        self.after_forward, self.end_forward, self.after_backward, self.end_backward = \
-            [], [], [], []
-        with draws_deferred() as parameters:
-            self._build(insert_splits(layer_params, phase))
+        phase, weights = phase_and_weights(phase, weights)
+        parameters = self._wire(load_net_param(model), phase, level, stages, dtype,
+                                chosen_gpu(gpu), seed)
         self.memory = MemoryPlan(self)
         self.check_memory()
         require_bytes(sum(blob.count for blob, _ in parameters) * self.dtype.itemsize,
@@ -100,6 +149,35 @@ class Net:
             self._owner = me
 
     # ------------------------------------------------------------------ building
+    def _wire(self, param, phase, level, stages, dtype, gpu, seed):
+        """Steps 1-5 of the module docstring: the layers made, set up and reshaped, their
+        parameter blobs shaped but not drawn; returns the (blob, draw) pairs."""
+        if param.layers:                      # Caffe's V1 format, as the 2015 release
+            param = upgrade_v1_net(param, blob_shapes)
+        self.param = param
+        self.name = param.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.gpu = gpu
+        self.xp = backend.xp_for(gpu)
+        self.rng = np.random.default_rng(seed)
+        layer_params = list(param.layer)
+        first = input_layer(param)
+        if first is not None:
+            layer_params.insert(0, first)
+        if not layer_params:
+            raise NetError(f"{param.location().split(':')[0]}: the net has no layers; a "
+                           "net prototxt lists them as layer { name: ... type: ... }")
+        layer_params = filter_layers(layer_params, phase, level, stages)
+        for lp in layer_params:
+            check_layer_type(lp)
+        # Hooks of the loops (Caffe's Net callbacks): after_* get the layer's index.
+        self.after_forward, self.end_forward, self.after_backward, self.end_backward = \
+            [], [], [], []
+        with draws_deferred() as parameters:
+            self._build(insert_splits(layer_params, phase))
+        return parameters
+
     def _build(self, specs):
         self.blobs = OrderedDict()
         self.layers, self.specs = [], specs
@@ -285,22 +363,38 @@ class Net:
         self.check_memory()
 
     def check_memory(self):
-        copies = 2 if self.phase == TRAIN else 1           # data, and diffs for backward
+        copies = 2 if self.phase == "TRAIN" else 1         # data, and diffs for backward
         size = " x ".join(map(str, self.blobs[self.image_input].shape[2:])) \
             if self.image_input else ""
         require_blob_bytes(copies * sum(b.count for b in self.blobs.values()) * self.dtype.itemsize,
                       f"the blobs of net '{self.name}'" + (f" at {size}" if size else ""))
 
-    def forward(self, start=None, end=None, **inputs):
+    def forward(self, blobs=None, start=None, end=None, **inputs):
         """Run forward from layer `start` to layer `end` (names; both included; default: the
         whole net) and return {blob name: data} of the net's outputs, or of the tops of
-        `end` (pycaffe's net.forward)."""
+        `end`, then of the blobs named in `blobs` (pycaffe's net.forward)."""
+        extra = self.blob_names(blobs, "return")
+        freed = [name for name in extra if name not in self.outputs]
+        if self.release_activations and freed:
+            raise NetError(f"net '{self.name}' frees its inner blobs during forward "
+                           f"(release_activations), so it cannot return {', '.join(freed)}; "
+                           "set it to False first")
         self.set_inputs(inputs)
         first = self.layer_index(start) if start is not None else 0
         last = self.layer_index(end) if end is not None else len(self.layers) - 1
         self.forward_layers(first, last + 1)
         names = self.specs[last].tops if end is not None else self.outputs
-        return OrderedDict((name, self.blobs[name].data) for name in names)
+        return OrderedDict((name, self.blobs[name].data)
+                           for name in dict.fromkeys([*names, *extra]))
+
+    def blob_names(self, names, purpose):
+        """`names` (None: none) as a list, once each is known to be a blob of the net."""
+        names = list(names or [])
+        for name in names:
+            if name not in self.blobs:
+                raise NetError(f"the net has no blob '{name}' to {purpose}; its blobs: "
+                               f"{', '.join(self.blobs)}")
+        return names
 
     def layer_index(self, name):
         if name not in self.layer_names:
@@ -326,21 +420,22 @@ class Net:
         self.loss = loss
         return loss
 
-    def backward(self, start=None, end=None, **diffs):
+    def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """Backpropagate from layer `start` down to layer `end` (names; both included;
         default: the whole net), from the losses, or from the gradients given as
         {blob name: diff} (pycaffe's net.backward). Parameter diffs accumulate
         (clear_param_diffs resets them). Returns {input name: diff}, or with `end`
-        {bottom name of end: diff}."""
+        {bottom name of end: diff}, then the diffs of the blobs named in `diffs`."""
         self.claim_thread()
         if self.release_activations:
             raise NetError(f"net '{self.name}' frees its activations during forward "
                            "(release_activations); set it to False to run backward")
+        extra = self.blob_names(diffs, "return the diff of")
         for top, spec in zip(self.top_vecs, self.specs):
             for blob, weight in zip(top, spec.loss_weights):
                 if weight:
                     blob.diff[...] = weight
-        for name, diff in diffs.items():
+        for name, diff in top_diffs.items():
             if name not in self.blobs:
                 raise NetError(f"the net has no blob '{name}' to take a gradient")
             self.blobs[name].diff[...] = self.xp.asarray(diff, dtype=self.dtype)
@@ -355,8 +450,9 @@ class Net:
         for hook in self.end_backward:
             hook()
         names = self.specs[last].bottoms if end is not None else self.inputs
-        return OrderedDict((name, self.blobs[name].diff) for name in names
-                           if self.blobs[name].has_diff)
+        names = [name for name in names if self.blobs[name].has_diff]
+        return OrderedDict((name, self.blobs[name].diff)
+                           for name in dict.fromkeys([*names, *extra]))
 
     @property
     def release_diffs(self):
@@ -397,3 +493,60 @@ class Net:
     def save(self, path):
         """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""
         save_weights(self, Path(path))
+
+    def save_hdf5(self, path):
+        """pycaffe's save_hdf5: write the weights in Caffe's HDF5 layout, as save does."""
+        self.save(path)
+
+    def load_hdf5(self, path):
+        """pycaffe's load_hdf5: copy the weights of a .caffemodel.h5, as copy_from does."""
+        return self.copy_from(path)
+
+    def share_with(self, other):
+        """Make this net's parameters those of net `other`, layer by layer name (pycaffe's
+        share_with, Caffe's ShareTrainedLayersWith): each blob's data becomes the very array
+        of `other`'s, so what `other` learns this net computes with; the diffs stay apart.
+        Layers that `other` lacks keep their own parameters."""
+        if (other.dtype, other.gpu) != (self.dtype, self.gpu):
+            raise NetError(f"net '{self.name}' ({self.placement}) cannot share the parameters "
+                           f"of net '{other.name}' ({other.placement}): build both with one "
+                           "dtype on one device")
+        for blob, source in self._parameter_pairs(other):
+            blob.share_data(source)
+
+    @property
+    def placement(self):
+        """The net's dtype and device, in words: "float32 on the CPU", "float32 on GPU 1"."""
+        return f"{self.dtype} on " + ("the CPU" if self.gpu is None else f"GPU {self.gpu}")
+
+    def _parameter_pairs(self, other):
+        """(this net's blob, `other`'s blob of the same layer name and index), every pair's
+        shapes checked before any is shared."""
+        theirs = {layer.name: layer for layer in other.layers if layer.blobs}
+        pairs = []
+        for layer in self.layers:
+            source = theirs.get(layer.name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise NetError(f"cannot share the parameters of layer '{layer.name}': it has "
+                               f"{len(layer.blobs)} parameter blob(s) in this net, "
+                               f"{len(source.blobs)} in net '{other.name}'")
+            for i, (blob, shared) in enumerate(zip(layer.blobs, source.blobs)):
+                if blob.shape != shared.shape:
+                    raise NetError(f"cannot share the parameters of layer '{layer.name}': its "
+                                   f"blob {i} has shape {blob.shape} in this net, {shared.shape} "
+                                   f"in net '{other.name}'")
+                pairs.append((blob, shared))
+        return pairs
+
+
+def blob_shapes(net_param, phase):
+    """{blob name: shape} of `net_param` in `phase`: its layers made, set up and reshaped on
+    the CPU, but no weight drawn and no memory planned (milliseconds, where drawing a
+    U-Net's weights takes most of a second). Centring a V1 net's CROPs needs them."""
+    net = Net.__new__(Net)                   # wired only, never run
+    net._wire(net_param, phase_name(phase), level=0, stages=(), dtype=np.float32, gpu=None,
+              seed=None)
+    return {name: blob.shape for name, blob in net.blobs.items()}
+

@@ -107,10 +107,11 @@ def upgrade(model, output):
     output_path(output)
     from unetcore.formats.prototxt import parse_file, to_text
     from unetcore.formats.upgrade import upgrade_v1_net
+    from unetcore.net import blob_shapes
     param = parse_file(model)
     if not param.layers:
         raise UnetcoreError(f"{model}: has no V1 'layers'; it needs no upgrade")
-    write_text(output, to_text(upgrade_v1_net(param)) + "\n")
+    write_text(output, to_text(upgrade_v1_net(param, blob_shapes)) + "\n")
     click.echo(f"wrote {output}: {len(param.layers)} layers upgraded")
 
 

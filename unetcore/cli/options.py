@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from unetcore import config
+from unetcore import layers  # noqa: F401  (fills the registry that --engine lists)
 from unetcore.errors import UnetcoreError
 from unetcore.files import require_writable_folder, same_file
 from unetcore.layer import engine_names

@@ -54,7 +54,9 @@ USAGE = {"caffe_unet": "usage: caffe_unet <command> <args>\n\ncommands:\n"
                   "  device_query    show GPU diagnostic information"}
 SCRIPT = """#!/bin/sh
 # The Fiji U-Net plugin's {tool}, run by unetcore (written by `unetcore fiji-backend`).
-exec {python} -m unetcore.fiji.backend {tool} "$@"
+# OpenBLAS's idle threads sleep at once instead of spinning (as in the unetcore command).
+OPENBLAS_THREAD_TIMEOUT="${{OPENBLAS_THREAD_TIMEOUT:-4}}" \\
+    exec {python} -m unetcore.fiji.backend {tool} "$@"
 """
 
 

@@ -13,6 +13,10 @@ Upgrading a V1 layer to a V2 `layer`:
   axis, worked out from the net's shapes.
 The net-level input and input_dim stay as they are; Net turns them into an Input layer, as
 Caffe's UpgradeNetInput does.
+
+The shapes come from a function `blob_shapes(net_param, phase) -> {blob name: shape}` that
+the caller gives (unetcore.net.blob_shapes): working them out means building the net, and
+this package sits below the net (unetcore.net imports it), so it never imports the net itself.
 """
 from unetcore.errors import NetError, UnetcoreError
 from unetcore.logs import log
@@ -20,8 +24,9 @@ from unetcore.formats.prototxt import Message
 from unetcore.formats.schema import V1_LAYER_PARAMS, V1_OPEN_PARAMS, V1_TYPES
 
 
-def upgrade_v1_net(v1):
-    """The V2 NetParameter of a V1 one, logged as Caffe logs it."""
+def upgrade_v1_net(v1, blob_shapes):
+    """The V2 NetParameter of a V1 one, logged as Caffe logs it. `blob_shapes(net_param,
+    phase)` gives the shapes that centre the CROPs."""
     where = v1.source_file or "the net"
     log(f"Attempting to upgrade input file specified using deprecated V1LayerParameter: {where}")
     if v1.layer:
@@ -36,7 +41,7 @@ def upgrade_v1_net(v1):
         net.set("layer", upgrade_v1_layer(old))
     crops = [layer for layer, old in zip(net.layer, v1.layers) if old.type == "CROP"]
     if crops:
-        centre_crops(net, crops)
+        centre_crops(net, crops, blob_shapes)
     log("Successfully upgraded file specified using deprecated V1LayerParameter")
     return net
 
@@ -75,9 +80,9 @@ def param_specs(old):
     return specs
 
 
-def centre_crops(net_param, crops):
+def centre_crops(net_param, crops, blob_shapes):
     """Give each upgraded CROP the offsets that centre its first bottom on its second."""
-    shapes = blob_shapes(net_param, crops[0])
+    shapes = shapes_in_both_phases(net_param, crops[0], blob_shapes)
     for layer in crops:
         a, b = (shapes.get(name) for name in layer.bottom[:2])
         if a is None or b is None or len(a) != len(b):
@@ -92,16 +97,15 @@ def centre_crops(net_param, crops):
             layer.crop_param.set("offset", d // 2)
 
 
-def blob_shapes(net_param, first_crop):
-    """{blob name: shape} of the upgraded net, built in each phase (a crop may be in either)."""
-    from unetcore.net import Net
+def shapes_in_both_phases(net_param, first_crop, blob_shapes):
+    """{blob name: shape} of the upgraded net in each phase (a crop may be in either; where
+    the phases disagree, TRAIN's shapes win)."""
     shapes = {}
     for phase in ("TEST", "TRAIN"):
         try:
-            net = Net(net_param, phase)
+            shapes.update(blob_shapes(net_param, phase))
         except UnetcoreError as err:
             raise NetError(f"layer '{first_crop.name}' ({first_crop.location()}): CROP centres "
                            "its first bottom on its second, so the upgrade needs the net's "
                            f"shapes, and building the net for them failed: {err}") from None
-        shapes.update({name: blob.shape for name, blob in net.blobs.items()})
     return shapes

@@ -32,18 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from unetcore import config
 from unetcore.errors import DataError, UnetcoreError
 from unetcore.files import sha256, write_errors, write_text
 
 DONE_FOLDER = ".unetcore-done"
 JOB_RECORD = ".unetcore-job.json"
-# How long to wait for a dask scheduler that does not answer.
-SCHEDULER_TIMEOUT = "20s"
-# The chunk edge aims at this many output pixels: large enough that the context read around a
-# chunk (the tile minus one step, on each axis) costs little, small enough for many workers.
-CHUNK_TARGET = 1024
-# ... and at this many slices in z for a 3-d net, whose tiles are a few slices deep.
-CHUNK_TARGET_Z = 64
 
 
 def require_cluster_extra():
@@ -163,17 +157,18 @@ class ChunkPlan:
 
     @classmethod
     def for_net(cls, net, shape, edge=None):
-        """The plan for `net`, with chunk edges near `edge` px in y and x (CHUNK_TARGET by
-        default) and CHUNK_TARGET_Z slices in z for a 3-d net, no larger than the volume,
-        rounded to the tile steps."""
+        """The plan for `net`, with chunk edges near `edge` px in y and x (by default
+        config.sizes().chunk_edge) and chunk_slices slices in z for a 3-d net, no larger than
+        the volume, rounded to the tile steps."""
         from unetcore.inference.tiling import axis_geometry
         geometry = axis_geometry(net, net.image_input, net.outputs[0])
         volumetric = len(geometry) == 3
         if not volumetric:
             geometry = [(1, 1, 0, 1)] + geometry
         tile, _, margin, step = zip(*geometry)
-        square = min(edge or CHUNK_TARGET, max(shape[1:]))      # square chunks in y and x
-        targets = (min(CHUNK_TARGET_Z, shape[0]) if volumetric else 1,) + (square,) * 2
+        target = config.sizes()
+        square = min(edge or target.chunk_edge, max(shape[1:]))      # square chunks in y and x
+        targets = (min(target.chunk_slices, shape[0]) if volumetric else 1,) + (square,) * 2
         edges = tuple(s * max(1, round(t / s)) for s, t in zip(step, targets))
         return cls(tuple(shape), tile, margin, step, edges, volumetric)
 
@@ -372,7 +367,6 @@ class JobState:
     """What one process opens for a job: the net (built and loaded once), its batch of tiles,
     the volume, the chunk plan and the output arrays."""
     def __init__(self, job):
-        from unetcore import config
         from unetcore.inference.deploy import deploy_net
         from unetcore.inference.tiling import tiles_per_batch
         with config.using_engine(job.engine):
@@ -416,8 +410,6 @@ def worker_threads(workers):
     """The environment of local workers: the cores shared out among them as BLAS threads,
     unless the user chose a count."""
     import os
-
-    from unetcore import config
     if config.blas_threads_chosen():
         return {}
     return {"OPENBLAS_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
@@ -459,7 +451,7 @@ def connect(cluster, scheduler):
     if cluster is not None:
         return Client(cluster)
     try:
-        return Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        return Client(scheduler, timeout=config.sizes().scheduler_timeout)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UnetcoreError(f"--scheduler {scheduler}: no dask scheduler answers there "
@@ -475,7 +467,6 @@ def prepare_job(image, output, model, weights, *, probabilities=None, tile=None,
     the user on the tile and chunk size chosen). segment_volume then runs it."""
     import uuid
 
-    from unetcore import config
     from unetcore.inference.deploy import deploy_net
     from unetcore.inference.segmentation import choose_tile, is_3d
     volume = open_volume(image)
