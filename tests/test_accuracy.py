@@ -3,16 +3,15 @@ and the data gradient of each Convolution and Deconvolution of the 2015 net and 
 net, computed in float32, against the float64 reference on the same inputs. The bound is 1e-4
 of the largest value; the reference engine's own float32 error is below 1e-6, the Winograd
 engine's below 2e-5 (docs/winograd.md has the table at 572 px, from bench/accuracy.py)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cases import REPO
 from unetcore.gradcheck import PRODUCTS, float32_errors
 from unetcore.layer import ENGINES
 from unetcore.net import Net
 
-REPO = Path(__file__).resolve().parent.parent
 BOUND = 1e-4
 MOST_PIXELS = 24          # each spatial axis of a bottom capped here: the test stays quick
 

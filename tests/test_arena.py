@@ -2,10 +2,10 @@
 same numbers with it as without it."""
 import numpy as np
 
+from cases import small_unet_solver, weights_of
 from unetcore.arena import Allocator, Arena
 from unetcore.blob import Blob
 
-from test_solvers import small_unet_solver, weights_of
 
 
 def run_sequence(arena, events):

@@ -8,82 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
+from cases import cell_net
 import unetcore
 from unetcore.errors import PrototxtError
 from unetcore.gradcheck import check_net, randomize_params
 from unetcore.formats.prototxt import parse
-from unetcore.models.unet import output_size
 
-PARAMS = "param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }"
-
-
-def conv(name, bottom, top, outputs, kernel=3, kind="Convolution", stride=""):
-    return (f"layer {{ bottom: '{bottom}' top: '{top}' name: '{name}' type: '{kind}' {PARAMS} "
-            f"convolution_param {{ num_output: {outputs} pad: 0 kernel_size: {kernel} {stride}"
-            f"weight_filler {{ type: 'msra' }} }} }}\n")
-
-
-def leaky(blob):
-    return (f"layer {{ bottom: '{blob}' top: '{blob}' name: 'relu_{blob}' type: 'ReLU' "
-            f"relu_param {{ negative_slope: 0.1 }} }}\n")
-
-
-def cell_net(tile, depth=4, channels=64, h5_list="input_files.txt"):
-    """A 2-d cell net in caffe_unet's style: training data from HDF5 (data, labels, weights,
-    and weights2, the pdf of tile centres), deformed and grey-value augmented in the net."""
-    out = output_size(tile, depth)
-    text = ["name: 'cell_net'\n",
-            f"layer {{ top: 'data' top: 'labels' top: 'weights' top: 'weights2' name: 'loaddata' "
-            f"type: 'HDF5Data' hdf5_data_param {{ source: '{h5_list}' batch_size: 1 "
-            f"shuffle: false }} include: {{ phase: TRAIN }} }}\n",
-            f"layer {{ bottom: 'weights2' top: 'def' name: 'create_deformation' "
-            f"type: 'CreateDeformation' create_deformation_param {{ batch_size: 1 ny: {tile} "
-            f"nx: {tile} ncomponents: 2 random_elastic_grid_spacing {{ v: 150 v: 150 }} "
-            f"random_elastic_deform_magnitude {{ v: 10 v: 10 }} random_offset_range_from_pdf: "
-            f"true random_mirror_flag {{ v: 1 v: 1 }} random_rotate_from {{ v: 0 }} "
-            f"random_rotate_to {{ v: 360 }} }} include: {{ phase: TRAIN }} }}\n",
-            "layer { bottom: 'data' bottom: 'def' top: 'd0a' name: 'def_data-d0a' "
-            "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'linear' "
-            "extrapolation: 'mirror' } include: { phase: TRAIN } }\n",
-            "layer { bottom: 'd0a' top: 'd0a' name: 'val_aug-d0a' type: 'ValueAugmentation' "
-            "value_augmentation_param { black_from: -0.05 black_to: 0.05 slope_min: 0.8 "
-            "slope_max: 1.2 white_from: 0.95 white_to: 1.05 n_control_point_insertions: 2 } "
-            "include: { phase: TRAIN } }\n",
-            f"layer {{ top: 'd0a' name: 'input' type: 'Input' input_param {{ shape {{ dim: 1 "
-            f"dim: 1 dim: {tile} dim: {tile} }} }} include: {{ phase: TEST }} }}\n",
-            "layer { bottom: 'd0a' top: 'd0a_n' name: 'trafo_d0a' type: 'ValueTransformation' "
-            "value_transformation_param { offset { v: -0.5 } scale { v: 2 } } }\n"]
-    bottom = "d0a_n"
-    for level in range(depth + 1):
-        width = channels * 2 ** level
-        text += [conv(f"conv_d{level}a-b", bottom, f"d{level}b", width), leaky(f"d{level}b"),
-                 conv(f"conv_d{level}b-c", f"d{level}b", f"d{level}c", width),
-                 leaky(f"d{level}c")]
-        if level < depth:
-            bottom = f"d{level + 1}a"
-            text.append(f"layer {{ bottom: 'd{level}c' top: '{bottom}' name: 'pool_d{level}c' "
-                        f"type: 'Pooling' pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}\n")
-    below = f"d{depth}c"
-    for level in reversed(range(depth)):
-        width = channels * 2 ** level
-        text += [conv(f"upconv_{below}_u{level}a", below, f"u{level}a", width, 2,
-                      "Deconvolution", "stride: 2 "), leaky(f"u{level}a"),
-                 f"layer {{ bottom: 'u{level}a' bottom: 'd{level}c' top: 'u{level}b' "
-                 f"name: 'concat_d{level}c_u{level}a-b' type: 'Concat' }}\n",
-                 conv(f"conv_u{level}b-c", f"u{level}b", f"u{level}c", width), leaky(f"u{level}c"),
-                 conv(f"conv_u{level}c-d", f"u{level}c", f"u{level}d", width), leaky(f"u{level}d")]
-        below = f"u{level}d"
-    text += [conv("conv_u0d-score", "u0d", "score", 2, 1),
-             "layer { bottom: 'labels' bottom: 'def' top: 'labelcrop' name: 'def_label-crop' "
-             "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'nearest' "
-             "extrapolation: 'mirror' output_shape_from: 'score' } include: { phase: TRAIN } }\n",
-             "layer { bottom: 'weights' bottom: 'def' top: 'weightcrop' name: 'def_weight-crop' "
-             "type: 'ApplyDeformation' apply_deformation_param { interpolation: 'linear' "
-             "extrapolation: 'mirror' output_shape_from: 'score' } include: { phase: TRAIN } }\n",
-             "layer { bottom: 'score' bottom: 'labelcrop' bottom: 'weightcrop' top: 'loss' "
-             "name: 'loss' type: 'SoftmaxWithLoss' include: { phase: TRAIN } }\n"]
-    assert out > 0
-    return "".join(text)
 
 
 def write_training_file(folder, size, seed=0):

@@ -2,14 +2,14 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from cases import REPO
 from unetcore.cli import main
 
-PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+PROTOTXT = REPO / "prototxt"
 
 
 def run(*args):

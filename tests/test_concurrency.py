@@ -1,11 +1,11 @@
 """Threads: two Nets in two threads are independent (each thread has its own workspaces and
 engine setting), and one Net used by a second live thread is refused in one line."""
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cases import REPO
 from unetcore import config
 from unetcore.errors import NetError
 from unetcore.gradcheck import randomize_params
@@ -13,7 +13,6 @@ from unetcore.layer import layer_class
 from unetcore.net import Net
 from unetcore.formats.prototxt import parse
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")
 
 

@@ -6,6 +6,7 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cases import make_layer, run_forward
 from unetcore.blob import Blob
 from unetcore.data import deformation as deform
 from unetcore.data.stacks import to_classes
@@ -13,7 +14,6 @@ from unetcore.data.synth import synth_stack
 from unetcore.data.weightmap import nearest_two_distances, weight_map
 from unetcore.errors import DataError, NetError
 
-from helpers import make_layer, run_forward
 
 
 def two_cells():

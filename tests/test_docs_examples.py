@@ -1,11 +1,11 @@
 """The Python examples in docs/ run as printed: every ```python block of a page, in order,
 in one namespace."""
 import re
-from pathlib import Path
 
 import pytest
+from cases import REPO, write_plugin_modeldef
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 PAGES = ["check-your-layer.md"]
 
 
@@ -30,7 +30,6 @@ def test_the_model_file_api_in_fiji_md_runs(tmp_path, capsys):
     its layout: MODEL, WEIGHTS and JOB are the names the page leaves to the reader."""
     import numpy as np
 
-    from test_modeldef import write_plugin_modeldef
     from unetcore.gradcheck import randomize_params
     from unetcore.fiji.model import load
     model = write_plugin_modeldef(tmp_path / "cell.modeldef.h5")

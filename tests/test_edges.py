@@ -13,6 +13,7 @@ import tifffile
 from click.testing import CliRunner
 from scipy import ndimage
 
+from cases import REPO, write_plugin_modeldef
 import unetcore
 from unetcore import config
 from unetcore.cli import main
@@ -21,7 +22,6 @@ from unetcore.errors import DataError, NetError, SolverError
 from unetcore.gradcheck import randomize_params
 from unetcore.formats.prototxt import parse
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")
 SMALL_TRAIN = str(REPO / "prototxt" / "unet-small-train.prototxt")
 FULL_DISK = OSError(errno.ENOSPC, "No space left on device")
@@ -408,7 +408,6 @@ def test_solver_fields_are_checked_before_the_first_iteration(fields, message):
 
 # ---------------------------------------------------------------- odd inputs
 def test_fractional_labels_are_refused_for_fine_tuning_a_fiji_model(tmp_path):
-    from test_modeldef import write_plugin_modeldef
     modeldef = write_plugin_modeldef(tmp_path / "m.modeldef.h5")
     tifffile.imwrite(tmp_path / "i.tif", np.zeros((64, 64), np.uint8))
     tifffile.imwrite(tmp_path / "l.tif", np.where(np.eye(64) > 0, 0.6, 0.0))
@@ -557,11 +556,10 @@ def test_atomic_writes_take_a_temporary_name_of_their_own_and_the_usual_mode(tmp
 
 def test_shapes_of_a_size_larger_than_memory_allocate_nothing_and_print(monkeypatch):
     """`shapes` reads shapes only, so the blobs' size does not stop it (time would)."""
-    from pathlib import Path
     from click.testing import CliRunner
     from unetcore.cli import main
     monkeypatch.setenv("UNETCORE_MAX_MEMORY", "1000")     # MiB: the weights fit, the blobs not
-    deploy = str(Path(__file__).resolve().parent.parent / "prototxt" / "unet-deploy.prototxt")
+    deploy = str(REPO / "prototxt" / "unet-deploy.prototxt")
     result = CliRunner().invoke(main, ["shapes", deploy, "--size", "4060"])
     assert result.exit_code == 0, result.output
     assert "conv_u0d-score          Convolution       score         1x2x3876x3876" in result.output

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cases import REPO, make_layer
 import unetcore
 from unetcore.blob import Blob
 from unetcore.cli import main
 from unetcore.errors import DataError, NetError, SolverError
 from unetcore.formats.prototxt import parse
 
-from helpers import make_layer
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def setup_layer(text, bottoms=(), tops=1):

@@ -1,13 +1,12 @@
 """ONNX export: the graph passes onnx.checker, and onnxruntime computes what Net.forward
 computes, to float32 rounding, at two input sizes of each net (the crops follow the size)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cases import REPO, TEST_DATA, cell_net
 import unetcore
-from test_caffe_unet_nets import cell_net
 from unetcore.cli import main
 from unetcore.gradcheck import randomize_params
 from unetcore.formats.prototxt import parse
@@ -16,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from unetcore.export.onnx import ExportError, export_onnx  # noqa: E402
 
-PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+PROTOTXT = REPO / "prototxt"
 
 
 def onnx_equals_forward(net, path, sizes, channels=1):
@@ -41,7 +40,7 @@ def test_the_small_unet(tmp_path):
 
 
 def test_the_demo_unet_trained_on_isbi(tmp_path):
-    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    weights = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
     net = unetcore.Net(PROTOTXT / "unet-demo-deploy.prototxt", unetcore.TEST, weights=weights)
     onnx_equals_forward(net, tmp_path / "demo.onnx", [188, 220])
 
@@ -111,7 +110,7 @@ def test_the_export_command(tmp_path):
 
 def test_a_bioimage_model_zoo_package_validates_and_reproduces_its_test_output(tmp_path):
     spec = pytest.importorskip("bioimageio.spec")
-    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    weights = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
     result = CliRunner().invoke(main, [
         "export", str(PROTOTXT / "unet-demo-deploy.prototxt"), "--weights", str(weights),
         "--bioimageio", str(tmp_path / "pkg"), "--name", "unetcore demo U-Net (ISBI 2012)",
@@ -192,7 +191,7 @@ def test_a_deploy_net_of_a_size_no_tile_rule_allows_is_refused(tmp_path):
     text = (PROTOTXT / "unet-demo-deploy.prototxt").read_text().replace(
         "dim: 316 dim: 316", "dim: 318 dim: 318")
     (tmp_path / "bad.prototxt").write_text(text)
-    weights = Path(__file__).resolve().parent / "data" / "isbi-demo_iter_3000.caffemodel.h5"
+    weights = TEST_DATA / "isbi-demo_iter_3000.caffemodel.h5"
     result = CliRunner().invoke(main, ["export", str(tmp_path / "bad.prototxt"), "--weights",
                                        str(weights), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1

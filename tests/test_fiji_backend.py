@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from test_iou_f1 import logged  # noqa: F401 (a fixture)
-from test_modeldef import LMB_MODEL, needs_lmb_model, write_plugin_modeldef
+from cases import LMB_MODEL, needs_lmb_model, write_plugin_modeldef
 from unetcore.cli import main
 from unetcore.errors import DataError
 from unetcore.fiji.backend import FlagError, parse_flags

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cupy_with_device, needs_gpu
+from cases import REPO, cupy_with_device, needs_gpu
 from unetcore.gradcheck import randomize_params
 
-KERNELS = sorted((Path(__file__).resolve().parent.parent / "unetcore" / "ops").glob("*.cu"))
+KERNELS = sorted((REPO / "unetcore" / "ops").glob("*.cu"))
 
 
 cupy = cupy_with_device()

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from helpers import cupy_with_device, needs_gpu
-from test_layers import conv_params, conv_text
-from test_nd_layers import nd_conv_case
+from cases import (conv_params, conv_text, cupy_with_device, nd_conv_case, nd_conv_text,
+                   nd_pool_text, needs_gpu)
 from unetcore import config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
@@ -128,7 +127,6 @@ def pool_text(method, kernel, stride, pad):
 def test_nd_convolution_and_deconvolution(c, kind, precision):
     """1-d and 3-d: the strided im2col/col2im on CuPy (the CUDA kernels are 2-d), and the
     pointwise and blocks engines where they run."""
-    from test_nd_layers import conv_text as nd_conv_text
     text = nd_conv_text(kind, c["cout"] * c["group"], c["kernel"], c["stride"], c["pad"],
                         c["dilation"], c["group"], c["bias"])
     x = normal(c["n"], c["cin"] * c["group"], *c["size"])
@@ -138,7 +136,6 @@ def test_nd_convolution_and_deconvolution(c, kind, precision):
 @given(st.sampled_from(["MAX", "AVE"]), st.sampled_from([(1, 2, 2), (2, 2, 2), (3, 1, 2)]),
        st.integers(0, 1), st.sampled_from([(4, 6, 7), (3, 5, 5)]), precisions)
 def test_nd_pooling(method, kernel, pad, size, precision):
-    from test_nd_layers import pool_text as nd_pool_text
     stride = tuple(max(1, k - 1) for k in kernel)
     pads = tuple(min(pad, k - 1) for k in kernel)
     x = normal(2, 2, *size)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from helpers import blobs_of, make_layer
+from cases import blobs_of, make_layer
 from unetcore.blob import Blob
 from unetcore.gradcheck import check_layer
 

@@ -1,14 +1,11 @@
 """caffe_unet's IoU and F1 layers on hand-made cases whose counts are known exactly: what they
 compute, which pixels count, how F1 forms and matches objects, and the log lines the Fiji
 plugin parses."""
-import logging
-
 import numpy as np
 import pytest
 
-from helpers import make_layer, run_forward
+from cases import make_layer, run_forward
 from unetcore.errors import NetError
-from unetcore.logs import LOGGER
 
 # labels and predicted classes of one 3 x 4 image with classes 0 (background), 1, 2
 LABELS = np.array([[0, 1, 1, 2],
@@ -24,18 +21,6 @@ def scores_of(predicted, classes):
     return np.moveaxis(np.eye(classes)[predicted], -1, 0)[None]
 
 
-@pytest.fixture
-def logged():
-    """The messages the layers log (as the solver's log would carry them)."""
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    level = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    yield messages
-    LOGGER.removeHandler(handler)
-    LOGGER.setLevel(level)
 
 
 def iou(text, *bottoms):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from helpers import (assert_gradients, blobs_of, device_module, engine_device_cases, make_layer,
-                     run_forward)
+from cases import (assert_gradients, blobs_of, conv_params, conv_text, device_module,
+                   engine_device_cases, forward_and_backward, make_layer, run_forward)
 from unetcore import config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
@@ -14,22 +14,6 @@ from unetcore.layers.convolution import direct_convolution, direct_convolution_b
 from unetcore.ops.im2col import ConvGeometry
 
 RNG = np.random.default_rng(0)
-
-
-def conv_text(kind="Convolution", num_output=2, kernel=(3, 3), stride=(1, 1), pad=(0, 0),
-              dilation=1, group=1, bias=True):
-    return f'''name: "c" type: "{kind}" convolution_param {{ num_output: {num_output}
-      kernel_h: {kernel[0]} kernel_w: {kernel[1]} stride_h: {stride[0]} stride_w: {stride[1]}
-      pad_h: {pad[0]} pad_w: {pad[1]} dilation: {dilation} group: {group} bias_term: {str(bias).lower()}
-      weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}'''
-
-
-conv_params = st.fixed_dictionaries({
-    "n": st.integers(1, 2), "group": st.integers(1, 2), "cin": st.integers(1, 2),
-    "cout": st.integers(1, 2), "kh": st.integers(1, 3), "kw": st.integers(1, 3),
-    "sh": st.integers(1, 2), "sw": st.integers(1, 2), "ph": st.integers(0, 2), "pw": st.integers(0, 2),
-    "dilation": st.integers(1, 2), "h": st.integers(1, 7), "w": st.integers(1, 7),
-    "bias": st.booleans()})
 
 
 # every engine of the registry, on every device; "slices" runs volumes only (test_nd_layers)
@@ -123,18 +107,6 @@ def run_forward_with_weights(layer, x):
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     return top[0].data
-
-
-def forward_and_backward(layer, x, dy):
-    """(y, dx, dW) of one layer on x and the top gradient dy, as NumPy arrays, on the layer's
-    device."""
-    bottom, top = blobs_of(x, xp=layer.xp), blobs_of(np.zeros(1), xp=layer.xp)
-    layer.setup(bottom, top)
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
-    top[0].diff[...] = layer.xp.asarray(dy)
-    layer.backward(top, [True], bottom)
-    return to_numpy(top[0].data), to_numpy(bottom[0].diff), to_numpy(layer.blobs[0].diff)
 
 
 @pytest.mark.parametrize("kind,engine,c_in,c_out,kernel,stride", [

@@ -5,9 +5,9 @@ import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from cases import REPO
+
 PACKAGES = {"unetcore": REPO / "unetcore", "unetcore.layers": REPO / "layers",
             "unetcore.solvers": REPO / "solvers"}
 ENGINE = {"arena", "backend", "blob", "config", "errors", "files", "fillers", "gradcheck",

@@ -4,7 +4,6 @@ plain pixel-by-pixel loops of Fiji's algorithms."""
 import collections
 import json
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from cases import REPO, SHARED
 from unetcore.cli import main
 from unetcore.errors import DataError
 from unetcore.measures.isbi import (THRESHOLDS, WARPING_THRESHOLDS, differing_pixels, evaluate,
                               label_stack, probability_stack)
 from unetcore.measures.topology import CROSS, RING, SIMPLE, splits_and_mergers, thin_membranes, warp
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+ISBI = SHARED / "data" / "isbi2012"
 
 
 def one_cell(size=12):
@@ -396,7 +396,7 @@ def test_score_command_prints_the_table_and_json(tmp_path):
 
 def test_test_command_json_is_the_same_object(tmp_path):
     from unetcore import Net
-    deploy = str(Path(__file__).resolve().parents[1] / "prototxt" / "unet-small-deploy.prototxt")
+    deploy = str(REPO / "prototxt" / "unet-small-deploy.prototxt")
     net = Net(deploy, "TEST")
     for blobs in net.params.values():
         for blob in blobs:

@@ -3,7 +3,6 @@ form, scalar or vector ints, loss weights in pixels or LMB's micrometres), caffe
 net, the plugin's image preparation and training blobs, and `segment` / `train --modeldef`
 on a model file written here and on LMB's real 2d_cell_net_v0 file when ../shared is there."""
 import re
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,8 +10,7 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-import unetcore
-from test_caffe_unet_nets import cell_net
+from cases import LMB_MODEL, needs_lmb_model, write_plugin_modeldef
 from unetcore.cli import main
 from unetcore.errors import DataError
 from unetcore.fiji.images import (java_round, normalize, prepare_image, rescale,
@@ -24,52 +22,6 @@ from unetcore.fiji.model import load
 from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef, write_modeldef
 from unetcore.formats.prototxt import parse
 from unetcore.inference.tiling import segment, softmax
-
-# A depth-2 cell net in the plugin's layout: its TRAIN net, whose image blob 'd0a' only
-# TRAIN layers produce (cell_net's TEST Input layer dropped: caffe_unet adds its own).
-MODEL_TEXT = "".join(line for line in cell_net(44, depth=2, channels=2).splitlines(True)
-                     if "type: 'Input'" not in line)
-LMB_MODEL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fiji-models" / \
-    "2d_cell_net_v0.modeldef.h5"
-needs_lmb_model = pytest.mark.skipif(not LMB_MODEL.exists(),
-                                     reason="../shared/data/fiji-models is not here")
-
-
-def fixed(text):
-    """A fixed-length utf-8 string, as JHDF5 writes them."""
-    data = text.encode()
-    return np.array(data, dtype=h5py.string_dtype("utf-8", len(data)))
-
-
-def write_plugin_modeldef(path, element_size=(0.5, 0.5), padding="mirror", normalization=1,
-                          loss_weights=None, class_names=("Background", "cell")):
-    """A .modeldef.h5 as the plugin's ModelDefinition.save writes it."""
-    weights = loss_weights or {"borderWeightFactor": 50, "borderWeightSigmaPx": 6,
-                               "foregroundBackgroundRatio": 0.1, "sigma1Px": 10}
-    with h5py.File(path, "w") as f:
-        for key, text in (("/.unet-ident", "test-cell-net"), ("/model_prototxt", MODEL_TEXT),
-                          ("/solver_prototxt", "base_lr: 0.00001 momentum: 0.9 "
-                                               "momentum2: 0.999 lr_policy: 'fixed' "
-                                               "max_iter: 600000 display: 1 type: 'Adam'"),
-                          ("/unet_param/name", "test cell net"),
-                          ("/unet_param/description", "depth 2, für Tests"),
-                          ("/unet_param/input_blob_name", "d0a"),
-                          ("/unet_param/input_dataset_name", "data"),
-                          ("/unet_param/padding", padding)):
-            f[key] = fixed(text)
-        f["/unet_param/normalization_type"] = np.int32(normalization)
-        f["/unet_param/element_size_um"] = np.array(element_size, np.float64)
-        f["/unet_param/downsampleFactor"] = np.int32([4])
-        f["/unet_param/padInput"] = np.int32([20])
-        f["/unet_param/padOutput"] = np.int32([-20])
-        for key, value in weights.items():
-            f[f"/unet_param/pixelwise_loss_weights/{key}"] = np.float32(value)
-        f["/unet_param/diskRadiusPx"] = np.int32(2)
-        if class_names:
-            f["/unet_param/classNames"] = np.array([n.encode() for n in class_names],
-                                                   dtype=h5py.string_dtype("utf-8", 10))
-        f["/__DATA_TYPES__/String_VariableLength"] = h5py.string_dtype()   # JHDF5's
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from helpers import assert_gradients, blobs_of, make_layer, run_forward
-from test_layers import forward_and_backward
+from cases import (assert_gradients, blobs_of, forward_and_backward, make_layer, nd_conv_case,
+                   nd_conv_text, nd_pool_text, run_forward)
 from unetcore import config
 from unetcore.blob import Blob
 from unetcore.errors import NetError
@@ -18,10 +18,6 @@ from unetcore.layers.convolution import direct_convolution, direct_convolution_b
 from unetcore.ops.im2col import ConvGeometry
 
 RNG = np.random.default_rng(1)
-
-
-def repeated(field, values):
-    return " ".join(f"{field}: {v}" for v in values)
 
 
 def forward_again(layer, x):
@@ -32,35 +28,13 @@ def forward_again(layer, x):
     return top[0].data
 
 
-def conv_text(kind, num_output, kernel, stride, pad, dilation, group=1, bias=True):
-    return (f'name: "c" type: "{kind}" convolution_param {{ num_output: {num_output} '
-            f'{repeated("kernel_size", kernel)} {repeated("stride", stride)} '
-            f'{repeated("pad", pad)} {repeated("dilation", dilation)} group: {group} '
-            f'bias_term: {str(bias).lower()} weight_filler {{ type: "gaussian" }} '
-            'bias_filler { type: "gaussian" } }')
-
-
-@st.composite
-def nd_conv_case(draw, max_size=5):
-    """Parameters of an N-d convolution: 1 or 3 spatial axes, each axis its own kernel,
-    stride, padding and dilation (caffe_unet's 1x3x3 is among them)."""
-    axes = draw(st.sampled_from([1, 3]))
-    per_axis = lambda low, high: tuple(draw(st.integers(low, high)) for _ in range(axes))  # noqa: E731
-    case = dict(axes=axes, kernel=per_axis(1, 3), stride=per_axis(1, 2), pad=per_axis(0, 1),
-                dilation=per_axis(1, 2), group=draw(st.integers(1, 2)),
-                cin=draw(st.integers(1, 2)), cout=draw(st.integers(1, 2)),
-                n=draw(st.integers(1, 2)), bias=draw(st.booleans()))
-    case["size"] = tuple(draw(st.integers(1, max_size)) for _ in range(axes))
-    return case
-
-
 def uniform_or_per_axis(values):
     """The repeated field as a user may write it: once where every axis agrees."""
     return values[:1] if len(set(values)) == 1 else values
 
 
 def _layer(kind, c, engine="reference"):
-    text = conv_text(kind, c["cout"] * c["group"], uniform_or_per_axis(c["kernel"]),
+    text = nd_conv_text(kind, c["cout"] * c["group"], uniform_or_per_axis(c["kernel"]),
                      uniform_or_per_axis(c["stride"]), uniform_or_per_axis(c["pad"]),
                      uniform_or_per_axis(c["dilation"]), c["group"], c["bias"])
     x = RNG.standard_normal((c["n"], c["cin"] * c["group"], *c["size"]))
@@ -97,7 +71,7 @@ def test_nd_deconvolution_is_the_adjoint_of_convolution_and_its_gradients_check(
                in zip(c["size"], c["pad"], c["dilation"], c["kernel"], c["stride"])))
     deconv, x = _layer("Deconvolution", dict(c, bias=False))
     y = run_forward(deconv, x)[0]
-    conv = make_layer(conv_text("Convolution", x.shape[1], c["kernel"], c["stride"], c["pad"],
+    conv = make_layer(nd_conv_text("Convolution", x.shape[1], c["kernel"], c["stride"], c["pad"],
                                 c["dilation"], c["group"], False), shapes=[y.shape],
                       engine="reference")
     v = RNG.standard_normal(y.shape)
@@ -145,27 +119,27 @@ def test_auto_picks_the_engines_that_pay_on_volumes():
     C_in > C_out; pointwise for 1x1x1. Winograd is 2-d: forcing it on a volume falls back
     to the reference."""
     def engine(c_in, c_out, kernel=(3,)):
-        text = conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
+        text = nd_conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
         return make_layer(text, shapes=[(1, c_in, 6, 20, 20)]).engine
     assert engine(32, 32) == engine(64, 64) == "flat"
     assert engine(128, 128) == engine(8, 8) == "reference"
     assert engine(256, 128) == "correlation"
     assert engine(64, 2, (1,)) == "pointwise"
     with pytest.raises(AssertionError, match="cannot run"):
-        make_layer(conv_text("Convolution", 64, (3,), (1,), (0,), (1,)),
+        make_layer(nd_conv_text("Convolution", 64, (3,), (1,), (0,), (1,)),
                    shapes=[(1, 64, 6, 20, 20)], engine="winograd")
 
 
 def test_anisotropic_1x3x3_kernel_is_caffe_unets_and_a_plane_by_plane_2d_convolution():
     """caffe_unet's `kernel_size: 1 kernel_size: 3 kernel_size: 3` convolves each z slice on
     its own: the same as the 2-d layer on every slice with the weights' middle axis dropped."""
-    text = conv_text("Convolution", 3, (1, 3, 3), (1,), (0,), (1,))
+    text = nd_conv_text("Convolution", 3, (1, 3, 3), (1,), (0,), (1,))
     x = RNG.standard_normal((1, 2, 4, 7, 8))
     layer = make_layer(text, shapes=[x.shape])
     y = run_forward(layer, x)[0]
     assert layer.blobs[0].shape == (3, 2, 1, 3, 3)
     assert y.shape == (1, 3, 4, 5, 6)
-    plane = make_layer(conv_text("Convolution", 3, (3,), (1,), (0,), (1,)), engine="reference")
+    plane = make_layer(nd_conv_text("Convolution", 3, (3,), (1,), (0,), (1,)), engine="reference")
     run_forward(plane, x[:, :, 0])
     plane.blobs[0].data[...] = layer.blobs[0].data[:, :, 0]
     plane.blobs[1].data[...] = layer.blobs[1].data
@@ -176,7 +150,7 @@ def test_anisotropic_1x3x3_kernel_is_caffe_unets_and_a_plane_by_plane_2d_convolu
 def test_repeated_field_errors_are_one_line_and_name_the_rule():
     x = np.zeros((1, 1, 4, 6, 6))
     cases = [
-        (conv_text("Convolution", 1, (1, 3), (1,), (0,), (1,)), "kernel_size gives 2 values "
+        (nd_conv_text("Convolution", 1, (1, 3), (1,), (0,), (1,)), "kernel_size gives 2 values "
          "for 3 spatial axes; give 1 value, or one per spatial axis \\(3\\)"),
         ('name: "c" type: "Convolution" convolution_param { num_output: 1 kernel_h: 3 '
          'kernel_w: 3 }', "kernel_h/kernel_w are for 2-d layers; this one has 3 spatial axes"),
@@ -184,18 +158,12 @@ def test_repeated_field_errors_are_one_line_and_name_the_rule():
          "kernel_size gives 2 values for 3 spatial axes"),
         ('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_h: 2 kernel_w: 2 }',
          "kernel_h/kernel_w are for 2-d pooling; this one has 3 spatial axes"),
-        (conv_text("Convolution", 1, (3, 3, 7), (1,), (0,), (1,)),
+        (nd_conv_text("Convolution", 1, (3, 3, 7), (1,), (0,), (1,)),
          "input 4x6x6 is smaller than the kernel \\(3, 3, 7\\)"),
     ]
     for text, message in cases:
         with pytest.raises(NetError, match=message):
             run_forward(make_layer(text), x)
-
-
-def pool_text(method, kernel, stride, pad):
-    return (f'name: "p" type: "Pooling" pooling_param {{ pool: {method} '
-            f'{repeated("kernel_size", kernel)} {repeated("stride", stride)} '
-            f'{repeated("pad", pad)} }}')
 
 
 def direct_pool(x, method, kernel, stride, pad, out):
@@ -228,7 +196,7 @@ def nd_pool_case(draw):
 @settings(max_examples=40, deadline=None)
 @given(nd_pool_case())
 def test_nd_pooling_matches_caffes_windows_and_its_gradients_check(c):
-    text = pool_text(c["method"], c["kernel"], c["stride"], c["pad"])
+    text = nd_pool_text(c["method"], c["kernel"], c["stride"], c["pad"])
     x = RNG.permutation(np.prod((c["n"], c["c"], *c["size"]))).reshape(
         (c["n"], c["c"], *c["size"])) / 7.0                 # no ties: MAX's gradient is defined
     layer = make_layer(text, shapes=[x.shape], engine="reference")
@@ -248,7 +216,7 @@ def test_nd_tiled_max_pooling_equals_the_reference_with_ties_and_its_mask(kernel
     dy_seed = data.draw(st.integers(0, 100))
     results = []
     for engine in ("tiled", "reference"):
-        layer = make_layer(pool_text("MAX", kernel, kernel, (0,)), shapes=[x.shape],
+        layer = make_layer(nd_pool_text("MAX", kernel, kernel, (0,)), shapes=[x.shape],
                            engine=engine)
         y, mask = run_forward(layer, x, tops=2)
         bottom, top = blobs_of(x), blobs_of(y, mask)
@@ -268,9 +236,9 @@ def test_3d_max_pooling_1x2x2_pools_each_slice_as_2d():
     """caffe_unet's anisotropic `kernel_size: 1 kernel_size: 2 kernel_size: 2` pooling keeps
     the z resolution and pools each slice as the 2-d layer does."""
     x = RNG.standard_normal((1, 2, 3, 6, 8))
-    y = run_forward(make_layer(pool_text("MAX", (1, 2, 2), (1, 2, 2), (0,))), x)[0]
+    y = run_forward(make_layer(nd_pool_text("MAX", (1, 2, 2), (1, 2, 2), (0,))), x)[0]
     assert y.shape == (1, 2, 3, 3, 4)
-    plane = make_layer(pool_text("MAX", (2,), (2,), (0,)))
+    plane = make_layer(nd_pool_text("MAX", (2,), (2,), (0,)))
     for z in range(3):
         np.testing.assert_array_equal(run_forward(plane, x[:, :, z])[0], y[:, :, z])
 
@@ -285,7 +253,7 @@ def test_slices_engine_runs_each_slice_through_the_2d_engine(c_in, c_out, size, 
     """A 1x3x3 convolution on volumes: "auto" takes the slices engine where a 2-d engine
     pays on one slice, and its forward, data gradient and weight gradient equal the
     reference's; it passes the gradient check."""
-    text = conv_text("Convolution", c_out, (1, 3, 3), (1,), (0,), (1,))
+    text = nd_conv_text("Convolution", c_out, (1, 3, 3), (1,), (0,), (1,))
     x = RNG.standard_normal((2, c_in, *size))
     layer = make_layer(text, shapes=[x.shape])
     if plane is None:
@@ -313,7 +281,7 @@ def test_flat_engine_in_3d_matches_the_direct_sum_in_cache_bands(kernel, size, c
     """The flat engine on volumes, slice by slice, with cache bands of 1 to 6 rows: the
     direct sum's forward, and gradients that check (dx from the padded dy)."""
     assume(set(kernel) != {1} and all(n >= k for n, k in zip(size, kernel)))
-    text = conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
+    text = nd_conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
     x = RNG.standard_normal((2, c_in, *size))
     k_rows = max(c_in, c_out) * math.prod(kernel)
     with config.using_sizes(cache_band_bytes=k_rows * size[-1] * 8 * band_rows):

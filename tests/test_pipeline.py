@@ -8,10 +8,10 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
+from cases import REPO
 from unetcore.cli import main
 from unetcore.net import Net
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()

@@ -3,17 +3,16 @@
 share weights between nets, choose the device, train with a solver.
 Read it as a tutorial: each step is what pycaffe's would be."""
 import threading
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from cases import REPO, cupy_with_device, needs_gpu
 import unetcore
-from helpers import cupy_with_device, needs_gpu
 from unetcore.errors import BackendError, NetError
 
-PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+PROTOTXT = REPO / "prototxt"
 DEPLOY = str(PROTOTXT / "unet-small-deploy.prototxt")
 TRAIN_NET = str(PROTOTXT / "unet-small-train.prototxt")
 

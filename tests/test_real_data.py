@@ -1,21 +1,20 @@
 """The small U-Net learns real EM data: two 188 x 188 crops of the ISBI 2012 training slices
 (tests/data, with the citation). Seeded, so the numbers are fixed for a version of the code;
 the bounds leave room for other BLAS builds' rounding."""
-from pathlib import Path
 
 import numpy as np
 
+from cases import TEST_DATA
 import unetcore
 from unetcore.formats.prototxt import parse
 from unetcore.models.unet import layers_text
 
-DATA = Path(__file__).resolve().parent / "data"
 
 
 def isbi_solver(iterations):
     net = ('name: "isbi-small" layer { name: "data" type: "TiffData" top: "data" top: "label" '
-           f'top: "weights" tiff_data_param {{ image: "{DATA}/isbi-crops-volume.tif" '
-           f'label: "{DATA}/isbi-crops-labels.tif" tile_size: 92 label_size: 52 w0: 10 '
+           f'top: "weights" tiff_data_param {{ image: "{TEST_DATA}/isbi-crops-volume.tif" '
+           f'label: "{TEST_DATA}/isbi-crops-labels.tif" tile_size: 92 label_size: 52 w0: 10 '
            'sigma: 5 } create_deformation_param { deform_std: 5 grid_points: 3 '
            'random_mirror_flag { v: 1 v: 1 } random_rotate_from { v: 0 } '
            'random_rotate_to { v: 360 } } } '
@@ -56,4 +55,4 @@ def test_the_demo_net_trained_on_isbi_segments_a_held_out_crop():
     # a global threshold that calls exactly the true fraction of pixels cell: a generous floor
     thresholded = image > np.percentile(image, 100 * (1 - cells.mean()))
     assert differing_pixels(thresholded, cells) > 0.25
-    assert tifffile.imread(DATA / "isbi-heldout-volume.tif").dtype == np.uint8
+    assert tifffile.imread(TEST_DATA / "isbi-heldout-volume.tif").dtype == np.uint8

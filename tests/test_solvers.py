@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cases import small_unet_solver, weights_of
 import unetcore
 from unetcore.errors import SolverError
 from unetcore.logs import log_to
@@ -144,22 +145,6 @@ def test_iter_size_averages_accumulated_gradients():
         runs.append([b.data.copy() for b in solver.net.learnable_params])
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-
-
-# ------------------------------------------------------------------ the small U-Net
-def small_unet_solver(tmp_path, extra=""):
-    text = (f'net: "prototxt/unet-small-train.prototxt" base_lr: 0.05 momentum: 0.9 '
-            f'random_seed: 1 snapshot_prefix: "{tmp_path}/small" {extra}')
-    solver = unetcore.get_solver(parse(text, "SolverParameter"))
-    rng = np.random.default_rng(0)
-    image = rng.random((1, 1, 60, 60))
-    label = (image[:, :, 20:40, 20:40] > 0.5).astype(float)
-    solver.net.set_inputs(dict(data=image, label=label, weights=np.ones_like(label)))
-    return solver
-
-
-def weights_of(solver):
-    return [b.data.copy() for b in solver.net.learnable_params]
 
 
 def test_small_unet_learns_a_synthetic_task(tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from docgen import regenerate, texts_agree          # bin/docgen.py (tests/conftest.py)
+from cases import REPO
 from unetcore.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def tutorial_commands():

@@ -1,10 +1,10 @@
 """The U-Net itself: shapes, valid sizes, the release's names, the prototxt files, and the
 whole small net gradient-checked end to end (crop, concat, deconv, weighted loss included)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cases import REPO
 import unetcore
 from unetcore import config
 from unetcore.models import unet
@@ -15,7 +15,7 @@ from unetcore.formats.prototxt import parse
 from unetcore.models.unet import train_text
 from unetcore.sizes import valid_sizes
 
-PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+PROTOTXT = REPO / "prototxt"
 
 
 def test_committed_prototxt_files_match_the_generator(tmp_path):

@@ -5,7 +5,6 @@ import math
 import re
 import shlex
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import tifffile
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
+from cases import REPO
 import unetcore
 from unetcore import config
 from unetcore.models import unet3d
@@ -23,7 +23,6 @@ from unetcore.formats.prototxt import parse
 from unetcore.sizes import valid_sizes_per_axis
 from unetcore.inference.tiling import axis_geometry, mirror_pad, segment, tiles_per_batch
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def net_of(text, phase="TEST", dtype=np.float32):

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
+from cases import REPO
 from unetcore.cli import main
 from unetcore.gradcheck import randomize_params
 from unetcore.net import Net
@@ -21,7 +22,6 @@ from unetcore.inference.chunked import DONE_FOLDER, reflect
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("dask.distributed")
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = str(REPO / "prototxt" / "unet-small-deploy.prototxt")     # depth 2, pooling grid 4
 
 
