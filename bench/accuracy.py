@@ -5,7 +5,7 @@ that can run it, `unetcore.gradcheck.float32_errors`: the forward, the weight gr
 data gradient computed in float32 against the float64 reference on the same input, weights and
 top gradient, each as max |float32 - float64| / max |float64|. Prints a row per layer and
 engine, then each engine's range per product, with the host line. The rounding depends on
-the BLAS kernel and its thread count, so the figures are the host's (tests/test_accuracy.py
+the BLAS kernel and its thread count, so the figures are the host's (tests/layers/test_accuracy.py
 asserts the 1e-4 bound on every host).
 
 With `--whole-net SEEDS`, also the whole 2015 train net at 188 px: the worst parameter

@@ -73,7 +73,7 @@ train() {     # the full 2015 U-Net at 572 on synthetic data, then segment and s
 
 step environment environment
 step install install
-step pytest "$PYTHON" -m pytest -q -rs --durations=8 tests/test_gpu.py tests/test_gpu_parity.py
+step pytest "$PYTHON" -m pytest -q -rs --durations=8 tests/gpu/test_gpu.py tests/gpu/test_gpu_parity.py
 step bench "$PYTHON" bench/gpu.py ${GPU:+--gpu $GPU} --repeats "${BENCH_REPEATS:-20}" \
     --json "$out/bench.json"
 step train train

@@ -75,7 +75,7 @@ layer { bottom: 'd0b' top: 'd1a' name: 'pool_d0b-1a' type: 'Pooling' pooling_par
 
 def test_3d_nets_in_that_style_build_with_anisotropic_kernels():
     """caffe_unet's `kernel_size: 1 kernel_size: 3 kernel_size: 3` and 1x2x2 pooling on a 5-d
-    blob: z is kept, y and x shrink and halve (tests/test_unet3d.py has whole 3-d nets)."""
+    blob: z is kept, y and x shrink and halve (tests/models/test_unet3d.py has whole 3-d nets)."""
     param = parse(THREE_D, "NetParameter")
     assert list(param.layer[1].convolution_param.kernel_size) == [1, 3, 3]
     assert list(param.layer[3].pooling_param.stride) == [1, 2, 2]
