@@ -33,7 +33,6 @@ import itertools
 import math
 
 from unetcore import backend, config
-from unetcore.errors import NetError
 from unetcore.ops.im2col import col2im_add, geometry_from_param, im2col, pad_image
 from unetcore.layer import Layer, register
 
@@ -44,19 +43,6 @@ def row_bands(rows, bytes_per_row, limit=None):
     limit = config.sizes().workspace_bytes if limit is None else limit
     per_band = max(1, limit // max(1, bytes_per_row))
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
-
-
-def parsed_geometry(param, bottom_shapes=(), dimensions=(2,)):
-    """The geometry of a (De)Convolution's parameters, for an engine's conditions; None where
-    they are invalid (the reference layer's setup then says why) or where the bottoms' number
-    of spatial axes is not among the engine's `dimensions` (2-d, unless it says more)."""
-    axes = len(bottom_shapes[0]) - 2 if bottom_shapes else 2
-    if axes not in dimensions:
-        return None
-    try:
-        return geometry_from_param(param.convolution_param, NetError, axes)
-    except NetError:
-        return None
 
 
 # ---- the definition: the direct sum, one output pixel at a time

@@ -24,16 +24,8 @@ from unetcore import backend
 from unetcore.ops.im2col import im2col
 from unetcore.layer import register_engine
 
-from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
-
-
-def unit_stride_unpadded(param, bottom_shapes, dimensions=(2,)):
-    """Stride 1, no padding, no dilation, one group, and not 1x1 (pointwise serves that), on
-    bottoms with a number of spatial axes among `dimensions` (2-d, unless the engine says)."""
-    geom = parsed_geometry(param, bottom_shapes, dimensions)
-    return (geom is not None and set(geom.stride) == {1} and not any(geom.pad)
-            and set(geom.dilation) == {1} and param.convolution_param.group == 1
-            and set(geom.kernel) != {1})
+from unetcore.layers.conditions import unit_stride_unpadded
+from unetcore.layers.convolution import ConvolutionLayer
 
 
 @register_engine

@@ -25,7 +25,8 @@ from unetcore.ops.im2col import im2col_flat, tap_offsets
 from unetcore.layer import register_engine
 
 from unetcore.layers.convolution import row_bands
-from unetcore.layers.convolution_correlation import CorrelationConvolution, unit_stride_unpadded
+from unetcore.layers.conditions import unit_stride_unpadded
+from unetcore.layers.convolution_correlation import CorrelationConvolution
 
 # The flat path pays where the GEMMs are thin: up to this many input and output channels
 # (in 3-d, where K = 27 C_in, up to 64: docs/benchmarks.md).

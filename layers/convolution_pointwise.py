@@ -10,7 +10,8 @@ The U-Net's last layer (64 channels to 2 class scores) is one.
 """
 from unetcore.layer import register_engine
 
-from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
+from unetcore.layers.conditions import parsed_geometry
+from unetcore.layers.convolution import ConvolutionLayer
 
 
 @register_engine

@@ -15,7 +15,8 @@ import itertools
 from unetcore.blob import Blob
 from unetcore.layer import layer_class, register_engine
 
-from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry
+from unetcore.layers.conditions import parsed_geometry
+from unetcore.layers.convolution import ConvolutionLayer
 
 
 def plane_param(param, geom):

@@ -30,8 +30,8 @@ from unetcore import backend, config
 from unetcore.layer import register_engine
 from unetcore.ops.winograd import tile_count, winograd_2d
 
-from unetcore.layers.convolution import ConvolutionLayer, parsed_geometry, row_bands
-from unetcore.layers.convolution_correlation import unit_stride_unpadded
+from unetcore.layers.conditions import parsed_geometry, unit_stride_unpadded
+from unetcore.layers.convolution import ConvolutionLayer, row_bands
 
 # Below this many input or output channels the transforms cost more than the GEMMs save.
 WINOGRAD_MIN_CHANNELS = 64

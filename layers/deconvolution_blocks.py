@@ -13,7 +13,7 @@ import math
 
 from unetcore.layer import register_engine
 
-from unetcore.layers.convolution import parsed_geometry
+from unetcore.layers.conditions import parsed_geometry
 from unetcore.layers.deconvolution import DeconvolutionLayer
 
 
