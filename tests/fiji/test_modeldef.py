@@ -272,6 +272,53 @@ def test_segment_with_the_models_pixel_size_does_not_rescale(model_files, tmp_pa
     np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif")[0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("normalization,padding", [(1, "mirror"), (2, "zero"), (3, "mirror")])
+def test_a_volume_segmented_chunk_by_chunk_with_a_modeldef_equals_the_tiff_path(
+        model_files, tmp_path, normalization, padding):
+    """-o OUT.zarr with --modeldef: each slice normalized over the whole slice and padded as
+    the model says, whatever chunk it is cut into; the same probabilities as segmenting the
+    stack into a TIFF at the model's pixel size."""
+    pytest.importorskip("dask.distributed")
+    import zarr
+    _, weights, _ = model_files
+    modeldef = write_plugin_modeldef(tmp_path / "m.modeldef.h5", padding=padding,
+                                     normalization=normalization)
+    stack = np.random.default_rng(8).integers(0, 4096, (2, 70, 61)).astype(np.uint16)
+    stack[1] //= 3                                  # each slice its own range and mean
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    common = ["--modeldef", str(modeldef), "--weights", str(weights), "--tile", "80"]
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "stack.tif"), "-o",
+                                       str(tmp_path / "l.tif"), "--element-size", "0.5", "0.5",
+                                       "--probabilities", str(tmp_path / "p.tif"), *common])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "stack.tif"), "-o",
+                                       str(tmp_path / "l.zarr"), "--chunk", "40",
+                                       "--probabilities", str(tmp_path / "p.zarr"), *common])
+    assert result.exit_code == 0, result.output
+    assert "2 slice(s) of 70x61, 8 chunks of 40 px: 8 segmented" in result.output
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[:],
+                               tifffile.imread(tmp_path / "p.tif"), atol=1e-5)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[:],
+                                  tifffile.imread(tmp_path / "l.tif"))
+
+
+def test_a_chunked_modeldef_segmentation_refuses_another_pixel_size_and_averaging(
+        model_files, tmp_path):
+    pytest.importorskip("dask.distributed")
+    modeldef, weights, _ = model_files
+    common = [str(modeldef.parent / "image.tif"), "-o", str(tmp_path / "l.zarr"), "--modeldef",
+              str(modeldef), "--weights", str(weights)]
+    for extra, message in ((["--element-size", "1", "1"], "--element-size 1 1: -o OUT.zarr "
+                            "segments at the model's pixel size, 0.5 x 0.5 um, and does not "
+                            "rescale"),
+                           (["--average-rotate"], "-o OUT.zarr segments without "
+                            "--average-mirror or --average-rotate"),
+                           (["--bits", "12"], "--scale, --mean and --bits do not apply with "
+                            "--modeldef")):
+        result = CliRunner().invoke(main, ["segment", *common, *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
+
+
 def test_zero_padding_is_one_pass_over_the_zero_extended_image(model_files):
     net = caffe_unet_net(read_modeldef(model_files[0]), 1, (84, 84))       # output 44 >= 30
     net.copy_from(str(model_files[1]))

@@ -193,7 +193,7 @@ def test_bad_volumes_and_nets_are_refused_in_one_line(tmp_path, weights):
     out = run("segment", tmp_path / "text.tif", *args, code=1)
     assert "text.tif: not a readable volume (zarr, HDF5 or TIFF)" in out
     out = run("segment", tmp_path / "in.zarr", *args, "--average-mirror", code=1)
-    assert "-o OUT.zarr takes a --model prototxt, without --average-mirror" in out
+    assert "-o OUT.zarr segments without --average-mirror or --average-rotate" in out
     two_channels = tmp_path / "two-channel.prototxt"
     two_channels.write_text(Path(SMALL).read_text().replace("dim: 1 dim: 1", "dim: 1 dim: 2"))
     net = Net(str(two_channels), "TEST")

@@ -43,7 +43,8 @@ from unetcore.inference.segmentation import (choose_tile, class_labels, is_3d, r
                    "14, 16 that holds the largest value; a note says which).")
 @click.option("--element-size", type=float, nargs=2, default=None, callback=PIXEL_SIZES,
               help="With --modeldef: the image's pixel size in um (y x); it is rescaled to the "
-                   "model's (default: taken to be the model's, no rescaling).")
+                   "model's (default: the TIFF's calibration, 1 um if none, as the Fiji "
+                   "plugin). With -o OUT.zarr it must be the model's (the default there).")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
 @click.option("--average-rotate", is_flag=True,
@@ -73,8 +74,11 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         raise UnetcoreError("--average-mirror and --average-rotate exclude each other, as in "
                             "caffe_unet")
     if output.endswith(".zarr"):
+        if average_mirror or average_rotate:
+            raise UnetcoreError("-o OUT.zarr segments without --average-mirror or "
+                                "--average-rotate")
         return _segment_volume(image, output, model, modeldef, weights, tile, probabilities,
-                               gpu, memory_mb, scale, mean, bits, average_mirror, workers,
+                               gpu, memory_mb, scale, mean, bits, element_size, workers,
                                scheduler, chunk, overwrite)
     if workers or scheduler or chunk or overwrite:
         raise UnetcoreError("--workers, --scheduler, --chunk and --overwrite segment chunk by "
@@ -116,14 +120,19 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 
 
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
-                    memory_mb, scale, mean, bits, average_mirror, workers, scheduler, chunk,
+                    memory_mb, scale, mean, bits, element_size, workers, scheduler, chunk,
                     overwrite):
     """segment -o OUT.zarr: inference.chunked, chunk by chunk, resumable."""
     from unetcore.inference.chunked import (chunk_size_words, hdf5_path, prepare_job,
                                             require_cluster_extra, segment_volume)
     require_cluster_extra()
-    if modeldef or average_mirror:
-        raise UnetcoreError("-o OUT.zarr takes a --model prototxt, without --average-mirror")
+    if bool(model) == bool(modeldef):
+        raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
+    if modeldef and (scale or mean or bits):
+        raise UnetcoreError("--scale, --mean and --bits do not apply with --modeldef: the "
+                            "model definition says how to normalize (normalization_type)")
+    if element_size and not modeldef:
+        raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
     if workers and scheduler:
         raise UnetcoreError("give --workers N (a local cluster) or --scheduler ADDRESS (a "
                             "running one), not both")
@@ -137,7 +146,8 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
             output_array_path(path)
     job, plan, notes = prepare_job(image, output, model, weights, probabilities=probabilities,
                                    tile=tile, gpu=gpu, memory_mb=memory_mb, scale=scale,
-                                   mean=mean, bits=bits, chunk=chunk, overwrite=overwrite)
+                                   mean=mean, bits=bits, chunk=chunk, overwrite=overwrite,
+                                   modeldef=modeldef, element_size=element_size)
     for note in notes:
         click.echo(note, err=True)
     chunks = len(plan.chunks())

@@ -121,21 +121,30 @@ def resample_to(scores, shape, scale):
 
 def normalize(image, kind):
     """One image (C, *spatial) normalized as the plugin's normalization_type says, over all
-    its channels and slices (TrainingSample.normalizeValues). A constant image is left
-    unscaled (the plugin would divide by zero)."""
+    its channels and slices (TrainingSample.normalizeValues): (image - offset) / divisor,
+    normalization_of's. A constant image is left unscaled (the plugin would divide by zero)."""
     image = image.astype(np.float32)
+    offset, divisor = normalization_of(image, kind)
+    return image if kind == 0 else (image - offset) / divisor
+
+
+def normalization_of(image, kind):
+    """(offset, divisor) of the plugin's normalization of a float32 image (C, *spatial):
+    0 none (0, 1); 1 min/max (min, max - min); 2 zero mean, unit standard deviation (mean,
+    std); 3 the largest pixel vector's norm over the channels to 1 (0, that norm). A chunked
+    volume computes them per slice and applies them to each chunk (inference.chunked)."""
     if kind == 0:
-        return image
+        return 0.0, 1.0
     if kind == 1:
         low, high = float(image.min()), float(image.max())
-        return (image - low) / (high - low if high > low else 1.0)
+        return low, (high - low if high > low else 1.0)
     if kind == 2:
-        centred = image - image.mean(dtype=np.float64)
-        std = float(np.sqrt((centred.astype(np.float64) ** 2).mean()))
-        return centred / (std if std > 0 else 1.0)
+        mean = image.mean(dtype=np.float64)
+        std = float(np.sqrt(((image - mean).astype(np.float64) ** 2).mean()))
+        return mean, (std if std > 0 else 1.0)
     if kind == 3:
         norm = float(np.sqrt((image.astype(np.float64) ** 2).sum(axis=0)).max())
-        return image / (norm if norm > 0 else 1.0)
+        return 0.0, (norm if norm > 0 else 1.0)
     raise DataError(f"normalization_type {kind} is not one of "
                     f"{', '.join(f'{k} ({v})' for k, v in NORMALIZATIONS.items())}")
 

@@ -168,20 +168,13 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
     pixels; the net; and a sentence on the tile (None when `tile` was given)."""
     from unetcore.fiji.images import (prepare_image, read_model_images, resample_to,
                                       scale_to_model)
-    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
-    from unetcore.inference.deploy import copy_all_weights, square_input
+    from unetcore.fiji.modeldef import read_modeldef
     from unetcore.inference.segmentation import choose_tile
     from unetcore.inference.tiling import softmax
-    model = read_modeldef(modeldef_path)
-    if model.n_dims != 2:
-        raise DataError(f"{modeldef_path}: a 3-d model; segment --modeldef runs 2-d models "
-                        "(the Fiji backend's caffe_unet tiled_predict runs 3-d ones)")
+    model = require_2d_model(read_modeldef(modeldef_path))
     images, size = read_model_images(image_path, model, element_size)
     prepared = [prepare_image(im, model, size) for im in images]
-    net = caffe_unet_net(model, len(images[0]), model.segmentation_tile(), gpu)
-    copy_all_weights(net, weights)
-    net.release_activations = True
-    square_input(net, modeldef_path, tile)
+    net = modeldef_net(model, weights, tile, gpu, channels=len(images[0]))
     note = None if tile else choose_tile(net, modeldef_path, [im.shape for im in prepared],
                                          memory_mb)
     scale = scale_to_model(size, model)
@@ -189,3 +182,36 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
                          original.shape[1:], scale)
              for im, original in zip(prepared, images)]
     return np.stack(probs), net, note
+
+
+def require_2d_model(model):
+    """The model, refused in one line if it is 3-d (segment --modeldef and its chunked path
+    run 2-d models; the Fiji backend's caffe_unet tiled_predict runs 3-d ones)."""
+    if model.n_dims != 2:
+        raise DataError(f"{model.path}: a 3-d model; segment --modeldef runs 2-d models (the "
+                        "Fiji backend's caffe_unet tiled_predict runs 3-d ones)")
+    return model
+
+
+def modeldef_net(model, weights, tile=None, gpu=None, channels=1):
+    """caffe_unet's TEST net of a model (a ModelDefinition, or the path of its .modeldef.h5)
+    for images of `channels` channels, with every layer's `weights`, forward only, at a
+    tile x tile input (None: the plugin's segmentation tile)."""
+    from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
+    from unetcore.inference.deploy import copy_all_weights, square_input
+    if isinstance(model, str):
+        model = read_modeldef(model)
+    net = caffe_unet_net(model, channels, model.segmentation_tile(), gpu)
+    copy_all_weights(net, weights)
+    net.release_activations = True
+    square_input(net, model.path, tile)
+    return net
+
+
+def slice_normalizations(volume, kind):
+    """(offset, divisor) of the plugin's normalization (normalization_type `kind`) of each
+    slice of a (Z, H, W) volume, each slice being one image to the plugin; read slice by
+    slice."""
+    from unetcore.fiji.images import normalization_of
+    return tuple(normalization_of(np.asarray(volume[z], np.float32)[None], kind)
+                 for z in range(volume.shape[0]))

@@ -186,10 +186,17 @@ class ChunkPlan:
         """Volume indices, along `axis`, of the mirrored canvas that a chunk's tiles read:
         from start - margin, for the tiles at start, start + step, ... covering `length`
         outputs; reflected about the border voxels as numpy's 'reflect' padding does."""
+        return reflect(self._canvas_positions(axis, start, length), self.shape[axis])
+
+    def canvas_inside(self, axis, start, length):
+        """Which positions of canvas_indices lie inside the volume (not mirrored)."""
+        positions = self._canvas_positions(axis, start, length)
+        return (positions >= 0) & (positions < self.shape[axis])
+
+    def _canvas_positions(self, axis, start, length):
         tiles = math.ceil(length / self.step[axis])
         first = start - self.margin[axis]
-        index = np.arange(first, first + (tiles - 1) * self.step[axis] + self.tile[axis])
-        return reflect(index, self.shape[axis])
+        return np.arange(first, first + (tiles - 1) * self.step[axis] + self.tile[axis])
 
 
 def reflect(index, size):
@@ -201,27 +208,34 @@ def reflect(index, size):
     return np.where(index >= size, period - index, index)
 
 
-def chunk_canvas(volume, plan, chunk, to_grey):
-    """The mirrored input region that `chunk`'s tiles read, as grey values: (1, rows, cols)
-    for a 2-d net, (1, slices, rows, cols) for a 3-d net. One contiguous read of the volume,
-    then the mirror's index map."""
+def chunk_canvas(volume, plan, chunk, to_grey, padding="mirror"):
+    """The input region that `chunk`'s tiles read, as grey values: (1, rows, cols) for a 2-d
+    net, (1, slices, rows, cols) for a 3-d net, mirrored past the volume's border (padding
+    "zero": zeros there, after the grey-value scaling, as a Fiji model pads). One contiguous
+    read of the volume, then the mirror's index map."""
+    windows = plan.output_window(chunk)
     indices = [plan.canvas_indices(axis, window.start, window.stop - window.start)
-               for axis, window in enumerate(plan.output_window(chunk))]
+               for axis, window in enumerate(windows)]
     lows = [index.min() for index in indices]
     region = np.asarray(volume[tuple(slice(low, index.max() + 1)
                                      for low, index in zip(lows, indices))])
     canvas = to_grey(region[np.ix_(*(index - low for index, low in zip(indices, lows)))])
+    if padding == "zero":
+        z, rows, cols = (plan.canvas_inside(axis, window.start, window.stop - window.start)
+                         for axis, window in enumerate(windows))
+        canvas = canvas * (z[:, None, None] & rows[None, :, None] & cols[None, None, :])
     return canvas[None] if plan.volumetric else canvas
 
 
-def segment_chunk(net, volume, plan, chunk, to_grey, batch):
+def segment_chunk(net, volume, plan, chunk, to_grey, batch, padding="mirror"):
     """Class probabilities (classes, slices, rows, cols) of one output chunk."""
     from unetcore.inference.tiling import segment_canvas, softmax
     window = plan.output_window(chunk)
     axes = range(3) if plan.volumetric else range(1, 3)       # the net's spatial axes
     sizes = [window[axis].stop - window[axis].start for axis in axes]
     counts = tuple(math.ceil(n / plan.step[axis]) for n, axis in zip(sizes, axes))
-    scores = segment_canvas(net, chunk_canvas(volume, plan, chunk, to_grey), counts, batch)
+    scores = segment_canvas(net, chunk_canvas(volume, plan, chunk, to_grey, padding), counts,
+                            batch)
     probabilities = softmax(scores[(slice(None),) + tuple(slice(0, n) for n in sizes)])
     return probabilities if plan.volumetric else probabilities[:, None]
 
@@ -264,7 +278,9 @@ def job_record(job, plan, volume):
     return {"the input": input_identity(job.source, volume),
             "the weights": sha256(job.weights) if job.weights else "",
             "the net": sha256(job.model) if job.model else "",
-            "the grey-value scaling": [job.offset, job.scale, job.bits],
+            "the model definition": sha256(job.modeldef) if job.modeldef else "",
+            "the grey-value scaling": [job.offset, job.scale, job.bits] if not job.modeldef
+            else [[float(offset), float(divisor)] for offset, divisor in job.slice_scaling],
             "the tile": job.tile,
             "the chunks": list(plan.edge),
             "the probability array": os.path.realpath(job.probabilities)
@@ -361,16 +377,21 @@ class VolumeJob:
     gpu: int = None
     run: str = ""       # one id per run of the command: what a process opened for one run
                         # (the volume, the outputs) is never reused by the next
+    modeldef: str = None        # a Fiji plugin model (.modeldef.h5) instead of `model`,
+    slice_scaling: tuple = ()   # with its normalization: (offset, divisor) of every slice,
+    padding: str = "mirror"     # and its padding at the volume's border ("mirror", "zero")
 
 
 class JobState:
     """What one process opens for a job: the net (built and loaded once), its batch of tiles,
     the volume, the chunk plan and the output arrays."""
     def __init__(self, job):
+        from unetcore.fiji.predict import modeldef_net
         from unetcore.inference.deploy import deploy_net
         from unetcore.inference.tiling import tiles_per_batch
         with config.using_engine(job.engine):
-            self.net = deploy_net(job.model, job.weights, job.tile, job.gpu)
+            self.net = modeldef_net(job.modeldef, job.weights, job.tile, job.gpu) \
+                if job.modeldef else deploy_net(job.model, job.weights, job.tile, job.gpu)
         self.volume = open_volume(job.source)
         self.plan = ChunkPlan.for_net(self.net, self.volume.shape, job.edge)
         tiles = math.prod(math.ceil(e / s) for e, s in zip(self.plan.edge, self.plan.step))
@@ -395,15 +416,22 @@ def job_state(job):
 
 def run_chunk(job, chunk):
     """Segment and write one chunk (a task on a worker, or a step in this process)."""
-    from unetcore.data.stacks import normalize_grey
     state = job_state(job)
-    to_grey = lambda values: normalize_grey(values, job.scale, job.offset, job.source,  # noqa: E731
-                                            job.bits)
-    probabilities = segment_chunk(state.net, state.volume, state.plan, chunk, to_grey,
-                                  state.batch)
+    probabilities = segment_chunk(state.net, state.volume, state.plan, chunk,
+                                  grey_values(job, chunk), state.batch, job.padding)
     with write_errors(job.output):
         write_chunk(state.outputs, state.plan, chunk, probabilities, marker(job.output, chunk))
     return chunk
+
+
+def grey_values(job, chunk):
+    """The function that turns a chunk's raw values into the net's input: the command's
+    scaling (normalize_grey), or a Fiji model's normalization of the chunk's slice."""
+    from unetcore.data.stacks import normalize_grey
+    if job.modeldef:
+        offset, divisor = job.slice_scaling[chunk[0]]
+        return lambda values: (np.asarray(values, np.float32) - offset) / divisor
+    return lambda values: normalize_grey(values, job.scale, job.offset, job.source, job.bits)
 
 
 def worker_threads(workers):
@@ -460,35 +488,67 @@ def connect(cluster, scheduler):
 
 
 def prepare_job(image, output, model, weights, *, probabilities=None, tile=None, gpu=None,
-                memory_mb=1024, scale=0.0, mean=0.0, bits=None, chunk=None, overwrite=False):
-    """Open the volume at `image`, build the deploy net, plan the chunks and claim and create
-    the zarr outputs (`output`, and `probabilities` if given), refusing an output that another
-    job began unless `overwrite`. Returns (the VolumeJob, its ChunkPlan, notes: sentences for
-    the user on the tile and chunk size chosen). segment_volume then runs it."""
+                memory_mb=1024, scale=0.0, mean=0.0, bits=None, chunk=None, overwrite=False,
+                modeldef=None, element_size=None):
+    """Open the volume at `image`, build the deploy net (of the prototxt `model`, or of the
+    Fiji model file `modeldef`), plan the chunks and claim and create the zarr outputs
+    (`output`, and `probabilities` if given), refusing an output that another job began
+    unless `overwrite`. Returns (the VolumeJob, its ChunkPlan, notes: sentences for the user
+    on the tile and chunk size chosen). segment_volume then runs it.
+
+    A Fiji model segments each slice as the plugin segments an image: normalized as its
+    normalization_type says, over the whole slice, and padded as its padding says. The volume
+    must have the model's pixel size (`element_size`, y x in um, if given, must equal it)."""
     import uuid
 
+    from unetcore.fiji.predict import modeldef_net, slice_normalizations
     from unetcore.inference.deploy import deploy_net
     from unetcore.inference.segmentation import choose_tile, is_3d
     volume = open_volume(image)
-    net = deploy_net(model, weights, tile, gpu)
+    if modeldef:
+        fiji_model = require_model_pixel_size(modeldef, element_size)
+        net = modeldef_net(fiji_model, weights, tile, gpu)
+    else:
+        net = deploy_net(model, weights, tile, gpu)
     if net.blobs[net.image_input].shape[1] != 1:
-        raise UnetcoreError(f"{model}: takes {net.blobs[net.image_input].shape[1]}-channel "
-                            "images; chunked volumes (-o OUT.zarr) are grey, one channel")
-    notes = [] if tile else [choose_tile(net, model, [volume.shape if is_3d(net)
-                                                      else volume.shape[1:]], memory_mb)]
+        raise UnetcoreError(f"{modeldef or model}: takes {net.blobs[net.image_input].shape[1]}"
+                            "-channel images; chunked volumes (-o OUT.zarr) are grey, one "
+                            "channel")
+    notes = [] if tile else [choose_tile(net, modeldef or model,
+                                         [volume.shape if is_3d(net) else volume.shape[1:]],
+                                         memory_mb)]
     tile = None if is_3d(net) else net.blobs[net.image_input].shape[-1]
     plan = ChunkPlan.for_net(net, volume.shape, chunk)
     if chunk and chunk != plan.edge[-1]:
         notes.append(f"--chunk {chunk}: chunks of {plan.edge[-1]} px, the nearest multiple "
                      f"of the tile step {plan.step[-1]} px within the image")
-    offset, factor, bits = value_scaling(volume, scale, mean, bits, image)
+    offset, factor, bits = (0.0, 0.0, None) if modeldef else \
+        value_scaling(volume, scale, mean, bits, image)
+    fiji = dict(modeldef=str(modeldef), padding=fiji_model.padding, slice_scaling=
+                slice_normalizations(volume, fiji_model.normalization_type)) if modeldef else {}
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex)
+                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex, **fiji)
     record = job_record(job, plan, volume)
     claim_output(output, probabilities, record, overwrite)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
     write_record(output, record)
     return job, plan, notes
+
+
+def require_model_pixel_size(modeldef, element_size):
+    """The 2-d Fiji model of `modeldef`, refused in one line if the volume's pixel size
+    (`element_size`, y x in um; None: taken to be the model's) is another: the chunked path
+    does not rescale."""
+    from unetcore.fiji.modeldef import read_modeldef
+    from unetcore.fiji.predict import require_2d_model
+    model = require_2d_model(read_modeldef(modeldef))
+    if element_size and tuple(map(float, element_size)) != tuple(model.element_size_um):
+        size = " x ".join(f"{e:g}" for e in model.element_size_um)
+        raise UnetcoreError(f"--element-size {' '.join(f'{e:g}' for e in element_size)}: -o "
+                            f"OUT.zarr segments at the model's pixel size, {size} um, and does "
+                            "not rescale; rescale the volume to it first, or segment into a "
+                            "TIFF (which rescales as the plugin does)")
+    return model
 
 
 def chunk_size_words(plan):
