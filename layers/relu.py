@@ -1,7 +1,8 @@
 """ReLU: y = max(x, 0) + negative_slope * min(x, 0); may run in place (top == bottom).
 
 Backward: dx = dy where x > 0, negative_slope * dy elsewhere. In place, the bottom
-already holds y, and y > 0 exactly where x > 0, so the same rule applies.
+already holds y, and y > 0 exactly where x > 0 when negative_slope >= 0, so the same rule
+applies; a negative slope makes y > 0 where x < 0, so such a ReLU is refused in place.
 """
 from unetcore.layer import Layer, register
 
@@ -16,6 +17,10 @@ class ReLULayer(Layer):
         self.slope = self.param.relu_param.negative_slope
 
     def reshape(self, bottom, top):
+        if top[0] is bottom[0] and self.slope < 0:
+            raise self.error(f"negative_slope {self.slope:g} in place (top = bottom) would give "
+                             "a wrong gradient: backward reads the sign of x from y, and a "
+                             "negative slope flips it; give the layer a top of its own")
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
