@@ -15,6 +15,7 @@ from unetcore.blob import Blob
 from unetcore.formats.prototxt import parse
 from unetcore.gradcheck import check_gradients, layer_from_text
 from unetcore.layer import ENGINES
+from unetcore.models import unet3d
 from unetcore.models.unet import output_size
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,4 +296,34 @@ def write_plugin_modeldef(path, element_size=(0.5, 0.5), padding="mirror", norma
             f["/unet_param/classNames"] = np.array([n.encode() for n in class_names],
                                                    dtype=h5py.string_dtype("utf-8", 10))
         f["/__DATA_TYPES__/String_VariableLength"] = h5py.string_dtype()   # JHDF5's
+    return path
+
+
+# A 3-d net in caffe_unet's style (unetcore.models.unet3d), kept tiny: depth 2, 2 channels, a
+# first level that convolves 1x3x3 and pools 1x2x2. Its image blob 'd0a' comes only from TRAIN
+# layers (HDF5Data, CreateDeformation, ApplyDeformation). Its tile rule per axis (z, y, x), read
+# off the net with `unetcore shapes` (tests/fiji/test_modeldef_3d.py checks it): the input
+# tiles are 2k + 12 in z and 4k + 28 in y and x, their outputs 2k - 4 and 4k - 12 (18x44x44 ->
+# 2x4x4, the smallest).
+MODEL_3D_TEXT = unet3d.train_text("test-volume-net", (18, 44, 44), depth=2, channels=2,
+                                  flat_levels=1, source="input_files.txt")
+MODEL_3D_GEOMETRY = {"downsampleFactor": (2, 4, 4), "padInput": (12, 28, 28),
+                     "padOutput": (-4, -12, -12)}
+
+
+def write_plugin_modeldef_3d(path, element_size=(1.0, 0.5, 0.5), padding="mirror",
+                             normalization=1):
+    """A 3-d .modeldef.h5 as the plugin's ModelDefinition.save writes it: element_size_um
+    and the tile rule with one value per axis (z, y, x)."""
+    write_plugin_modeldef(path, element_size, padding, normalization)
+    with h5py.File(path, "a") as f:
+        for key, text in (("/.unet-ident", "test-volume-net"),
+                          ("/model_prototxt", MODEL_3D_TEXT),
+                          ("/unet_param/name", "test volume net"),
+                          ("/unet_param/description", "3-d, depth 2, für Tests")):
+            del f[key]
+            f[key] = fixed(text)
+        for key, values in MODEL_3D_GEOMETRY.items():
+            del f[f"/unet_param/{key}"]
+            f[f"/unet_param/{key}"] = np.int32(values)
     return path

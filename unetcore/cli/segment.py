@@ -45,6 +45,9 @@ from unetcore.inference.segmentation import (choose_tile, class_labels, is_3d, r
               help="With --modeldef: the image's pixel size in um (y x); it is rescaled to the "
                    "model's (default: the TIFF's calibration, 1 um if none, as the Fiji "
                    "plugin). With -o OUT.zarr it must be the model's (the default there).")
+@click.option("--z-spacing", type=float, default=None, callback=PIXEL_SIZES,
+              help="With a 3-d --modeldef: the stack's z spacing in um (default: the TIFF's, "
+                   "ImageJ's voxel depth, 1 um if none); y x are --element-size's.")
 @click.option("--average-mirror", is_flag=True,
               help="Average each tile's scores over its mirror images (x, y, both).")
 @click.option("--average-rotate", is_flag=True,
@@ -63,8 +66,8 @@ from unetcore.inference.segmentation import (choose_tile, class_labels, is_3d, r
                    "net, scaling, tile or chunks) began, and start over.")
 @engine_option
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
-            mean, bits, element_size, average_mirror, average_rotate, workers, scheduler,
-            chunk, overwrite):
+            mean, bits, element_size, z_spacing, average_mirror, average_rotate, workers,
+            scheduler, chunk, overwrite):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders; with
     -o OUT.zarr, a volume of any size chunk by chunk, here or on a dask cluster."""
     if average_rotate and not modeldef:
@@ -77,6 +80,9 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         if average_mirror or average_rotate:
             raise UnetcoreError("-o OUT.zarr segments without --average-mirror or "
                                 "--average-rotate")
+        if z_spacing:
+            raise UnetcoreError("--z-spacing is for 3-d models, and -o OUT.zarr segments with "
+                                "2-d models only: segment a 3-d model's volume into a TIFF")
         return _segment_volume(image, output, model, modeldef, weights, tile, probabilities,
                                gpu, memory_mb, scale, mean, bits, element_size, workers,
                                scheduler, chunk, overwrite)
@@ -98,12 +104,13 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         from unetcore.fiji.predict import segment_tiff
         with progress_bar() as bar:
             probs, net, note = segment_tiff(image, modeldef, weights, tile, gpu, memory_mb,
-                                            element_size, averaging, bar.update)
+                                            element_size, averaging, bar.update, z_spacing)
         if note:
             click.echo(note, err=True)
     else:
-        if element_size:
-            raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
+        if element_size or z_spacing:
+            option = "--element-size" if element_size else "--z-spacing"
+            raise UnetcoreError(f"{option} needs --modeldef (a prototxt has no pixel size)")
         net = deploy_net(model, weights, tile, gpu)
         images = read_inputs(image, net, scale, mean, bits)
         if tile is None:

@@ -1,10 +1,11 @@
 """Images and labels prepared as the Fiji U-Net plugin prepares them for a model
 (TrainingSample.java, Tools.java), and the scores mapped back to the image's own pixels.
 
-Images: converted to float, rescaled to the model's element size (bilinear, mirrored past
-the last pixel, the new size rounded half up as Java's Math.round), normalized per image by
-the model's normalization_type. An image's pixel size is its calibration; an uncalibrated
-image counts as 1 um per pixel, as in ImageJ.
+Images: converted to float, rescaled to the model's element size (linear on each axis:
+bilinear in 2-d, trilinear in 3-d; mirrored past the last pixel, the new size rounded half
+up as Java's Math.round), normalized per image by the model's normalization_type (a 3-d
+model's image is the whole volume). An image's pixel size is its calibration; an
+uncalibrated image counts as 1 um per pixel, as in ImageJ.
 
 Labels (the plugin's label images, "labels are classes"): 0 = ignore, 1 = background,
 2, 3, ... = the classes. Each class's 4-connected components are its instances. They become
@@ -79,8 +80,9 @@ def rescaled_shape(shape, scale):
 
 
 def rescale(image, scale):
-    """(C, *spatial) resampled by `scale` per spatial axis, bilinearly: output pixel y reads
-    the input at y / s, mirrored past the last pixel (TrainingSample.rescaleXY, rescaleZ)."""
+    """(C, *spatial) resampled by `scale` per spatial axis, linearly on each (bilinear in
+    2-d, trilinear in 3-d): output pixel y reads the input at y / s, mirrored past the last
+    pixel (TrainingSample.rescaleXY, rescaleZ)."""
     if all(s == 1 for s in scale):
         return image.astype(np.float32)
     shape = rescaled_shape(image.shape[1:], scale)
@@ -237,21 +239,42 @@ def training_blobs(labels, model, scale=None, labels_are_classes=True):
             pdf.astype(np.float32))
 
 
-def read_model_images(path, model, element_size=None):
-    """The images of a TIFF as the Fiji plugin reads them, float (C, H, W) each (an RGB image
-    has a channel per colour), and their pixel size in um: `element_size`, else the TIFF's
-    calibration (uncalibrated: 1 um per pixel). Refused before any rescaling if their copies
-    at the model's pixel size would not fit in memory."""
-    from unetcore.data.stacks import read_tiff
+def read_model_images(path, model, element_size=None, z_spacing=None):
+    """The images of a TIFF as the Fiji plugin reads them for `model`, float, and their
+    pixel size in um (image_element_size). For a 2-d model each slice is an image (C, H, W)
+    (an RGB image has a channel per colour); for a 3-d model the stack is one grey volume
+    (1, Z, Y, X). Refused before any rescaling if their copies at the model's pixel size
+    would not fit in memory."""
+    from unetcore.data.stacks import read_stack, read_tiff
     from unetcore.inference.tiling import as_channel_images
-    stack = read_tiff(path, "image").astype(np.float32)
-    if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
-        images = [np.moveaxis(stack, -1, 0)]
+    if model.n_dims == 3:
+        images = [read_stack(path, "image").astype(np.float32)[None]]
     else:
-        images = list(as_channel_images(stack, 1, path))
-    size = tuple(element_size) if element_size else tiff_element_size_um(path, model.n_dims)
+        stack = read_tiff(path, "image").astype(np.float32)
+        if stack.ndim == 3 and stack.shape[-1] in (3, 4) and min(stack.shape[:2]) > 4:
+            images = [np.moveaxis(stack, -1, 0)]
+        else:
+            images = list(as_channel_images(stack, 1, path))
+    size = image_element_size(path, model, element_size, z_spacing)
     require_rescaling_memory(images, size, model, path)
     return images, size
+
+
+def image_element_size(path, model, element_size=None, z_spacing=None):
+    """The pixel size in um, ([z,] y, x), of the TIFF at `path` for `model`: its calibration
+    (tiff_element_size_um: ImageJ's, 1 um where uncalibrated), with y and x from
+    `element_size` and, for a 3-d model, z from `z_spacing` where they are given. Each axis
+    keeps its own source, so that a stack calibrated in z alone takes its in-plane size from
+    `element_size` and its z spacing from the file."""
+    if z_spacing is not None and model.n_dims != 3:
+        raise DataError(f"--z-spacing {z_spacing:g}: {model.path} is a 2-d model; a z spacing "
+                        "is for 3-d models")
+    size = tiff_element_size_um(path, model.n_dims)
+    if element_size:
+        size = size[:-2] + tuple(float(e) for e in element_size)
+    if z_spacing is not None:
+        size = (float(z_spacing),) + size[1:]
+    return size
 
 
 def require_rescaling_memory(images, size, model, path):

@@ -15,7 +15,7 @@ import numpy as np
 from unetcore.fiji.finetune import prepare_finetuning
 from unetcore.fiji.images import prepare_image, resample_to, scale_to_model
 from unetcore.fiji.modeldef import ModelDefinition, caffe_unet_net, read_modeldef
-from unetcore.fiji.predict import averaged_scores
+from unetcore.fiji.predict import averaged_scores, covering_tile
 from unetcore.inference.deploy import copy_all_weights
 from unetcore.inference.tiling import softmax
 from unetcore.solvers import get_solver
@@ -39,16 +39,17 @@ class FijiModel(ModelDefinition):
     def segment(self, image, weights, element_size_um=None, averaging=None, gpu=None):
         """The class probabilities (classes, *spatial) of one image, (*spatial) or
         (channels, *spatial), at the image's own pixels, as the plugin computes them: the
-        image rescaled from its pixel size (default 1 um, the plugin's for an uncalibrated
-        image) to the model's and normalized, caffe_unet's TEST net with the model's
-        padding, the scores averaged over the passes of `averaging` (None, "mirror" or
-        "rotate")."""
+        image rescaled from its pixel size (([z,] y, x) um; default 1 um, the plugin's for
+        an uncalibrated image) to the model's and normalized, caffe_unet's TEST net with
+        the model's padding, the scores averaged over the passes of `averaging` (None,
+        "mirror": flipped in x and y, never in z, or "rotate": turned in the y-x plane).
+        A 3-d model's image is a volume, (Z, Y, X) or (channels, Z, Y, X)."""
         image = self._with_channels(image)
         element_size_um = element_size_um or (1.0,) * self.n_dims
-        net = self.test_net(len(image), gpu=gpu)
+        prepared = prepare_image(image, self, element_size_um)
+        net = self.test_net(len(image), covering_tile(self, prepared.shape[1:]), gpu)
         copy_all_weights(net, str(weights))
-        scores = averaged_scores(net, prepare_image(image, self, element_size_um), averaging,
-                                 self.padding)
+        scores = averaged_scores(net, prepared, averaging, self.padding)
         return resample_to(softmax(scores), image.shape[1:],
                            scale_to_model(element_size_um, self))
 

@@ -12,6 +12,9 @@ to the pooling grid changes from tile to tile).
 -average_mirror and -average_rotate average the raw scores of 4 passes over the whole image:
 flipped in x, in y and in both (z is never flipped), or rotated by 0, 90, 180 and 270 degrees
 in the last two axes, each transformed back.
+
+segment_tiff segments a TIFF as the plugin prepares it: a 2-d model each of its images, a
+3-d model its stack as one volume (Z, Y, X), rescaled in z, y and x.
 """
 import math
 
@@ -161,47 +164,82 @@ def averaged_scores(net, image, averaging=None, padding="mirror", progress=None)
 # ---------------------------------------------------------------- a TIFF, as the plugin does
 
 def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory_mb=1024,
-                 element_size=None, averaging=None, progress=None):
-    """Probabilities (slices, classes, H, W) of the images of a TIFF under a Fiji plugin model
-    (.modeldef.h5) as the plugin computes them (its image preparation, caffe_unet's TEST net,
-    padding and averaging: None, "mirror" or "rotate"), mapped back to the images' own
-    pixels; the net; and a sentence on the tile (None when `tile` was given)."""
+                 element_size=None, averaging=None, progress=None, z_spacing=None):
+    """Class probabilities of a TIFF under a Fiji plugin model (.modeldef.h5) as the plugin
+    computes them (its image preparation, caffe_unet's TEST net, padding and averaging:
+    None, "mirror" or "rotate"), mapped back to the TIFF's own pixels; the net; and a
+    sentence on the tile (None when `tile` was given). A 2-d model segments each image of
+    the TIFF: (slices, classes, H, W). A 3-d model segments the stack as one volume, whose
+    probabilities come slice by slice all the same, (Z, classes, Y, X), so that its labels
+    are written as a stack. The pixel size is the TIFF's calibration, with y x from
+    `element_size` and z from `z_spacing` where given (images.image_element_size)."""
     from unetcore.fiji.images import (prepare_image, read_model_images, resample_to,
                                       scale_to_model)
     from unetcore.fiji.modeldef import read_modeldef
     from unetcore.inference.segmentation import choose_tile
     from unetcore.inference.tiling import softmax
-    model = require_2d_model(read_modeldef(modeldef_path))
-    images, size = read_model_images(image_path, model, element_size)
+    model = read_modeldef(modeldef_path)
+    if tile and model.n_dims == 3:
+        raise DataError(f"--tile {tile}: a square tile is for 2-d models; a 3-d model's tile "
+                        "is chosen per axis (z y x) by its tile rule")
+    images, size = read_model_images(image_path, model, element_size, z_spacing)
     prepared = [prepare_image(im, model, size) for im in images]
-    net = modeldef_net(model, weights, tile, gpu, channels=len(images[0]))
-    note = None if tile else choose_tile(net, modeldef_path, [im.shape for im in prepared],
-                                         memory_mb)
+    if model.n_dims == 3:
+        net = modeldef_net(model, weights, tile, gpu, len(images[0]),
+                           covering_tile(model, prepared[0].shape[1:]))
+        note = volume_note(net, model, size)
+    else:
+        net = modeldef_net(model, weights, tile, gpu, channels=len(images[0]))
+        note = None if tile else choose_tile(net, modeldef_path, [im.shape for im in prepared],
+                                             memory_mb)
     scale = scale_to_model(size, model)
-    probs = [resample_to(softmax(averaged_scores(net, im, averaging, model.padding, progress)),
-                         original.shape[1:], scale)
-             for im, original in zip(prepared, images)]
-    return np.stack(probs), net, note
+    probs = np.stack([resample_to(softmax(averaged_scores(net, im, averaging, model.padding,
+                                                          progress)),
+                                  original.shape[1:], scale)
+                      for im, original in zip(prepared, images)])
+    return (probs[0].swapaxes(0, 1) if model.n_dims == 3 else probs), net, note
+
+
+def covering_tile(model, shape):
+    """The input tile to segment an image of `shape` (at the model's pixel size) with: the
+    plugin's segmentation tile, cut on each axis to the smallest valid tile whose output
+    covers the image in one, so that a small image (a volume, above all) is not padded up
+    to the plugin's tile. The scores do not depend on the tile (docs/overlap-tile.md)."""
+    one_tile = _tile_for_grid(model, shape, (1,) * model.n_dims)[0]
+    return tuple(min(a, b) for a, b in zip(model.segmentation_tile(), one_tile))
+
+
+def volume_note(net, model, element_size):
+    """A sentence on a 3-d model's tile and the voxel sizes it rescales between."""
+    def words(sizes):
+        return " x ".join(f"{s:g}" for s in sizes)
+    tile = "x".join(map(str, net.blobs[net.image_input].shape[2:]))
+    return (f"tile {tile} (z y x): the plugin's segmentation tile, cut to the volume; voxels "
+            f"of {words(element_size)} um (z y x) rescaled to the model's "
+            f"{words(model.element_size_um)} um")
 
 
 def require_2d_model(model):
-    """The model, refused in one line if it is 3-d (segment --modeldef and its chunked path
-    run 2-d models; the Fiji backend's caffe_unet tiled_predict runs 3-d ones)."""
+    """The model, refused in one line if it is 3-d: -o OUT.zarr (inference.chunked) segments
+    chunk by chunk with 2-d models only; a 3-d model segments its volume in memory into a
+    TIFF, and the Fiji backend's caffe_unet tiled_predict runs it too."""
     if model.n_dims != 2:
-        raise DataError(f"{model.path}: a 3-d model; segment --modeldef runs 2-d models (the "
-                        "Fiji backend's caffe_unet tiled_predict runs 3-d ones)")
+        raise DataError(f"{model.path}: a 3-d model; -o OUT.zarr segments chunk by chunk with "
+                        "2-d models only: segment the volume into a TIFF (-o OUT.tif), in "
+                        "memory")
     return model
 
 
-def modeldef_net(model, weights, tile=None, gpu=None, channels=1):
+def modeldef_net(model, weights, tile=None, gpu=None, channels=1, input_shape=None):
     """caffe_unet's TEST net of a model (a ModelDefinition, or the path of its .modeldef.h5)
-    for images of `channels` channels, with every layer's `weights`, forward only, at a
-    tile x tile input (None: the plugin's segmentation tile)."""
+    for images of `channels` channels, with every layer's `weights`, forward only, at an
+    input of `input_shape` per axis (None: the plugin's segmentation tile) or, for a 2-d
+    model, of tile x tile."""
     from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
     from unetcore.inference.deploy import copy_all_weights, square_input
     if isinstance(model, str):
         model = read_modeldef(model)
-    net = caffe_unet_net(model, channels, model.segmentation_tile(), gpu)
+    net = caffe_unet_net(model, channels, input_shape or model.segmentation_tile(), gpu)
     copy_all_weights(net, weights)
     net.release_activations = True
     square_input(net, model.path, tile)
