@@ -5,9 +5,10 @@ For an objective E, the analytic gradient from backward is compared with
     dE/dx_i ~ (E(x + h e_i) - E(x - h e_i)) / (2h)          (error O(h^2))
 
 element by element. A pair passes when |analytic - numeric| <= threshold * max(|analytic|,
-|numeric|, 1), Caffe's rule. For a single layer, E is a random linear function of its tops,
-E = sum_k <c_k, top_k>, so every top element's gradient path is exercised; for a whole net,
-E is the net's weighted loss. Layers that draw random numbers (Dropout) get the same draws
+|numeric|, 1) (Caffe's GradientChecker scales by the same max; its threshold is the
+caller's, unetcore's default 1e-6). For a single layer, E is a random linear function of its
+tops, E = sum_k <c_k, top_k>, so every top element's gradient path is exercised; for a whole
+net, E is the net's weighted loss. Layers that draw random numbers (Dropout) get the same draws
 on every evaluation, so E is a fixed function.
 """
 import copy
