@@ -19,6 +19,8 @@ unetcore.cli):
     UNETCORE_MAX_MEMORY     MiB one net may take (default: the machine's memory; memory.py)
     UNETCORE_ADAPT_THREADS  1: tune OpenBLAS's thread count while training (threads.py)
     UNETCORE_DEBUG          set: the command shows an internal error's traceback
+    UNETCORE_RUNTIME        what runs the Fiji backend's forward passes (numpy, onnxruntime;
+                            `unetcore fiji-backend --runtime` writes it into the scripts)
     OPENBLAS_NUM_THREADS    the user's BLAS thread count, which unetcore then leaves alone
 """
 import os
@@ -112,6 +114,11 @@ def adapt_threads():
 def debug():
     """Whether UNETCORE_DEBUG asks for tracebacks of internal errors."""
     return bool(os.environ.get("UNETCORE_DEBUG"))
+
+
+def backend_runtime():
+    """UNETCORE_RUNTIME: the runtime of the Fiji backend's tiled_predict (default numpy)."""
+    return os.environ.get("UNETCORE_RUNTIME") or "numpy"
 
 
 def blas_threads_chosen():

@@ -1,13 +1,18 @@
 """The command line: every user error is one line on stderr and exit status 1."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tifffile
 from click.testing import CliRunner
 
+import unetcore
 from cases import REPO
 from unetcore.cli import main
+from unetcore.gradcheck import randomize_params
 
 PROTOTXT = REPO / "prototxt"
 
@@ -102,3 +107,46 @@ def test_openblas_threads_sleep_between_gemms_unless_the_user_chose():
                               capture_output=True, check=True).stdout.splitlines()[-1]
     assert timeout_seen(env) == "4"
     assert timeout_seen(dict(env, OPENBLAS_THREAD_TIMEOUT="20")) == "20"
+
+
+def test_segment_and_test_run_on_onnx_runtime_with_the_numpy_paths_numbers(tmp_path,
+                                                                            monkeypatch):
+    """--runtime onnxruntime: the same probabilities as the NumPy engines, to 1e-5, into a
+    TIFF and chunk by chunk into a zarr array, and the same ISBI measures from `test`."""
+    pytest.importorskip("onnxruntime")
+    from unetcore.inference.runtimes import OnnxRuntimeNet
+    sessions = []
+    run_session = OnnxRuntimeNet.forward
+    monkeypatch.setattr(OnnxRuntimeNet, "forward",
+                        lambda self, **inputs: sessions.append(1) or run_session(self, **inputs))
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask.distributed")
+    deploy = str(PROTOTXT / "unet-small-deploy.prototxt")
+    net = unetcore.Net(deploy, unetcore.TEST)
+    randomize_params(net, np.random.default_rng(3))
+    net.save(str(tmp_path / "w.caffemodel.h5"))
+    rng = np.random.default_rng(4)
+    tifffile.imwrite(tmp_path / "in.tif", rng.integers(0, 256, (2, 50, 61), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "labels.tif",
+                     (rng.random((2, 50, 61)) > 0.5).astype(np.uint8) * 255)
+    common = ["--model", deploy, "--weights", str(tmp_path / "w.caffemodel.h5"), "--tile", "60"]
+    probabilities = {}
+    for runtime in ("numpy", "onnxruntime"):
+        for kind in ("tif", "zarr"):
+            out = tmp_path / f"{runtime}.{kind}"
+            p = tmp_path / f"p-{runtime}.{kind}"
+            result = run("segment", tmp_path / "in.tif", "-o", out, "--probabilities", p,
+                         "--runtime", runtime, *common)
+            assert result.exit_code == 0, result.output
+            probabilities[runtime, kind] = tifffile.imread(p) if kind == "tif" \
+                else zarr.open_array(str(p))[:]
+    assert len(sessions) >= 4                # ONNX Runtime ran the forwards it was asked to
+    for kind in ("tif", "zarr"):
+        np.testing.assert_allclose(probabilities["onnxruntime", kind],
+                                   probabilities["numpy", kind], atol=1e-5)
+    scores = [json.loads(run("test", tmp_path / "in.tif", tmp_path / "labels.tif", "--json",
+                             "--runtime", runtime, *common).output.splitlines()[-1])
+              for runtime in ("numpy", "onnxruntime")]
+    assert scores[0].keys() == scores[1].keys()
+    for key in scores[0]:
+        assert scores[1][key] == pytest.approx(scores[0][key], abs=1e-4)

@@ -134,6 +134,24 @@ def test_tiled_predict_writes_the_scores_of_one_pass_in_place(backend, tmp_path)
         np.testing.assert_allclose(item, single_pass(backend, image), rtol=1e-4, atol=1e-5)
 
 
+def test_a_backend_written_for_onnx_runtime_predicts_the_same_scores(backend, tmp_path):
+    """fiji-backend --runtime onnxruntime: the scripts run tiled_predict's forward passes in
+    ONNX Runtime (its log says so), with the scores of one pass, to 1e-5."""
+    pytest.importorskip("onnxruntime")
+    result = CliRunner().invoke(main, ["fiji-backend", str(tmp_path / "bin"), "--runtime",
+                                       "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert "UNETCORE_RUNTIME=onnxruntime" in (tmp_path / "bin" / "caffe_unet").read_text()
+    data = np.random.default_rng(12).random((1, 1, 50, 61)).astype(np.float32)
+    path = write_job_file(tmp_path / "unet-job.h5", data)
+    result = tiled_predict(dict(backend, bin=tmp_path / "bin"), path, "-tile_size", "40x40")
+    assert result.returncode == 0, result.stderr
+    assert "Forward passes run in onnxruntime (UNETCORE_RUNTIME)" in result.stderr
+    with h5py.File(path) as f:
+        np.testing.assert_allclose(f["score"][0], single_pass(backend, data[0]), rtol=1e-4,
+                                   atol=1e-5)
+
+
 @pytest.mark.parametrize("tiling", [["-n_tiles", "4"], ["-n_tiles", "2x3"],
                                     ["-mem_available_px", "20000"]])
 def test_every_tiling_gives_the_same_scores(backend, tmp_path, tiling):

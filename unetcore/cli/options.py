@@ -87,6 +87,16 @@ def engine_option(f):
                              "reference layers only (docs/backprop.md); or one engine.")(f)
 
 
+def runtime_option(f):
+    """--runtime: what runs the forward passes of segmentation (unetcore.inference.runtimes)."""
+    from unetcore.inference.runtimes import RUNTIMES
+    return click.option("--runtime", type=click.Choice(RUNTIMES), default="numpy",
+                        show_default=True,
+                        help="numpy: unetcore's own layers; onnxruntime: the net exported to "
+                             "ONNX in memory and run by ONNX Runtime (pip install "
+                             "'unetcore[export]'), unetcore's tiling around it.")(f)
+
+
 def distinct_paths(paths):
     """Refuse, before any work, an output that is an input or another output:
     {option: path}, the input first."""

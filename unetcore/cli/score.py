@@ -3,7 +3,7 @@ of a net's segmentation (test) or of any tool's saved probability map (score).""
 import click
 
 from unetcore.cli.app import main, progress_bar
-from unetcore.cli.options import BITS, MEMORY
+from unetcore.cli.options import BITS, MEMORY, runtime_option
 from unetcore.errors import UnetcoreError
 
 
@@ -22,12 +22,14 @@ from unetcore.errors import UnetcoreError
               help="Bit depth of unsigned integer images (default: inferred, with a note).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the best of each ISBI measure, as one JSON object.")
-def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits, as_json):
+@runtime_option
+def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits, as_json, runtime):
     """Segment IMAGES and score them against LABELS with the ISBI 2012 measures, as the
     challenge computed them (see `unetcore score`; a 3-d net segments the stack as one
     volume; the measures, 2-d, score it slice by slice)."""
     from unetcore.data.stacks import check_same_shape, read_stack, to_classes
     from unetcore.inference.deploy import deploy_net
+    from unetcore.inference.runtimes import with_runtime
     from unetcore.inference.segmentation import choose_tile, is_3d, read_inputs, segment_images
     from unetcore.measures.isbi import iou, label_stack
     net = deploy_net(model, weights, tile, gpu)
@@ -39,7 +41,8 @@ def test_command(images, labels, model, weights, tile, gpu, memory_mb, bits, as_
     if tile is None:
         click.echo(choose_tile(net, model, [im.shape for im in stack], memory_mb), err=True)
     with progress_bar() as bar:
-        probs = segment_images(net, stack, memory_mb, progress=bar.update)
+        probs = segment_images(with_runtime(net, runtime), stack, memory_mb,
+                               progress=bar.update)
     ious = iou(probs.argmax(axis=1), truth, classes)
     if classes != 2 and as_json:
         raise UnetcoreError(f"{model}: --json prints the ISBI 2012 measures, which score two "

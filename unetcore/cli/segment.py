@@ -5,10 +5,12 @@ import numpy as np
 
 from unetcore.cli.app import main, progress_bar
 from unetcore.cli.options import (BITS, FINITE, MEMORY, PIXEL_SIZES, distinct_paths,
-                                  engine_option, output_array_path, output_path, tiff_name)
+                                  engine_option, output_array_path, output_path, runtime_option,
+                                  tiff_name)
 from unetcore.errors import UnetcoreError
 from unetcore.files import write_tiff
 from unetcore.inference.deploy import deploy_net
+from unetcore.inference.runtimes import with_runtime
 from unetcore.inference.segmentation import (choose_tile, class_labels, is_3d, read_inputs,
                                              segment_images)
 
@@ -65,9 +67,10 @@ from unetcore.inference.segmentation import (choose_tile, class_labels, is_3d, r
               help="With -o OUT.zarr: remove an output that another job (other input, weights, "
                    "net, scaling, tile or chunks) began, and start over.")
 @engine_option
+@runtime_option
 def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, memory_mb, scale,
             mean, bits, element_size, z_spacing, average_mirror, average_rotate, workers,
-            scheduler, chunk, overwrite):
+            scheduler, chunk, overwrite, runtime):
     """Segment a 2-d image or a stack of any size by overlap-tile with mirrored borders; with
     -o OUT.zarr, a volume of any size chunk by chunk, here or on a dask cluster."""
     if average_rotate and not modeldef:
@@ -85,7 +88,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
                                 "2-d models only: segment a 3-d model's volume into a TIFF")
         return _segment_volume(image, output, model, modeldef, weights, tile, probabilities,
                                gpu, memory_mb, scale, mean, bits, element_size, workers,
-                               scheduler, chunk, overwrite)
+                               scheduler, chunk, overwrite, runtime)
     if workers or scheduler or chunk or overwrite:
         raise UnetcoreError("--workers, --scheduler, --chunk and --overwrite segment chunk by "
                             "chunk into a zarr array: give -o OUT.zarr")
@@ -104,7 +107,8 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         from unetcore.fiji.predict import segment_tiff
         with progress_bar() as bar:
             probs, net, note = segment_tiff(image, modeldef, weights, tile, gpu, memory_mb,
-                                            element_size, averaging, bar.update, z_spacing)
+                                            element_size, averaging, bar.update, z_spacing,
+                                            runtime)
         if note:
             click.echo(note, err=True)
     else:
@@ -117,7 +121,8 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
             click.echo(choose_tile(net, model, [im.shape for im in images], memory_mb),
                        err=True)
         with progress_bar() as bar:
-            probs = segment_images(net, images, memory_mb, average_mirror, bar.update)
+            probs = segment_images(with_runtime(net, runtime), images, memory_mb,
+                                   average_mirror, bar.update)
     labels = class_labels(probs)
     write_tiff(output, labels if len(labels) > 1 else labels[0])
     if probabilities:
@@ -128,7 +133,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
 
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
                     memory_mb, scale, mean, bits, element_size, workers, scheduler, chunk,
-                    overwrite):
+                    overwrite, runtime):
     """segment -o OUT.zarr: inference.chunked, chunk by chunk, resumable."""
     from unetcore.inference.chunked import (chunk_size_words, hdf5_path, prepare_job,
                                             require_cluster_extra, segment_volume)
@@ -154,7 +159,8 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
     job, plan, notes = prepare_job(image, output, model, weights, probabilities=probabilities,
                                    tile=tile, gpu=gpu, memory_mb=memory_mb, scale=scale,
                                    mean=mean, bits=bits, chunk=chunk, overwrite=overwrite,
-                                   modeldef=modeldef, element_size=element_size)
+                                   modeldef=modeldef, element_size=element_size,
+                                   runtime=runtime)
     for note in notes:
         click.echo(note, err=True)
     chunks = len(plan.chunks())

@@ -68,6 +68,15 @@ class Graph:
 def export_onnx(net, path, opset=17, probabilities=False):
     """Write `net` (a deploy net, weights loaded) as an ONNX model at `path`. With
     `probabilities`, a softmax over the classes follows the output, named "probabilities"."""
+    model = onnx_model(net, opset, probabilities)
+    with atomic_file(path) as f:
+        _onnx().save(model, f)
+    return model
+
+
+def onnx_model(net, opset=17, probabilities=False):
+    """`net` (a deploy net, weights loaded) as a checked ONNX model in memory, the model that
+    export_onnx writes (inference.runtimes runs it in ONNX Runtime without a file)."""
     onnx = _onnx()
     graph = Graph(onnx)
     for layer, spec in zip(net.layers, net.specs):
@@ -92,8 +101,6 @@ def export_onnx(net, path, opset=17, probabilities=False):
                                graph.initializers),
         opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="unetcore")
     onnx.checker.check_model(model)
-    with atomic_file(path) as f:
-        onnx.save(model, f)
     return model
 
 

@@ -55,7 +55,7 @@ USAGE = {"caffe_unet": "usage: caffe_unet <command> <args>\n\ncommands:\n"
 SCRIPT = """#!/bin/sh
 # The Fiji U-Net plugin's {tool}, run by unetcore (written by `unetcore fiji-backend`).
 # OpenBLAS's idle threads sleep at once instead of spinning (as in the unetcore command).
-OPENBLAS_THREAD_TIMEOUT="${{OPENBLAS_THREAD_TIMEOUT:-4}}" \\
+OPENBLAS_THREAD_TIMEOUT="${{OPENBLAS_THREAD_TIMEOUT:-4}}" {runtime}\\
     exec {python} -m unetcore.fiji.backend {tool} "$@"
 """
 
@@ -233,9 +233,11 @@ def _numbers(text, option):
 def tiled_predict(flags):
     """caffe_unet tiled_predict: the scores of every item of the input file, written to the
     output file (which the plugin names like the input) as its only members."""
-    from unetcore.inference.deploy import copy_all_weights
+    from unetcore import config
     from unetcore.fiji.modeldef import caffe_unet_net, read_modeldef
     from unetcore.formats.weights import atomic_h5
+    from unetcore.inference.deploy import copy_all_weights
+    from unetcore.inference.runtimes import with_runtime
     for key in ("infileH5", "outfileH5", "model"):
         if not flags[key]:
             raise UnetcoreError(f"Check failed: Need -{key}.")
@@ -263,7 +265,10 @@ def tiled_predict(flags):
     net.release_activations = True
     averaging = "mirror" if flags["average_mirror"] else \
         "rotate" if flags["average_rotate"] else None
-    scores = _passes_over(net, data, averaging, model.padding)
+    runtime = config.backend_runtime()
+    if runtime != "numpy":
+        log(f"Forward passes run in {runtime} (UNETCORE_RUNTIME)")
+    scores = _passes_over(with_runtime(net, runtime), data, averaging, model.padding)
     log(f"Saving HDF5 output file {flags['outfileH5']}")
     with atomic_h5(flags["outfileH5"]) as f:
         f[net.outputs[0]] = scores
@@ -395,15 +400,25 @@ def run(tool, argv):
     return 0
 
 
-def write_scripts(folder):
-    """DIR/caffe_unet and DIR/caffe, executables that run this installation's backend."""
+def write_scripts(folder, runtime="numpy"):
+    """DIR/caffe_unet and DIR/caffe, executables that run this installation's backend, whose
+    tiled_predict runs its forward passes in `runtime` (inference.runtimes)."""
     import shlex
+
+    from unetcore.inference.runtimes import RUNTIMES, onnxruntime_module
+    if runtime not in RUNTIMES:
+        raise UnetcoreError(f"unknown runtime '{runtime}': the runtimes are "
+                            f"{', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        onnxruntime_module()                   # installed here, or one line on how to
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for tool in ("caffe_unet", "caffe"):
         path = folder / tool
-        write_text(path, SCRIPT.format(tool=tool, python=shlex.quote(sys.executable)))
+        setting = f"UNETCORE_RUNTIME={runtime} " if runtime != "numpy" else ""
+        write_text(path, SCRIPT.format(tool=tool, python=shlex.quote(sys.executable),
+                                       runtime=setting))
         path.chmod(0o755)
         paths.append(path)
     return paths

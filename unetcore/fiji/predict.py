@@ -164,7 +164,8 @@ def averaged_scores(net, image, averaging=None, padding="mirror", progress=None)
 # ---------------------------------------------------------------- a TIFF, as the plugin does
 
 def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory_mb=1024,
-                 element_size=None, averaging=None, progress=None, z_spacing=None):
+                 element_size=None, averaging=None, progress=None, z_spacing=None,
+                 runtime="numpy"):
     """Class probabilities of a TIFF under a Fiji plugin model (.modeldef.h5) as the plugin
     computes them (its image preparation, caffe_unet's TEST net, padding and averaging:
     None, "mirror" or "rotate"), mapped back to the TIFF's own pixels; the net; and a
@@ -172,10 +173,12 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
     the TIFF: (slices, classes, H, W). A 3-d model segments the stack as one volume, whose
     probabilities come slice by slice all the same, (Z, classes, Y, X), so that its labels
     are written as a stack. The pixel size is the TIFF's calibration, with y x from
-    `element_size` and z from `z_spacing` where given (images.image_element_size)."""
+    `element_size` and z from `z_spacing` where given (images.image_element_size). The
+    forward passes run in `runtime` (inference.runtimes)."""
     from unetcore.fiji.images import (prepare_image, read_model_images, resample_to,
                                       scale_to_model)
     from unetcore.fiji.modeldef import read_modeldef
+    from unetcore.inference.runtimes import with_runtime
     from unetcore.inference.segmentation import choose_tile
     from unetcore.inference.tiling import softmax
     model = read_modeldef(modeldef_path)
@@ -193,7 +196,8 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
         note = None if tile else choose_tile(net, modeldef_path, [im.shape for im in prepared],
                                              memory_mb)
     scale = scale_to_model(size, model)
-    probs = np.stack([resample_to(softmax(averaged_scores(net, im, averaging, model.padding,
+    runner = with_runtime(net, runtime)
+    probs = np.stack([resample_to(softmax(averaged_scores(runner, im, averaging, model.padding,
                                                           progress)),
                                   original.shape[1:], scale)
                       for im, original in zip(prepared, images)])

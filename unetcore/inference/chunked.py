@@ -380,6 +380,7 @@ class VolumeJob:
     modeldef: str = None        # a Fiji plugin model (.modeldef.h5) instead of `model`,
     slice_scaling: tuple = ()   # with its normalization: (offset, divisor) of every slice,
     padding: str = "mirror"     # and its padding at the volume's border ("mirror", "zero")
+    runtime: str = "numpy"      # what runs the forward passes (inference.runtimes)
 
 
 class JobState:
@@ -388,10 +389,12 @@ class JobState:
     def __init__(self, job):
         from unetcore.fiji.predict import modeldef_net
         from unetcore.inference.deploy import deploy_net
+        from unetcore.inference.runtimes import with_runtime
         from unetcore.inference.tiling import tiles_per_batch
         with config.using_engine(job.engine):
-            self.net = modeldef_net(job.modeldef, job.weights, job.tile, job.gpu) \
+            net = modeldef_net(job.modeldef, job.weights, job.tile, job.gpu) \
                 if job.modeldef else deploy_net(job.model, job.weights, job.tile, job.gpu)
+        self.net = with_runtime(net, job.runtime)
         self.volume = open_volume(job.source)
         self.plan = ChunkPlan.for_net(self.net, self.volume.shape, job.edge)
         tiles = math.prod(math.ceil(e / s) for e, s in zip(self.plan.edge, self.plan.step))
@@ -489,11 +492,12 @@ def connect(cluster, scheduler):
 
 def prepare_job(image, output, model, weights, *, probabilities=None, tile=None, gpu=None,
                 memory_mb=1024, scale=0.0, mean=0.0, bits=None, chunk=None, overwrite=False,
-                modeldef=None, element_size=None):
+                modeldef=None, element_size=None, runtime="numpy"):
     """Open the volume at `image`, build the deploy net (of the prototxt `model`, or of the
     Fiji model file `modeldef`), plan the chunks and claim and create the zarr outputs
     (`output`, and `probabilities` if given), refusing an output that another job began
-    unless `overwrite`. Returns (the VolumeJob, its ChunkPlan, notes: sentences for the user
+    unless `overwrite`; the forward passes will run in `runtime` (inference.runtimes).
+    Returns (the VolumeJob, its ChunkPlan, notes: sentences for the user
     on the tile and chunk size chosen). segment_volume then runs it.
 
     A Fiji model segments each slice as the plugin segments an image: normalized as its
@@ -527,7 +531,8 @@ def prepare_job(image, output, model, weights, *, probabilities=None, tile=None,
     fiji = dict(modeldef=str(modeldef), padding=fiji_model.padding, slice_scaling=
                 slice_normalizations(volume, fiji_model.normalization_type)) if modeldef else {}
     job = VolumeJob(str(image), output, probabilities, model, weights, tile, memory_mb, offset,
-                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex, **fiji)
+                    factor, bits, plan.edge[-1], config.engine(), gpu, uuid.uuid4().hex,
+                    runtime=runtime, **fiji)
     record = job_record(job, plan, volume)
     claim_output(output, probabilities, record, overwrite)
     create_outputs(output, plan, net.blobs[net.outputs[0]].shape[1], probabilities)
