@@ -487,20 +487,26 @@ def test_train_with_lmbs_real_model_file(lmb_weights, tmp_path):
     assert (tmp_path / "lmb_iter_1.caffemodel.h5").exists()
 
 
-def test_train_with_a_modeldef_validates_as_the_plugin(model_files, tmp_path):
-    """--validation-images and --validation-labels: the plugin's validation tiles, TEST
-    layers and test settings, and the IoU and F1 lines it parses in the log."""
+def finetune_with_validation(model_files, tmp_path, *options):
+    """train --modeldef on images-0.tif with images-1.tif as the validation set (as
+    write_training_pair writes them), prefix ft, log train.log; the command must succeed."""
     modeldef, weights, _ = model_files
-    write_training_pair(tmp_path, [(24, 30), (50, 45)])
     result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
                                        str(weights), "--images", str(tmp_path / "images-0.tif"),
                                        "--labels", str(tmp_path / "labels-0.tif"),
                                        "--validation-images", str(tmp_path / "images-1.tif"),
                                        "--validation-labels", str(tmp_path / "labels-1.tif"),
-                                       "--element-size", "0.5", "0.5", "--max-iter", "2",
-                                       "--snapshot-prefix", str(tmp_path / "ft"),
-                                       "--log", str(tmp_path / "train.log")])
+                                       "--element-size", "0.5", "0.5", "--snapshot-prefix",
+                                       str(tmp_path / "ft"), "--log", str(tmp_path / "train.log"),
+                                       *options])
     assert result.exit_code == 0, result.output
+
+
+def test_train_with_a_modeldef_validates_as_the_plugin(model_files, tmp_path):
+    """--validation-images and --validation-labels: the plugin's validation tiles, TEST
+    layers and test settings, and the IoU and F1 lines it parses in the log."""
+    write_training_pair(tmp_path, [(24, 30), (50, 45)])
+    finetune_with_validation(model_files, tmp_path, "--max-iter", "2")
     tiles = (tmp_path / "ft-validfilelist.txt").read_text().splitlines()
     assert len(tiles) == 4                    # 50 x 45 in output tiles of 40 x 40 (tile 80)
     solver = parse((tmp_path / "ft-solver.prototxt").read_text(), "SolverParameter")
@@ -519,20 +525,11 @@ def test_train_with_a_modeldef_validates_as_the_plugin(model_files, tmp_path):
 def test_the_validation_step_sets_how_often_the_plugin_validates(model_files, tmp_path):
     """--validation-step N: the solver's test_interval, so the log validates at iterations
     0, N, 2N, ... (the plugin's default validates after every iteration)."""
-    modeldef, weights, _ = model_files
     write_training_pair(tmp_path, [(24, 30), (30, 30)])
-    result = CliRunner().invoke(main, ["train", "--modeldef", str(modeldef), "--weights",
-                                       str(weights), "--images", str(tmp_path / "images-0.tif"),
-                                       "--labels", str(tmp_path / "labels-0.tif"),
-                                       "--validation-images", str(tmp_path / "images-1.tif"),
-                                       "--validation-labels", str(tmp_path / "labels-1.tif"),
-                                       "--validation-step", "2", "--element-size", "0.5",
-                                       "0.5", "--max-iter", "4", "--snapshot-prefix",
-                                       str(tmp_path / "ft"), "--log", str(tmp_path / "t.log")])
-    assert result.exit_code == 0, result.output
+    finetune_with_validation(model_files, tmp_path, "--validation-step", "2", "--max-iter", "4")
     solver = parse((tmp_path / "ft-solver.prototxt").read_text(), "SolverParameter")
     assert solver.test_interval == 2
-    tested = re.findall(r"Iteration (\d+), Testing net", (tmp_path / "t.log").read_text())
+    tested = re.findall(r"Iteration (\d+), Testing net", (tmp_path / "train.log").read_text())
     assert tested == ["0", "2", "4"]
 
 
