@@ -137,7 +137,7 @@ def im2col_strided(xp, x_padded, geom, out_rest, row0, row1, out):
 
 
 def im2col_gpu(x_padded, geom, out_rest, row0, row1, out):
-    """kernels/im2col.cu (2-d): one thread per column element."""
+    """ops/im2col.cu (2-d): one thread per column element."""
     cuda.im2col(input_band(x_padded, geom, row0, row1), geom, row1 - row0, out_rest[0], out)
     return out
 
@@ -183,6 +183,6 @@ def col2im_add_strided(col, dx_padded, geom, out_rest, row0, row1):
 
 
 def col2im_add_gpu(col, dx_padded, geom, out_rest, row0, row1):
-    """kernels/im2col.cu (2-d): one thread per input element, gathering its columns."""
+    """ops/im2col.cu (2-d): one thread per input element, gathering its columns."""
     cuda.col2im_add(col, geom, row1 - row0, out_rest[0], input_band(dx_padded, geom, row0, row1))
     return dx_padded
