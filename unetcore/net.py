@@ -46,7 +46,7 @@ from unetcore.layer import check_layer_type, draws_deferred, layer_class
 from unetcore.memory import require_blob_bytes, require_bytes
 from unetcore.formats.prototxt import Message, parse_file
 from unetcore.sizes import check_alignment
-from unetcore.formats.weights import load_weights, save_weights
+from unetcore.formats.weights import load_weights, save_binary_weights, save_weights
 from unetcore.formats.upgrade import upgrade_v1_net
 
 TRAIN, TEST = 0, 1                     # pycaffe's caffe.TRAIN and caffe.TEST
@@ -491,12 +491,19 @@ class Net:
         return load_weights(self, path, strict, resize_channels)
 
     def save(self, path):
-        """Write the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...), atomically."""
-        save_weights(self, Path(path))
+        """pycaffe's save: the weights as a binary .caffemodel, as Caffe writes them; a name
+        ending in .h5 or .hdf5 gets Caffe's HDF5 layout instead (save_hdf5), so that a file's
+        name always says its format. Written atomically."""
+        path = Path(path)
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            save_weights(self, path)
+        else:
+            save_binary_weights(self, path)
 
     def save_hdf5(self, path):
-        """pycaffe's save_hdf5: write the weights in Caffe's HDF5 layout, as save does."""
-        self.save(path)
+        """pycaffe's save_hdf5: the weights in Caffe's HDF5 layout (/data/<layer>/0, 1, ...),
+        atomically, whatever the name."""
+        save_weights(self, Path(path))
 
     def load_hdf5(self, path):
         """pycaffe's load_hdf5: copy the weights of a .caffemodel.h5, as copy_from does."""

@@ -148,6 +148,21 @@ def test_save_hdf5_and_load_hdf5_round_trip(tmp_path):
             np.testing.assert_array_equal(a.data, b.data)
 
 
+def test_save_writes_a_binary_caffemodel_as_pycaffe_and_hdf5_for_an_h5_name(tmp_path):
+    # net.save("w.caffemodel"): Caffe's binary NetParameter, which Caffe and copy_from read
+    saved = unetcore.Net(DEPLOY, unetcore.TEST, seed=1)
+    saved.save(str(tmp_path / "w.caffemodel"))
+    saved.save(str(tmp_path / "w.caffemodel.h5"))
+    assert not h5py.is_hdf5(tmp_path / "w.caffemodel")
+    assert h5py.is_hdf5(tmp_path / "w.caffemodel.h5")
+    for name in ("w.caffemodel", "w.caffemodel.h5"):
+        loaded = unetcore.Net(DEPLOY, unetcore.TEST, seed=2)
+        loaded.copy_from(str(tmp_path / name))
+        for layer, blobs in saved.params.items():
+            for a, b in zip(blobs, loaded.params[layer]):
+                np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_share_with_gives_a_net_the_parameters_of_another():
     # net.share_with(other): this net computes with other's parameter arrays
     trained = unetcore.Net(DEPLOY, unetcore.TEST, seed=1)
