@@ -79,6 +79,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
     if average_rotate and average_mirror:
         raise UnetcoreError("--average-mirror and --average-rotate exclude each other, as in "
                             "caffe_unet")
+    _require_one_net(model, modeldef, scale, mean, bits, element_size, z_spacing)
     if output.endswith(".zarr"):
         if average_mirror or average_rotate:
             raise UnetcoreError("-o OUT.zarr segments without --average-mirror or "
@@ -97,12 +98,7 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         if path:
             tiff_name(path, option)
             output_path(path)
-    if bool(model) == bool(modeldef):
-        raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
     if modeldef:
-        if scale or mean or bits:
-            raise UnetcoreError("--scale, --mean and --bits do not apply with --modeldef: the "
-                                "model definition says how to normalize (normalization_type)")
         averaging = "mirror" if average_mirror else "rotate" if average_rotate else None
         from unetcore.fiji.predict import segment_tiff
         with progress_bar() as bar:
@@ -112,9 +108,6 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
         if note:
             click.echo(note, err=True)
     else:
-        if element_size or z_spacing:
-            option = "--element-size" if element_size else "--z-spacing"
-            raise UnetcoreError(f"{option} needs --modeldef (a prototxt has no pixel size)")
         net = deploy_net(model, weights, tile, gpu)
         images = read_inputs(image, net, scale, mean, bits)
         if tile is None:
@@ -131,6 +124,19 @@ def segment(image, output, model, modeldef, weights, tile, probabilities, gpu, m
                + (", segmented as one volume by the 3-d net" if is_3d(net) else ""))
 
 
+def _require_one_net(model, modeldef, scale, mean, bits, element_size, z_spacing):
+    """The net is a prototxt or a Fiji model file, and each option goes with its kind: the
+    grey-value options with a prototxt, the pixel sizes with a model file."""
+    if bool(model) == bool(modeldef):
+        raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
+    if modeldef and (scale or mean or bits):
+        raise UnetcoreError("--scale, --mean and --bits do not apply with --modeldef: the "
+                            "model definition says how to normalize (normalization_type)")
+    if not modeldef and (element_size or z_spacing):
+        option = "--element-size" if element_size else "--z-spacing"
+        raise UnetcoreError(f"{option} needs --modeldef (a prototxt has no pixel size)")
+
+
 def _segment_volume(image, output, model, modeldef, weights, tile, probabilities, gpu,
                     memory_mb, scale, mean, bits, element_size, workers, scheduler, chunk,
                     overwrite, runtime):
@@ -138,13 +144,6 @@ def _segment_volume(image, output, model, modeldef, weights, tile, probabilities
     from unetcore.inference.chunked import (chunk_size_words, hdf5_path, prepare_job,
                                             require_cluster_extra, segment_volume)
     require_cluster_extra()
-    if bool(model) == bool(modeldef):
-        raise UnetcoreError("give the net as --model DEPLOY.prototxt or --modeldef M.modeldef.h5")
-    if modeldef and (scale or mean or bits):
-        raise UnetcoreError("--scale, --mean and --bits do not apply with --modeldef: the "
-                            "model definition says how to normalize (normalization_type)")
-    if element_size and not modeldef:
-        raise UnetcoreError("--element-size needs --modeldef (a prototxt has no pixel size)")
     if workers and scheduler:
         raise UnetcoreError("give --workers N (a local cluster) or --scheduler ADDRESS (a "
                             "running one), not both")
