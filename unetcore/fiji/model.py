@@ -13,11 +13,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from unetcore.fiji.finetune import prepare_finetuning
-from unetcore.fiji.images import prepare_image, resample_to, scale_to_model
+from unetcore.fiji.images import prepare_image, scale_to_model
 from unetcore.fiji.modeldef import ModelDefinition, caffe_unet_net, read_modeldef
-from unetcore.fiji.predict import averaged_scores, covering_tile
-from unetcore.inference.deploy import copy_all_weights
-from unetcore.inference.tiling import softmax
+from unetcore.fiji.predict import covering_tile, modeldef_net, probabilities_at
 from unetcore.solvers import get_solver
 
 
@@ -47,11 +45,10 @@ class FijiModel(ModelDefinition):
         image = self._with_channels(image)
         element_size_um = element_size_um or (1.0,) * self.n_dims
         prepared = prepare_image(image, self, element_size_um)
-        net = self.test_net(len(image), covering_tile(self, prepared.shape[1:]), gpu)
-        copy_all_weights(net, str(weights))
-        scores = averaged_scores(net, prepared, averaging, self.padding)
-        return resample_to(softmax(scores), image.shape[1:],
-                           scale_to_model(element_size_um, self))
+        net = modeldef_net(self, str(weights), gpu=gpu, channels=len(image),
+                           input_shape=covering_tile(self, prepared.shape[1:]))
+        return probabilities_at(net, prepared, image.shape[1:],
+                                scale_to_model(element_size_um, self), self, averaging)
 
     def finetune(self, images, labels, job, weights=None, element_size_um=None, gpu=None,
                  validation=(), **options):

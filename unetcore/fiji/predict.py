@@ -175,12 +175,10 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
     are written as a stack. The pixel size is the TIFF's calibration, with y x from
     `element_size` and z from `z_spacing` where given (images.image_element_size). The
     forward passes run in `runtime` (inference.runtimes)."""
-    from unetcore.fiji.images import (prepare_image, read_model_images, resample_to,
-                                      scale_to_model)
+    from unetcore.fiji.images import prepare_image, read_model_images, scale_to_model
     from unetcore.fiji.modeldef import read_modeldef
     from unetcore.inference.runtimes import with_runtime
     from unetcore.inference.segmentation import choose_tile
-    from unetcore.inference.tiling import softmax
     model = read_modeldef(modeldef_path)
     if tile and model.n_dims == 3:
         raise DataError(f"--tile {tile}: a square tile is for 2-d models; a 3-d model's tile "
@@ -197,11 +195,20 @@ def segment_tiff(image_path, modeldef_path, weights, tile=None, gpu=None, memory
                                              memory_mb)
     scale = scale_to_model(size, model)
     runner = with_runtime(net, runtime)
-    probs = np.stack([resample_to(softmax(averaged_scores(runner, im, averaging, model.padding,
-                                                          progress)),
-                                  original.shape[1:], scale)
+    probs = np.stack([probabilities_at(runner, im, original.shape[1:], scale, model, averaging,
+                                       progress)
                       for im, original in zip(prepared, images)])
     return (probs[0].swapaxes(0, 1) if model.n_dims == 3 else probs), net, note
+
+
+def probabilities_at(net, prepared, shape, scale, model, averaging=None, progress=None):
+    """Class probabilities of one prepared image (images.prepare_image), averaged over the
+    passes of `averaging` with the model's padding, read back at the image's own pixels
+    (`shape`, the image rescaled by `scale` to the model's)."""
+    from unetcore.fiji.images import resample_to
+    from unetcore.inference.tiling import softmax
+    scores = averaged_scores(net, prepared, averaging, model.padding, progress)
+    return resample_to(softmax(scores), shape, scale)
 
 
 def covering_tile(model, shape):
