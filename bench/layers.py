@@ -13,8 +13,9 @@ PyTorch and ONNX Runtime), on `--model` (default the 2015 net, prototxt/unet-dep
 prototxt/unet-demo-deploy.prototxt is the README's demo net) at `--tile`, batch 1, random
 weights. The layers are grouped as each runtime runs them: a convolution with its ReLU (and
 the Split that feeds a pool), a pool, an up-convolution with its ReLU, a crop with its
-concat. unetcore: each layer's reshape + forward in the Net's order (as `time_layers` times
-them, without the backward), the engine of each convolution as the net picked it; the
+concat. unetcore: each layer's reshape + forward in the Net's order (Net.forward_layers, so
+a convolution that folds the following ReLU in, Net.fused_rectifiers, is timed with it and
+the ReLU as 0), the engine of each convolution as the net picked it; the
 group's non-convolution layers (ReLU, Split, Concat) are shown apart. ONNX Runtime: the
 session `--runtime onnxruntime` builds (`OnnxRuntimeNet`), with SessionOptions.enable_profiling:
 each node's kernel time, mapped to a group by the layer name its node keeps (a fused
@@ -116,12 +117,15 @@ def unetcore_forward(net, repeats):
         net.blobs[net.image_input].shape, dtype=np.float32)
     times = {i: [] for i in range(len(net.layers))}
     for r in range(repeats + 1):
-        for i, (layer, bottom, top) in enumerate(zip(net.layers, net.bottom_vecs, net.top_vecs)):
+        i = 0
+        while i < len(net.layers):          # a convolution with the ReLU it folds in: one time
+            stop = net.fused_rectifiers.get(i, i) + 1
             start = time.perf_counter()
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            net.forward_layers(i, stop)
             if r:
                 times[i].append(time.perf_counter() - start)
+                times.update({j: times[j] + [0.0] for j in range(i + 1, stop)})
+            i = stop
     return {i: statistics.median(t) for i, t in times.items()}
 
 

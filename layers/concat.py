@@ -6,6 +6,7 @@ size: so caffe_unet-style nets that concatenate without Crop layers load too.
 Backward: each bottom gets its slice of dy (zero outside its center crop).
 """
 from unetcore.layer import Layer, register
+from unetcore.ops import parallel
 
 
 @register
@@ -45,7 +46,8 @@ class ConcatLayer(Layer):
         y, start = top[0].data, 0
         for b, window in zip(bottom, self.windows):
             n = b.shape[self.axis]
-            y[(slice(None),) * self.axis + (slice(start, start + n),)] = b.data[window]
+            parallel.copy(y[(slice(None),) * self.axis + (slice(start, start + n),)],
+                          b.data[window])
             start += n
 
     def backward(self, top, propagate_down, bottom):

@@ -152,13 +152,32 @@ class ConvolutionLayer(Layer):
                                  f"kernel {self.geom.kernel} (with pad {self.geom.pad})")
             t.reshape((b.shape[0], self.num_output, *out))
 
+    # Set by the Net for a forward whose next layer is an in-place ReLU on this top
+    # (Net.fused_rectifiers): the layer writes max(y, 0), and that ReLU's forward is skipped.
+    rectify_top = False
+
     # ---- forward and backward: the three products, image by image
     def forward(self, bottom, top):
         w = self.weight_matrices(self.blobs[0].data)
         for b, t in zip(bottom, top):
             for n in range(b.shape[0]):
-                self.forward_gemm(b.data[n], w, t.data[n])
-            self.add_bias(t.data)
+                self.forward_image(b.data[n], w, t.data[n])
+
+    def forward_image(self, x, w, y):
+        """y = W * x + b for one image (then max(y, 0) where rectify_top). Engines that
+        write their output piece by piece fold the bias and the ReLU into that pass."""
+        self.forward_gemm(x, w, y)
+        self.finish(y)
+
+    def finish(self, y, channel_axis=0):
+        """y += b, then y = max(y, 0) where rectify_top, in place; y holds output channels
+        along `channel_axis`."""
+        if len(self.blobs) > 1:
+            shape = [1] * y.ndim
+            shape[channel_axis] = -1
+            y += self.blobs[1].data.reshape(shape)
+        if self.rectify_top:
+            self.xp.maximum(y, 0, out=y)
 
     def backward(self, top, propagate_down, bottom):
         w = self.weight_matrices(self.blobs[0].data)
@@ -228,11 +247,7 @@ class ConvolutionLayer(Layer):
             yield r0, r1, im2col(self.xp, x_pad, self.geom, out_rest, r0, r1,
                                  self.column_buffer(k * self.group, r1 - r0, inner))
 
-    # ---- the bias, and the shared workspace
-    def add_bias(self, y):
-        if len(self.blobs) > 1:
-            y += self.blobs[1].data.reshape((1, -1) + (1,) * self.axes)
-
+    # ---- the bias's gradient, and the shared workspace
     def bias_backward(self, dy):
         if len(self.blobs) > 1 and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=(0, *range(2, dy.ndim)))

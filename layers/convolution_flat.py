@@ -22,6 +22,7 @@ import numpy as np
 
 from unetcore import backend, config
 from unetcore.ops.im2col import im2col_flat, tap_offsets
+from unetcore.ops.parallel import run_bands
 from unetcore.layer import register_engine
 
 from unetcore.layers.convolution import row_bands
@@ -55,27 +56,49 @@ class FlatConvolution(CorrelationConvolution):
     def forward_gemm(self, x, w, y):
         self.flat_convolution(x, w[0], y)
 
+    def forward_image(self, x, w, y):
+        """flat_convolution with the bias and the ReLU folded into each band, the bands on
+        all cores at once (unetcore/ops/parallel.py)."""
+        jobs = self.band_jobs(x, y, config.sizes().parallel_band_bytes)
+        run_bands(lambda job: self.flat_band(x, w[0], y, job, finish=True), jobs)
+
     def flat_convolution(self, x, matrix, y):
         """y = matrix @ col(x), the valid convolution of x (C, *spatial) into y (M, *out),
-        band by band, keeping the first W_out of every W columns."""
-        c_out, (out_h, out_w), wid = y.shape[0], y.shape[-2:], x.shape[-1]
-        for y_slice, start in self.output_slices(x, y):
-            for r0, r1, col in self.flat_columns(x, out_h, start):
-                count = col.shape[1]
-                band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
-                np.matmul(matrix, col, out=band[:, :count])
-                y_slice[:, r0:r1] = band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
+        band by band."""
+        for job in self.band_jobs(x, y):
+            self.flat_band(x, matrix, y, job)
+
+    def flat_band(self, x, matrix, y, job, finish=False):
+        """One band of output rows: y's rows r0:r1 of the slice that starts at `start` in
+        x = matrix @ col, keeping the first W_out of every W columns; then finish (bias,
+        ReLU) where asked."""
+        index, start, r0, r1 = job
+        c_out, out_w, wid = y.shape[0], y.shape[-1], x.shape[-1]
+        col = self.band_columns(x, start, r0, r1)
+        band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
+        np.matmul(matrix, col, out=band[:, :col.shape[1]])
+        if finish:
+            self.finish(band[:, :col.shape[1]])
+        y[(slice(None), *index, slice(r0, r1))] = \
+            band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
+
+    def band_jobs(self, x, y, limit=None):
+        """(index, start, r0, r1) for every band of output rows: y[:, *index] is the output
+        slice, `start` where its input slice starts in the flattened x (output_slices)."""
+        k, wid = x.shape[0] * math.prod(self.geom.kernel), x.shape[-1]
+        return [(index, start, r0, r1) for index, start in self.output_slices(x, y)
+                for r0, r1 in self.flat_bands(y.shape[-2], k, wid, limit)]
 
     def weight_gemm(self, x, dy, dw):
         """dW += dY_flat @ col^T over bands of output rows, dY shifted onto the flat grid."""
-        c_out, (out_h, out_w), wid = dy.shape[0], dy.shape[-2:], x.shape[-1]
+        c_out, out_w, wid = dy.shape[0], dy.shape[-1], x.shape[-1]
         shift = wid - out_w                                   # kw - 1
         product = self.band_buffer(c_out, dw.shape[2], "product")
-        for dy_slice, start in self.output_slices(x, dy):
-            for r0, r1, col in self.flat_columns(x, out_h, start):
-                dy_flat = self.shifted_rows(dy_slice, r0, r1, wid)   # zeros where wrapped
-                np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
-                dw[0] += product
+        for index, start, r0, r1 in self.band_jobs(x, dy):
+            col = self.band_columns(x, start, r0, r1)
+            dy_flat = self.shifted_rows(dy[(slice(None), *index)], r0, r1, wid)  # zeros where wrapped
+            np.matmul(dy_flat[:, shift:shift + col.shape[1]], col.T, out=product)
+            dw[0] += product
 
     def backward_gemm(self, dy, w, dx):
         if self.axes != 2:                  # dx = the valid flat convolution of padded dy
@@ -101,25 +124,23 @@ class FlatConvolution(CorrelationConvolution):
     # ---- the flat grid
     @staticmethod
     def output_slices(x, y):
-        """(y's (M, H_out, W_out) slice, where its input slice starts in the flattened x) for
-        every index of y's leading spatial axes: the one image itself in 2-d, the output
-        slices z in 3-d (input slice z starts at z*H*W)."""
+        """(index, where its input slice starts in the flattened x) for every index of y's
+        leading spatial axes: () for the one image itself in 2-d, the output slices z in 3-d
+        (input slice z starts at z*H*W)."""
         strides = [math.prod(x.shape[2 + axis:]) for axis in range(x.ndim - 3)]
         for index in itertools.product(*map(range, y.shape[1:-2])):
-            yield y[(slice(None), *index)], sum(i * s for i, s in zip(index, strides))
+            yield index, sum(i * s for i, s in zip(index, strides))
 
-    def flat_columns(self, x, out_h, start=0):
-        """(r0, r1, col) for each band of output rows of the slice that starts at `start`:
-        the flat im2col of x, with (r1 - r0) * W columns less the last kw - 1. Those are
-        wrapped-around columns of the band's last row, thrown away like the others; in the
-        last band they would read past the end of the image."""
+    def band_columns(self, x, start, r0, r1):
+        """The flat im2col of x for output rows r0:r1 of the slice that starts at `start`,
+        with (r1 - r0) * W columns less the last kw - 1. Those are wrapped-around columns of
+        the band's last row, thrown away like the others; in the last band they would read
+        past the end of the image."""
         c_in, wid, kw = x.shape[0], x.shape[-1], self.geom.kernel[-1]
         offsets, x_flat = tap_offsets(self.geom.kernel, x.shape[1:]), x.reshape(c_in, -1)
-        k = c_in * len(offsets)
-        for r0, r1 in self.flat_bands(out_h, k, wid):
-            count = (r1 - r0) * wid - (kw - 1)
-            yield r0, r1, im2col_flat(x_flat, offsets, start + r0 * wid, count,
-                                      self.column_buffer(k, r1 - r0, wid))
+        count = (r1 - r0) * wid - (kw - 1)
+        return im2col_flat(x_flat, offsets, start + r0 * wid, count,
+                           self.column_buffer(c_in * len(offsets), r1 - r0, wid))
 
     def shifted_rows(self, dy, row0, row1, wid):
         """Rows row0:row1 of dy (zeros outside dy) on a flat grid of width `wid`, each row
@@ -137,9 +158,11 @@ class FlatConvolution(CorrelationConvolution):
         band[:, rows * wid:] = 0
         return band
 
-    def flat_bands(self, rows, k_rows, width):
-        """Bands of rows whose flat im2col matrix (k_rows x rows*width) fits a cache band."""
-        return row_bands(rows, k_rows * width * self.dtype.itemsize, config.sizes().cache_band_bytes)
+    def flat_bands(self, rows, k_rows, width, limit=None):
+        """Bands of rows whose flat im2col matrix (k_rows x rows*width) fits `limit` bytes
+        (by default config.sizes().cache_band_bytes)."""
+        limit = config.sizes().cache_band_bytes if limit is None else limit
+        return row_bands(rows, k_rows * width * self.dtype.itemsize, limit)
 
     def band_buffer(self, channels, count, slot):
         return backend.workspace(np, self.dtype, channels * count, slot).reshape(channels, count)

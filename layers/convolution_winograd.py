@@ -20,7 +20,11 @@ Backward is the same algorithm transposed, product by product (the chain rule, a
 So the data and weight gradients are Winograd too, with the same transforms and GEMM count,
 and they are the exact gradients of this forward.
 
-All of it runs in bands of tile rows, in the shared workspace, under config.sizes().winograd_band_bytes.
+All of it runs in bands of tile rows, in the shared workspace, under
+config.sizes().winograd_band_bytes. The layer's forward (forward_image) runs smaller bands,
+under parallel_band_bytes, on all the CPU's cores at once (unetcore/ops/parallel.py), and adds
+the bias (and the ReLU that follows, where the Net folds it in) to each band's output tiles
+before they are written: one pass over the output fewer, and none on a single core.
 """
 import math
 
@@ -28,6 +32,7 @@ import numpy as np
 
 from unetcore import backend, config
 from unetcore.layer import register_engine
+from unetcore.ops.parallel import run_bands
 from unetcore.ops.winograd import tile_count, winograd_2d
 
 from unetcore.layers.conditions import parsed_geometry, unit_stride_unpadded
@@ -35,6 +40,10 @@ from unetcore.layers.convolution import ConvolutionLayer, row_bands
 
 # Below this many input or output channels the transforms cost more than the GEMMs save.
 WINOGRAD_MIN_CHANNELS = 64
+# The forward runs its bands on all cores up to this C_in * C_out (64 x 128): there its NumPy
+# passes outweigh its GEMMs. Above it each small band's GEMM re-reads a transformed kernel of
+# T C_in C_out numbers, and one band at a time on all cores is faster (docs/benchmarks.md).
+PARALLEL_MAX_KERNEL = 64 * 128
 
 
 def tile_for(c_in, c_out, out_h, out_w):
@@ -82,11 +91,32 @@ class WinogradConvolution(ConvolutionLayer):
     # ---- forward, and the two backward products fused band by band
     def forward_gemm(self, x, w, y):
         u = self.transformed_kernel(w)
-        for ty0, ty1 in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
-            v = self.input_tiles(x, ty0, ty1, y.shape[2])
-            m = self.buffer((len(u), y.shape[0], v.shape[2]), "products")
-            self.xp.matmul(u, v, out=m)
-            self.put_output_tiles(m, ty0, ty1, y)
+        for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
+            self.forward_band(x, u, band, y)
+
+    def forward_image(self, x, w, y):
+        """forward_gemm with the bias and the ReLU folded into each band's output tiles,
+        and on the CPU the bands on all cores at once (unetcore/ops/parallel.py)."""
+        if self.xp is not np:
+            return super().forward_image(x, w, y)
+        u, parallel = self.transformed_kernel(w), self.channels * self.num_output <= PARALLEL_MAX_KERNEL
+        bands = self.tile_bands(y.shape[1:], x.shape[0], y.shape[0],
+                                config.sizes().parallel_band_bytes if parallel else None)
+        work = lambda band: self.forward_band(x, u, band, y, finish=True)     # noqa: E731
+        if parallel:
+            run_bands(work, bands)
+        else:
+            for band in bands:
+                work(band)
+
+    def forward_band(self, x, u, band, y, finish=False):
+        """y's tile rows ty0:ty1 = (A^T kron A^T)(U @ V); then finish (bias, ReLU) where
+        asked."""
+        (ty0, ty1), c_out = band, y.shape[0]
+        v = self.input_tiles(x, ty0, ty1, y.shape[2])
+        m = self.buffer((len(u), c_out, v.shape[2]), "products")
+        self.xp.matmul(u, v, out=m)
+        self.put_output_tiles(m, ty0, ty1, y, finish)
 
     def backward_image(self, x, dy, w, dw, dx):
         """dU += dM V^T and dV = U^T dM, sharing each band's dM; then dW from dU."""
@@ -131,12 +161,15 @@ class WinogradConvolution(ConvolutionLayer):
                             v.reshape(len(v), -1))
         return v
 
-    def put_output_tiles(self, m, ty0, ty1, y):
-        """y's tile rows ty0:ty1 = (A^T kron A^T) M, less what hangs over y's edges."""
+    def put_output_tiles(self, m, ty0, ty1, y, finish=False):
+        """y's tile rows ty0:ty1 = (A^T kron A^T) M, less what hangs over y's edges; with
+        `finish`, the bias added and the ReLU applied on the way."""
         tile, tile_w = self.tile, tile_count(y.shape[2], self.tile)
         out = self.buffer((tile * tile, m.shape[1], ty1 - ty0, tile_w), "outputs")
         backend.matmul_into(self.xp, self.wino.output_transform, m.reshape(len(m), -1),
                             out.reshape(len(out), -1))
+        if finish:
+            self.finish(out, channel_axis=1)
         for t, (i, j) in enumerate(self.tile_offsets((tile, tile))):
             pixels = self.tile_element_view(y, i + self.tile * ty0, j, ty1 - ty0, tile_w)
             pixels[...] = out[t, :, :pixels.shape[1], :pixels.shape[2]]
@@ -183,13 +216,15 @@ class WinogradConvolution(ConvolutionLayer):
         out[:, :h, w:] = 0
 
     # ---- bands and buffers
-    def tile_bands(self, out_shape, c_in, c_out):
-        """Bands of tile rows whose four buffers fit config.sizes().winograd_band_bytes: per tile, T C input
-        elements twice (the tiles and their transform), T C_out products, m^2 C_out outputs."""
+    def tile_bands(self, out_shape, c_in, c_out, limit=None):
+        """Bands of tile rows whose four buffers fit `limit` bytes (by default
+        config.sizes().winograd_band_bytes): per tile, T C input elements twice (the tiles
+        and their transform), T C_out products, m^2 C_out outputs."""
         t, m = len(self.wino.input_transform), self.tile
         per_tile = 2 * t * c_in + t * c_out + m * m * c_out
+        limit = config.sizes().winograd_band_bytes if limit is None else limit
         return row_bands(tile_count(out_shape[0], m),
-                         per_tile * tile_count(out_shape[1], m) * self.dtype.itemsize, config.sizes().winograd_band_bytes)
+                         per_tile * tile_count(out_shape[1], m) * self.dtype.itemsize, limit)
 
     def buffer(self, shape, slot):
         return backend.workspace(self.xp, self.dtype, math.prod(shape),

@@ -6,6 +6,7 @@ from the given offset, not the center: the U-Net prototxt spells its offsets out
 Backward: dx is zero except in the cropped window, where it is dy.
 """
 from unetcore.layer import Layer, register
+from unetcore.ops import parallel
 
 
 @register
@@ -41,7 +42,7 @@ class CropLayer(Layer):
         top[0].reshape(tuple(s.stop - s.start for s in self.window))
 
     def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data[self.window]
+        parallel.copy(top[0].data, bottom[0].data[self.window])
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

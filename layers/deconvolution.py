@@ -37,7 +37,7 @@ class DeconvolutionLayer(ConvolutionLayer):
         for b, t in zip(bottom, top):
             for n in range(b.shape[0]):
                 self.backward_gemm(b.data[n], w, t.data[n])
-            self.add_bias(t.data)
+                self.finish(t.data[n])
 
     def backward(self, top, propagate_down, bottom):
         w = self.weight_matrices(self.blobs[0].data)

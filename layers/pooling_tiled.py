@@ -17,6 +17,7 @@ import numpy as np
 
 from unetcore.errors import NetError
 from unetcore.layer import register_engine
+from unetcore.ops.parallel import channel_chunks, run_bands
 
 from unetcore.layers.pooling import PoolingLayer, flat_positions, window_fields
 
@@ -42,7 +43,10 @@ class TiledMaxPooling(PoolingLayer):
         y = top[0].data
         grid = self.whole_windows(x)
         if self.kernel[-2:] == (2, 2) and set(self.kernel[:-2]) <= {1}:
-            self.offset = self.max_2x2_tournament(grid, y)
+            self.offset = np.empty(y.shape, np.int8)
+            run_bands(lambda chunk: self.max_2x2_tournament(
+                *(a[:, chunk[0]:chunk[1]] for a in (grid, y, self.offset))),
+                channel_chunks(grid))
         else:
             self.offset = np.zeros(y.shape, np.int8)
             taps = self.taps()
@@ -85,21 +89,20 @@ class TiledMaxPooling(PoolingLayer):
         return grid
 
     @staticmethod
-    def max_2x2_tournament(x, y):
+    def max_2x2_tournament(x, y, offset):
         """The U-Net's 2x2 windows (and 1x2x2 in 3-d: 2x2 in every slice), as a tournament:
         left against right in each row, then top row against bottom row. A tie keeps the
-        earlier one in scan order, as Caffe. Returns the winner's offset p * 2 + q in its
-        window."""
+        earlier one in scan order, as Caffe. Writes the winner's offset p * 2 + q in its
+        window into `offset` (int8). The forward runs it on channel chunks on all cores."""
         a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
         c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
-        offset = (b > a).view(np.int8)                   # 0 or 1: the top row's winner
+        np.greater(b, a, out=offset.view(np.bool_))      # 0 or 1: the top row's winner
         bottom_offset = (d > c).view(np.int8)
         bottom_offset += 2                               # 2 or 3
         np.maximum(a, b, out=y)                          # the top row's maximum, for now
         bottom = np.maximum(c, d)
         np.copyto(offset, bottom_offset, where=bottom > y)
         np.maximum(y, bottom, out=y)
-        return offset
 
     def backward_max(self, dy, dx):
         """Window element `tap` of every window gets dy where it won, else 0."""

@@ -193,6 +193,21 @@ class Net:
             available.update(spec.tops)
         self.outputs = [name for name in self.blobs if name in available]
         self._plan_backward()
+        self._fuse_rectifiers()
+
+    def _fuse_rectifiers(self):
+        """{i: i + 1} for every layer i that can rectify its own top (a convolution:
+        `rectify_top`) followed by a plain ReLU in place on that top. In a forward that runs
+        both, layer i writes max(y, 0) in the pass that writes y, and the ReLU's forward is
+        skipped: the same numbers, one pass over the blob fewer. The ReLU's backward is
+        unchanged (it reads the sign from y)."""
+        self.fused_rectifiers = {}
+        for i, (layer, after) in enumerate(zip(self.layers, self.layers[1:])):
+            top, relu_bottom = self.top_vecs[i], self.bottom_vecs[i + 1]
+            if (hasattr(layer, "rectify_top") and after.type == "ReLU" and after.slope == 0
+                    and len(top) == 1 and relu_bottom[0] is top[0]
+                    and self.top_vecs[i + 1][0] is top[0]):
+                self.fused_rectifiers[i] = i + 1
 
     def _add_layer(self, spec):
         lp = spec.param
@@ -406,10 +421,14 @@ class Net:
         """Forward through layers [start, end); return the weighted loss."""
         self.claim_thread()
         loss = 0.0
-        for i in range(start, len(self.layers) if end is None else end):
+        end = len(self.layers) if end is None else end
+        for i in range(start, end):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            if i in self.fused_rectifiers:
+                layer.rectify_top = self.fused_rectifiers[i] < end
+            if not (i - 1 in self.fused_rectifiers and i - 1 >= start):
+                layer.forward(bottom, top)      # (a fused ReLU's layer already rectified)
             for blob, weight in zip(top, self.specs[i].loss_weights):
                 if weight:
                     loss += weight * float(blob.data.sum())
