@@ -329,6 +329,7 @@ def tiny_pass(seed=WORKED_SEED, axes=2):
     layer that ran backward, the gradients it wrote into its bottoms, in the order written."""
     from types import SimpleNamespace
     net = tiny_unet(seed, axes)
+    net.fused_rectifiers = {}           # every layer as written: the ReLUs run on their own
     pre = {}
 
     def before_relu(i):
@@ -1342,7 +1343,7 @@ def winograd_sources():
     from unetcore.layers.convolution_winograd import WinogradConvolution as Wino
     return (f"- U = (G kron G) g: `transformed_kernel`, {_link(Wino.transformed_kernel, 'filter_transform @')}\n"
             f"- V = (B^T kron B^T) d: `input_tiles`, {_link(Wino.input_tiles, 'input_transform, d')}\n"
-            f"- M[t] = U[t] @ V[t]: `forward_gemm`, {_link(Wino.forward_gemm, 'matmul(u, v')}\n"
+            f"- M[t] = U[t] @ V[t]: `forward_band`, {_link(Wino.forward_band, 'matmul(u, v')}\n"
             f"- y = (A^T kron A^T) M: `put_output_tiles`, {_link(Wino.put_output_tiles, 'output_transform, m')}\n"
             f"- dM = (A^T kron A^T)^T dy: `output_tile_gradients`, {_link(Wino.output_tile_gradients, 'output_transform.T')}\n"
             f"- dU[t] = dM[t] @ V[t]^T, dg = (G kron G)^T dU: `backward_image`, {_link(Wino.backward_image, 'filter_transform.T')}\n"

@@ -200,7 +200,8 @@ class Net:
         `rectify_top`) followed by a plain ReLU in place on that top. In a forward that runs
         both, layer i writes max(y, 0) in the pass that writes y, and the ReLU's forward is
         skipped: the same numbers, one pass over the blob fewer. The ReLU's backward is
-        unchanged (it reads the sign from y)."""
+        unchanged (it reads the sign from y). Empty it to run every layer as written (a hook
+        in after_forward then sees a convolution's top before its ReLU)."""
         self.fused_rectifiers = {}
         for i, (layer, after) in enumerate(zip(self.layers, self.layers[1:])):
             top, relu_bottom = self.top_vecs[i], self.bottom_vecs[i + 1]

@@ -1,0 +1,148 @@
+"""Bands on all cores (unetcore/ops/parallel.py) and the ReLU folded into the convolution
+(Net.fused_rectifiers): both change where and when the work runs, never the numbers."""
+import threading
+
+import numpy as np
+import pytest
+
+from unetcore import config
+from unetcore.gradcheck import randomize_params
+from unetcore.models.unet import deploy_text
+from unetcore.net import Net
+from unetcore.ops import parallel
+
+needs_openblas = pytest.mark.skipif(parallel.blas() is None,
+                                    reason="NumPy's OpenBLAS not found: the bands run one by one")
+
+
+@pytest.fixture
+def two_blas_threads():
+    """OpenBLAS at 2 threads (so 2 band workers) for the test, its count restored after."""
+    library = parallel.blas()
+    before = library.threads
+    library.threads = 2
+    yield library
+    library.threads = before
+
+
+@needs_openblas
+def test_every_band_runs_once_on_two_threads_with_a_one_thread_blas(two_blas_threads):
+    met, seen, lock = threading.Barrier(2, timeout=30), [], threading.Lock()
+
+    def work(band):
+        if band < 2:
+            met.wait()                  # the first two bands run at the same time
+        with lock:
+            seen.append((band, threading.get_ident(), two_blas_threads.threads))
+    parallel.run_bands(work, range(6))
+    assert sorted(band for band, _, _ in seen) == list(range(6))
+    assert len({thread for _, thread, _ in seen}) == 2
+    assert {threads for _, _, threads in seen} == {1}
+    assert two_blas_threads.threads == 2
+
+
+@needs_openblas
+def test_a_failing_band_is_raised_once_every_band_has_ended(two_blas_threads):
+    ended = []
+
+    def work(band):
+        if band == 1:
+            raise ValueError("band 1 failed")
+        ended.append(band)
+    with pytest.raises(ValueError, match="band 1 failed"):
+        parallel.run_bands(work, range(5))
+    assert sorted(ended) == [0, 2, 3, 4]
+    assert two_blas_threads.threads == 2
+
+
+@needs_openblas
+def test_the_bands_see_the_callers_settings(two_blas_threads):
+    seen = []
+    with config.using_sizes(chunk_edge=7):
+        parallel.run_bands(lambda band: seen.append(config.sizes().chunk_edge), range(4))
+    assert seen == [7] * 4
+
+
+@needs_openblas
+def test_a_second_region_runs_its_bands_in_its_own_thread(two_blas_threads):
+    """While one thread's bands run on the workers, another thread's run one after another
+    in that thread, and leave the thread count alone."""
+    seen = []
+    with parallel._region:               # as if another thread's region were running
+        parallel.run_bands(lambda band: seen.append((threading.get_ident(),
+                                                     two_blas_threads.threads)), range(3))
+    assert seen == [(threading.get_ident(), 2)] * 3
+
+
+def test_copy_in_channel_chunks_equals_the_plain_copy():
+    src = np.random.default_rng(0).random((2, 13, 300, 301), dtype=np.float32)[:, :, 1:, 2:]
+    dst = np.zeros(src.shape, np.float32)
+    parallel.copy(dst, src)
+    assert len(parallel.channel_chunks(dst)) > 1
+    np.testing.assert_array_equal(dst, src)
+
+
+def unet(channels, size, seed=0):
+    """A 2-level U-Net whose convolutions run the flat (16 channels) or the Winograd
+    engine (64 channels), with random weights and biases."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "net.prototxt"
+        path.write_text(deploy_text(depth=2, channels=channels, size=size))
+        net = Net(str(path), "TEST")
+    randomize_params(net, np.random.default_rng(seed))
+    return net
+
+
+def every_blob(net, image):
+    net.forward(data=image)
+    return {name: blob.data.copy() for name, blob in net.blobs.items()}
+
+
+@needs_openblas
+@pytest.mark.parametrize("channels, engine", [(16, "flat"), (64, "winograd")])
+def test_the_forward_on_two_threads_equals_the_one_thread_forward(channels, engine):
+    """Small bands (many per image) on two workers against one thread: every blob equal to
+    float32 rounding (the sums are the same, in the same order)."""
+    net = unet(channels, 124)
+    assert engine in {layer.engine for layer in net.layers if layer.type == "Convolution"}
+    assert "tiled" in {layer.engine for layer in net.layers if layer.type == "Pooling"}
+    image = np.random.default_rng(1).random(net.blobs["data"].shape, dtype=np.float32)
+    library, before = parallel.blas(), parallel.blas().threads
+    try:
+        with config.using_sizes(parallel_band_bytes=2 ** 16):
+            library.threads = 1
+            alone = every_blob(net, image)
+            library.threads = 2
+            shared = every_blob(net, image)
+    finally:
+        library.threads = before
+    for name, data in alone.items():
+        np.testing.assert_allclose(shared[name], data, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_a_folded_relu_gives_what_the_relu_layer_gives():
+    net = unet(16, 124, seed=3)
+    fused = dict(net.fused_rectifiers)
+    conv = [i for i in fused if net.layers[i].type == "Convolution"]
+    assert conv and any(net.layers[i].type == "Deconvolution" for i in fused)
+    assert all(net.layers[j].type == "ReLU" for j in fused.values())
+    image = np.random.default_rng(2).random(net.blobs["data"].shape, dtype=np.float32)
+    folded = every_blob(net, image)
+    net.fused_rectifiers = {}
+    as_written = every_blob(net, image)
+    for name, data in as_written.items():
+        np.testing.assert_allclose(folded[name], data, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_a_forward_that_ends_at_the_convolution_leaves_its_top_unrectified():
+    net = unet(16, 124, seed=3)
+    i = next(iter(net.fused_rectifiers))
+    conv, relu = net.layer_names[i], net.layer_names[i + 1]
+    image = np.random.default_rng(2).random(net.blobs["data"].shape, dtype=np.float32)
+    top = net.specs[i].tops[0]
+    before_relu = net.forward(data=image, end=conv)[top].copy()
+    assert (before_relu < 0).any()
+    after = net.forward(start=relu, end=relu)[top]
+    np.testing.assert_array_equal(after, np.maximum(before_relu, 0))
