@@ -33,15 +33,16 @@ import argparse
 import json
 import statistics
 import subprocess
+import os
 import tempfile
 import time
 from pathlib import Path
 
-try:
-    import unetcore  # noqa: F401  (before NumPy: OpenBLAS threads sleep, as in the command)
-except ImportError:  # the PyTorch child runs in a Python without unetcore
-    pass
-from host import describe, sgemm_rate, thread_env  # noqa: E402  (after unetcore, which sets the threads)
+# As the `unetcore` command does (unetcore/__main__.py), before NumPy loads: OpenBLAS's
+# threads sleep between GEMMs instead of spinning on the cores the NumPy work (and the
+# forward's band workers) need. Runs before 437ac57's profile were made without it.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from host import describe, sgemm_rate, thread_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,7 +225,6 @@ def torch_forward(spec, repeats, threads):
 
 def forward_main(args):
     """The forward profile: one table, unetcore NumPy beside ONNX Runtime and PyTorch."""
-    import os
     from unetcore.net import Net
     from unetcore.inference.deploy import square_input
     from unetcore.threads import numpy_openblas
