@@ -12,7 +12,9 @@ in eval mode without gradients, on the same tiles (the mirrored image cut at the
 origins), in the same batches. All three use `--threads` threads.
 
 The machine's speed drifts, so the three take turns: each round times NumPy, ONNX Runtime,
-then PyTorch, after one warm-up each. Each time is the median over the rounds; each ratio
+then PyTorch, after one warm-up each. ONNX Runtime's idle threads sleep (`spinning=False`):
+spinning, they kept cores from the PyTorch run after them, which then took up to 1.4x as long
+(docs/benchmarks.md). Each time is the median over the rounds; each ratio
 the median over the rounds of the two times of the same round. Where that Python cannot
 import torch, the two unetcore columns are printed, and PyTorch is said not to be measured.
 
@@ -171,9 +173,10 @@ def measure(args, asked, torch_python):
     net = unetcore_net(args.model, asked, args.size, args.memory)
     spec = tiling_spec(net, args.size, args.memory)
     image, batch = benchmark_image(args.size), spec["batch"]
-    wrapped = OnnxRuntimeNet(net, threads=args.threads)
-    runners = {"NumPy": timer(segment, net, image, batch),
-               "ONNX Runtime": timer(segment, wrapped, image, batch)}
+    runners = {"NumPy": timer(segment, net, image, batch)}
+    if not args.without_onnxruntime:
+        wrapped = OnnxRuntimeNet(net, threads=args.threads, spinning=False)
+        runners["ONNX Runtime"] = timer(segment, wrapped, image, batch)
     child = TorchChild(torch_python, spec, args.threads) if torch_python else None
     if child:
         runners["PyTorch"] = child.round
@@ -187,21 +190,23 @@ def measure(args, asked, torch_python):
 def row(asked, spec, times, size):
     """One line of the table: medians, Mpx/s of the fastest unetcore runtime, ratios."""
     label = f"{spec['tile']} (auto)" if asked == "auto" else str(spec["tile"])
-    medians = [statistics.median(times[name]) for name in RUNTIMES if name in times]
-    cells = [label, spec["count"], spec["batch"]] + [f"{m:.2f}" for m in medians]
-    cells.append(f"{size ** 2 / min(medians[:2]) / 1e6:.2f}")
+    ours = [name for name in RUNTIMES[:2] if name in times]
+    medians = {name: statistics.median(times[name]) for name in RUNTIMES if name in times}
+    cells = [label, spec["count"], spec["batch"]] + [f"{m:.2f}" for m in medians.values()]
+    cells.append(f"{size ** 2 / min(medians[name] for name in ours) / 1e6:.2f}")
     if "PyTorch" in times:
-        for name in RUNTIMES[:2]:
+        for name in ours:
             ratios = [a / b for a, b in zip(times[name], times["PyTorch"])]
             cells.append(f"{statistics.median(ratios):.2f}")
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
-def header(with_torch):
-    columns = ["tile", "tiles", "batch", "NumPy s", "ONNX Runtime s"]
+def header(with_onnxruntime, with_torch):
+    ours = ["NumPy", "ONNX Runtime"] if with_onnxruntime else ["NumPy"]
+    columns = ["tile", "tiles", "batch"] + [f"{name} s" for name in ours]
     columns += ["PyTorch s"] if with_torch else []
     columns += ["Mpx/s (best unetcore)"]
-    columns += ["NumPy / PyTorch", "ONNX Runtime / PyTorch"] if with_torch else []
+    columns += [f"{name} / PyTorch" for name in ours] if with_torch else []
     return "| " + " | ".join(columns) + " |\n" + "| --- " * len(columns) + "|"
 
 
@@ -215,6 +220,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-python", default=sys.executable,
                     help="a Python that has torch (default: this one)")
+    ap.add_argument("--without-onnxruntime", action="store_true",
+                    help="time NumPy and PyTorch only: a process that holds an ONNX Runtime "
+                         "session slows the PyTorch child (docs/benchmarks.md)")
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.torch_child:
@@ -228,7 +236,7 @@ def main():
     if torch_python is None:
         print(f"# PyTorch not measured: {args.torch_python} cannot import torch "
               "(give --torch-python)")
-    print(header(torch_python is not None))
+    print(header(not args.without_onnxruntime, torch_python is not None))
     for asked in args.tiles:
         spec, times = measure(args, asked, torch_python)
         print(row(asked, spec, times, args.size), flush=True)

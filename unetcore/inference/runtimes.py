@@ -46,10 +46,12 @@ class OnnxRuntimeNet:
     and any input size the net takes (its crops follow the shapes at run time), so one
     session serves every tile and batch. `providers` are ONNX Runtime's (default: CUDA on the
     net's GPU where it was built for one, else the CPU); `threads` its threads within an
-    operator (default: ONNX Runtime's, one per physical core).
+    operator (default: ONNX Runtime's, one per physical core). `spinning=False` makes its
+    idle threads sleep at once, where by default they spin for a while after each run, on
+    cores that whatever runs next then lacks (bench/segment.py takes turns with PyTorch).
     """
 
-    def __init__(self, net, providers=None, threads=None):
+    def __init__(self, net, providers=None, threads=None, spinning=True):
         from unetcore.export.onnx import onnx_model
         ort = onnxruntime_module()
         providers = providers or default_providers(net)
@@ -57,6 +59,8 @@ class OnnxRuntimeNet:
         options = ort.SessionOptions()
         options.log_severity_level = 3                  # errors only: no notes on the console
         options.intra_op_num_threads = threads or 0     # 0: ONNX Runtime's default
+        if not spinning:        # idle threads sleep (its default: they spin, and keep cores)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.net = net
         self.session = ort.InferenceSession(onnx_model(net).SerializeToString(), options,
                                             providers=providers)
