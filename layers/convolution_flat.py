@@ -14,6 +14,11 @@ suit BLAS better (docs/benchmarks.md has the measurements behind both limits). T
 gradient is the correlation engine's full correlation with the turned kernel: in 2-d on
 the flat grid of dx, with the zero padding folded into each band (shifted_rows); in 3-d on
 dy padded once, as a valid flat convolution like the forward.
+
+The layer's forward (forward_image) adds the bias (and the ReLU the Net folds in) to each
+band before it is written, and runs its bands, under parallel_band_bytes, on all the CPU's
+cores at once (unetcore/ops/parallel.py): here the copies cost as much as the GEMMs, and
+NumPy runs them on one core.
 """
 import itertools
 import math
