@@ -62,10 +62,56 @@ class FlatConvolution(CorrelationConvolution):
         self.flat_convolution(x, w[0], y)
 
     def forward_image(self, x, w, y):
-        """flat_convolution with the bias and the ReLU folded into each band, the bands on
-        all cores at once (unetcore/ops/parallel.py)."""
+        """The forward by stacked rows (rows_band), with the bias and the ReLU folded into
+        each band, the bands on all cores at once (unetcore/ops/parallel.py)."""
+        stacked = self.stacked_rows(w[0])
         jobs = self.band_jobs(x, y, config.sizes().parallel_band_bytes)
-        run_bands(lambda job: self.flat_band(x, w[0], y, job, finish=True), jobs)
+        run_bands(lambda job: self.rows_band(x, stacked, y, job), jobs)
+
+    def stacked_rows(self, matrix):
+        """The weight (C_out, C kh kw) as (kh C_out, kw C): row (p, o), column (q, c) holds
+        w[o, c, p, q] (in 3-d, rows (o', p, o) for the taps (o', p) of the leading axes)."""
+        *lead, kw = self.geom.kernel
+        w = matrix.reshape(self.num_output, self.channels, math.prod(lead), kw)
+        return np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(-1, kw * self.channels)
+
+    def rows_band(self, x, stacked, y, job):
+        """One band of the forward with the kernel's rows stacked along the GEMM's output
+        and its columns along the inner dimension: with X_q the flat image shifted by q,
+
+            Z[(p, o), j] = sum over q, c of w[o, c, p, q] X_q[c, j]      (one GEMM)
+            y[o, j] = sum over p of Z[(p, o), j + p W]                     (kh - 1 adds)
+
+        the same sum as the flat im2col's, regrouped: the im2col copies kw shifted images
+        instead of kh kw, and the GEMM is kh times as tall (C_out is 16-64 here, too thin
+        for BLAS to run at speed). Then bias and ReLU, and the first W_out of every W
+        columns into y."""
+        index, start, r0, r1 = job
+        c_in, c_out, out_w, wid = x.shape[0], y.shape[0], y.shape[-1], x.shape[-1]
+        *lead, kw = self.geom.kernel
+        row_offsets = tap_offsets(lead, x.shape[1:-1]) if lead else [0]
+        row_offsets = [offset * wid for offset in row_offsets]
+        count = (r1 - r0) * wid - (kw - 1)
+        reach = count + row_offsets[-1]
+        col = self.column_buffer(kw * c_in, 1, reach).reshape(kw, c_in, reach)
+        x_flat = x.reshape(c_in, -1)
+        for q in range(kw):
+            col[q] = x_flat[:, start + r0 * wid + q:start + r0 * wid + q + reach]
+        z = self.band_buffer(len(stacked), reach, "stacked")
+        np.matmul(stacked, col.reshape(kw * c_in, reach), out=z)
+        band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
+        out = band[:, :count]
+        rows = [z[p * c_out:(p + 1) * c_out, offset:offset + count]
+                for p, offset in enumerate(row_offsets)]
+        if len(rows) == 1:
+            out[...] = rows[0]
+        else:
+            np.add(rows[0], rows[1], out=out)
+        for row in rows[2:]:
+            out += row
+        self.finish(out)
+        y[(slice(None), *index, slice(r0, r1))] = \
+            band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 
     def flat_convolution(self, x, matrix, y):
         """y = matrix @ col(x), the valid convolution of x (C, *spatial) into y (M, *out),

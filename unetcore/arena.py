@@ -20,6 +20,8 @@ the arrays, and gives each blob an Allocator that takes them from the arenas.
 """
 import numpy as np
 
+from unetcore.ops import parallel
+
 
 class Arena:
     def __init__(self, xp, dtype):
@@ -43,7 +45,7 @@ class Arena:
         if planned:
             offset = self.plan[index][1]
             view = self.arena[offset:offset + size].reshape(shape)
-            view.fill(0)
+            parallel.fill_zeros(view)
         else:
             view = self.xp.zeros(shape, dtype=self.dtype)
         self.takes.append(size)

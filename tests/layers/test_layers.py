@@ -159,13 +159,14 @@ flat_params = st.fixed_dictionaries({
 
 @given(flat_params)
 def test_flat_engine_in_cache_bands_matches_direct_sum_and_gradients(p):
-    """The flat engine, for any channel count, with cache bands of 1 to 8 rows: the same
+    """The flat engine, for any channel count, in bands of 1 to 8 rows: the same
     forward as the direct sum, and gradients that check."""
     assume((p["kh"], p["kw"]) != (1, 1))
     text = conv_text(num_output=p["cout"], kernel=(p["kh"], p["kw"]), bias=p["bias"])
     x = RNG.standard_normal((p["n"], p["cin"], p["h"], p["w"]))
     k_rows = max(p["cin"], p["cout"]) * p["kh"] * p["kw"]
-    with config.using_sizes(cache_band_bytes=k_rows * p["w"] * 8 * p["band_rows"]):
+    band_bytes = k_rows * p["w"] * 8 * p["band_rows"]   # the backward's bands and the forward's
+    with config.using_sizes(cache_band_bytes=band_bytes, parallel_band_bytes=band_bytes):
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
         bias = layer.blobs[1].data if p["bias"] else None

@@ -278,13 +278,14 @@ def test_slices_engine_runs_each_slice_through_the_2d_engine(c_in, c_out, size, 
        st.integers(1, 3), st.integers(1, 3), st.integers(1, 6))
 def test_flat_engine_in_3d_matches_the_direct_sum_in_cache_bands(kernel, size, c_in, c_out,
                                                                  band_rows):
-    """The flat engine on volumes, slice by slice, with cache bands of 1 to 6 rows: the
+    """The flat engine on volumes, slice by slice, in bands of 1 to 6 rows: the
     direct sum's forward, and gradients that check (dx from the padded dy)."""
     assume(set(kernel) != {1} and all(n >= k for n, k in zip(size, kernel)))
     text = nd_conv_text("Convolution", c_out, kernel, (1,), (0,), (1,))
     x = RNG.standard_normal((2, c_in, *size))
     k_rows = max(c_in, c_out) * math.prod(kernel)
-    with config.using_sizes(cache_band_bytes=k_rows * size[-1] * 8 * band_rows):
+    band_bytes = k_rows * size[-1] * 8 * band_rows      # the backward's bands and the forward's
+    with config.using_sizes(cache_band_bytes=band_bytes, parallel_band_bytes=band_bytes):
         layer = make_layer(text, shapes=[x.shape], engine="flat")
         y = run_forward(layer, x)[0]
         geom = ConvGeometry(kernel, (1, 1, 1), (0, 0, 0), (1, 1, 1))

@@ -97,6 +97,14 @@ def channel_chunks(array, pieces=8):
     return [(c, min(channels, c + step)) for c in range(0, channels, step)]
 
 
+def fill_zeros(array):
+    """array[...] = 0; on the CPU, (N, C, ...) arrays in channel chunks on all cores."""
+    if not isinstance(array, np.ndarray) or array.ndim < 2:
+        array.fill(0)
+        return
+    run_bands(lambda chunk: array[:, chunk[0]:chunk[1]].fill(0), channel_chunks(array))
+
+
 def copy(dst, src):
     """dst[...] = src for arrays of one shape; on the CPU, (N, C, ...) arrays in channel
     chunks on all cores."""
