@@ -99,14 +99,15 @@ class WinogradConvolution(ConvolutionLayer):
         and on the CPU the bands on all cores at once (unetcore/ops/parallel.py)."""
         if self.xp is not np:
             return super().forward_image(x, w, y)
-        u, parallel = self.transformed_kernel(w), self.channels * self.num_output <= PARALLEL_MAX_KERNEL
-        bands = self.tile_bands(y.shape[1:], x.shape[0], y.shape[0],
-                                config.sizes().parallel_band_bytes if parallel else None)
-        work = lambda band: self.forward_band(x, u, band, y, finish=True)     # noqa: E731
-        if parallel:
-            run_bands(work, bands)
+        u = self.transformed_kernel(w)
+
+        def work(band):
+            self.forward_band(x, u, band, y, finish=True)
+        if self.channels * self.num_output <= PARALLEL_MAX_KERNEL:
+            run_bands(work, self.tile_bands(y.shape[1:], x.shape[0], y.shape[0],
+                                            config.sizes().parallel_band_bytes))
         else:
-            for band in bands:
+            for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
                 work(band)
 
     def forward_band(self, x, u, band, y, finish=False):
