@@ -32,8 +32,11 @@ engine). unetcore.layer picks one; docs/3d.md says which run on volumes.
 import itertools
 import math
 
+import numpy as np
+
 from unetcore import backend, config
 from unetcore.ops.im2col import col2im_add, geometry_from_param, im2col, pad_image
+from unetcore.ops.parallel import run_bands
 from unetcore.layer import Layer, register
 
 
@@ -43,6 +46,16 @@ def row_bands(rows, bytes_per_row, limit=None):
     limit = config.sizes().workspace_bytes if limit is None else limit
     per_band = max(1, limit // max(1, bytes_per_row))
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
+
+
+def for_each_image(xp, work, images):
+    """work(image) for each image of a batch: on the CPU, the images on all cores at once
+    (unetcore/ops/parallel.py; one image runs alone, on all of BLAS's threads)."""
+    if xp is np:
+        run_bands(work, images)
+    else:
+        for image in images:
+            work(image)
 
 
 # ---- the definition: the direct sum, one output pixel at a time
@@ -159,13 +172,13 @@ class ConvolutionLayer(Layer):
     # ---- forward and backward: the three products, image by image
     def forward(self, bottom, top):
         w = self.weight_matrices(self.blobs[0].data)
-        for b, t in zip(bottom, top):
-            for n in range(b.shape[0]):
-                self.forward_image(b.data[n], w, t.data[n])
+        images = [(b.data[n], t.data[n]) for b, t in zip(bottom, top) for n in range(b.shape[0])]
+        for_each_image(self.xp, lambda image: self.forward_image(image[0], w, image[1]), images)
 
     def forward_image(self, x, w, y):
-        """y = W * x + b for one image (then max(y, 0) where rectify_top). Engines that
-        write their output piece by piece fold the bias and the ReLU into that pass."""
+        """y = W * x + b for one image (then max(y, 0) where rectify_top). The flat and
+        Winograd engines override forward instead: they fold the bias and the ReLU into the
+        pass that writes each band, and share the bands of the whole batch out to the cores."""
         self.forward_gemm(x, w, y)
         self.finish(y)
 

@@ -15,7 +15,7 @@ gradient is the correlation engine's full correlation with the turned kernel: in
 the flat grid of dx, with the zero padding folded into each band (shifted_rows); in 3-d on
 dy padded once, as a valid flat convolution like the forward.
 
-The layer's forward (forward_image) adds the bias (and the ReLU the Net folds in) to each
+The layer's forward adds the bias (and the ReLU the Net folds in) to each
 band before it is written, and runs its bands, under parallel_band_bytes, on all the CPU's
 cores at once (unetcore/ops/parallel.py): here the copies cost as much as the GEMMs, and
 NumPy runs them on one core.
@@ -61,12 +61,15 @@ class FlatConvolution(CorrelationConvolution):
     def forward_gemm(self, x, w, y):
         self.flat_convolution(x, w[0], y)
 
-    def forward_image(self, x, w, y):
+    def forward(self, bottom, top):
         """The forward by stacked rows (rows_band), with the bias and the ReLU folded into
-        each band, the bands on all cores at once (unetcore/ops/parallel.py)."""
-        stacked = self.stacked_rows(w[0])
-        jobs = self.band_jobs(x, y, config.sizes().parallel_band_bytes)
-        run_bands(lambda job: self.rows_band(x, stacked, y, job), jobs)
+        each band; the bands of every image of the batch on all cores at once
+        (unetcore/ops/parallel.py): one small image alone has too few to share out."""
+        stacked = self.stacked_rows(self.weight_matrices(self.blobs[0].data)[0])
+        limit = config.sizes().parallel_band_bytes
+        jobs = [(x, y, job) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)
+                for job in self.band_jobs(x, y, limit)]
+        run_bands(lambda item: self.rows_band(item[0], stacked, item[1], item[2]), jobs)
 
     def stacked_rows(self, matrix):
         """The weight (C_out, C kh kw) as (kh C_out, kw C): row (p, o), column (q, c) holds

@@ -21,7 +21,7 @@ So the data and weight gradients are Winograd too, with the same transforms and 
 and they are the exact gradients of this forward.
 
 All of it runs in bands of tile rows, in the shared workspace, under
-config.sizes().winograd_band_bytes. The layer's forward (forward_image) runs smaller bands,
+config.sizes().winograd_band_bytes. The layer's forward runs smaller bands,
 under parallel_band_bytes, on all the CPU's cores at once (unetcore/ops/parallel.py), and adds
 the bias (and the ReLU that follows, where the Net folds it in) to each band's output tiles
 before they are written: one pass over the output fewer, and none on a single core.
@@ -94,21 +94,26 @@ class WinogradConvolution(ConvolutionLayer):
         for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
             self.forward_band(x, u, band, y)
 
-    def forward_image(self, x, w, y):
-        """forward_gemm with the bias and the ReLU folded into each band's output tiles,
-        and on the CPU the bands on all cores at once (unetcore/ops/parallel.py)."""
+    def forward(self, bottom, top):
+        """forward_gemm with the bias and the ReLU folded into each band's output tiles;
+        on the CPU, where the channels are few, the bands of every image of the batch on all
+        cores at once (unetcore/ops/parallel.py)."""
         if self.xp is not np:
-            return super().forward_image(x, w, y)
-        u = self.transformed_kernel(w)
+            return super().forward(bottom, top)
+        u = self.transformed_kernel(self.weight_matrices(self.blobs[0].data))
+        parallel = self.channels * self.num_output <= PARALLEL_MAX_KERNEL
+        limit = config.sizes().parallel_band_bytes if parallel else None
+        jobs = [(x, y, band) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)
+                for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0], limit)]
 
-        def work(band):
+        def work(item):
+            x, y, band = item
             self.forward_band(x, u, band, y, finish=True)
-        if self.channels * self.num_output <= PARALLEL_MAX_KERNEL:
-            run_bands(work, self.tile_bands(y.shape[1:], x.shape[0], y.shape[0],
-                                            config.sizes().parallel_band_bytes))
+        if parallel:
+            run_bands(work, jobs)
         else:
-            for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
-                work(band)
+            for item in jobs:
+                work(item)
 
     def forward_band(self, x, u, band, y, finish=False):
         """y's tile rows ty0:ty1 = (A^T kron A^T)(U @ V); then finish (bias, ReLU) where

@@ -15,7 +15,7 @@ of the two grids swapped: x lives on the convolution's output grid, y on its inp
 """
 from unetcore.layer import register
 
-from unetcore.layers.convolution import ConvolutionLayer
+from unetcore.layers.convolution import ConvolutionLayer, for_each_image
 
 
 @register
@@ -34,10 +34,14 @@ class DeconvolutionLayer(ConvolutionLayer):
 
     def forward(self, bottom, top):
         w = self.weight_matrices(self.blobs[0].data)
-        for b, t in zip(bottom, top):
-            for n in range(b.shape[0]):
-                self.backward_gemm(b.data[n], w, t.data[n])
-                self.finish(t.data[n])
+        images = [(b.data[n], t.data[n]) for b, t in zip(bottom, top) for n in range(b.shape[0])]
+        for_each_image(self.xp, lambda image: self.forward_image(image[0], w, image[1]), images)
+
+    def forward_image(self, x, w, y):
+        """y = the up-convolution of one image (the convolution's backward_gemm), bias
+        added, max(y, 0) where rectify_top."""
+        self.backward_gemm(x, w, y)
+        self.finish(y)
 
     def backward(self, top, propagate_down, bottom):
         w = self.weight_matrices(self.blobs[0].data)

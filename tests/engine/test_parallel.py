@@ -146,3 +146,20 @@ def test_a_forward_that_ends_at_the_convolution_leaves_its_top_unrectified():
     assert (before_relu < 0).any()
     after = net.forward(start=relu, end=relu)[top]
     np.testing.assert_array_equal(after, np.maximum(before_relu, 0))
+
+
+@needs_openblas
+def test_a_batch_on_two_threads_equals_each_image_alone(two_blas_threads):
+    """The images of a batch share the cores (the net's engines: im2col, flat, Winograd,
+    block up-convolution, pointwise); each image's scores equal its own forward."""
+    net = unet(16, 124, seed=4)
+    engines = {layer.engine for layer in net.layers if "onvolution" in layer.type}
+    assert engines == {"reference", "flat", "winograd", "blocks", "pointwise"}
+    images = np.random.default_rng(5).random((3, 1, 124, 124), dtype=np.float32)
+    output = net.outputs[0]
+    alone = [net.forward(data=image[None])[output].copy() for image in images]
+    net.blobs["data"].reshape(images.shape)
+    net.reshape()
+    together = net.forward(data=images)[output]
+    for got, expected in zip(together, alone):
+        np.testing.assert_allclose(got, expected[0], rtol=1e-6, atol=1e-6)
