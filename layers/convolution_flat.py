@@ -122,17 +122,14 @@ class FlatConvolution(CorrelationConvolution):
         for job in self.band_jobs(x, y):
             self.flat_band(x, matrix, y, job)
 
-    def flat_band(self, x, matrix, y, job, finish=False):
+    def flat_band(self, x, matrix, y, job):
         """One band of output rows: y's rows r0:r1 of the slice that starts at `start` in
-        x = matrix @ col, keeping the first W_out of every W columns; then finish (bias,
-        ReLU) where asked."""
+        x = matrix @ col, keeping the first W_out of every W columns."""
         index, start, r0, r1 = job
         c_out, out_w, wid = y.shape[0], y.shape[-1], x.shape[-1]
         col = self.band_columns(x, start, r0, r1)
         band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
         np.matmul(matrix, col, out=band[:, :col.shape[1]])
-        if finish:
-            self.finish(band[:, :col.shape[1]])
         y[(slice(None), *index, slice(r0, r1))] = \
             band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 

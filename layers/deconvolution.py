@@ -15,7 +15,7 @@ of the two grids swapped: x lives on the convolution's output grid, y on its inp
 """
 from unetcore.layer import register
 
-from unetcore.layers.convolution import ConvolutionLayer, for_each_image
+from unetcore.layers.convolution import ConvolutionLayer
 
 
 @register
@@ -31,11 +31,6 @@ class DeconvolutionLayer(ConvolutionLayer):
     def weight_matrices(self, array):
         """The weight as (group, C_in/group, C_out/group * kh * kw)."""
         return array.reshape(self.group, self.channels // self.group, -1)
-
-    def forward(self, bottom, top):
-        w = self.weight_matrices(self.blobs[0].data)
-        images = [(b.data[n], t.data[n]) for b, t in zip(bottom, top) for n in range(b.shape[0])]
-        for_each_image(self.xp, lambda image: self.forward_image(image[0], w, image[1]), images)
 
     def forward_image(self, x, w, y):
         """y = the up-convolution of one image (the convolution's backward_gemm), bias

@@ -17,7 +17,7 @@ import numpy as np
 
 from unetcore.errors import NetError
 from unetcore.layer import register_engine
-from unetcore.ops.parallel import channel_chunks, run_bands
+from unetcore.ops.parallel import in_channel_chunks
 
 from unetcore.layers.pooling import PoolingLayer, flat_positions, window_fields
 
@@ -44,9 +44,8 @@ class TiledMaxPooling(PoolingLayer):
         grid = self.whole_windows(x)
         if self.kernel[-2:] == (2, 2) and set(self.kernel[:-2]) <= {1}:
             self.offset = np.empty(y.shape, np.int8)
-            run_bands(lambda chunk: self.max_2x2_tournament(
-                *(a[:, chunk[0]:chunk[1]] for a in (grid, y, self.offset))),
-                channel_chunks(grid))
+            in_channel_chunks(grid, lambda region: self.max_2x2_tournament(
+                grid[region], y[region], self.offset[region]))
         else:
             self.offset = np.zeros(y.shape, np.int8)
             taps = self.taps()

@@ -1,11 +1,13 @@
 """Bands on all cores (unetcore/ops/parallel.py) and the ReLU folded into the convolution
 (Net.fused_rectifiers): both change where and when the work runs, never the numbers."""
 import threading
+import types
 
 import numpy as np
 import pytest
 
 from unetcore import config
+from unetcore.formats.prototxt import parse
 from unetcore.gradcheck import randomize_params
 from unetcore.models.unet import deploy_text
 from unetcore.net import Net
@@ -22,6 +24,20 @@ def two_blas_threads():
     before = library.threads
     library.threads = 2
     yield library
+    library.threads = before
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """The band workers' count, set apart from OpenBLAS's: OpenBLAS stays at one thread, so
+    every GEMM of a test sums alike whichever thread runs it (with some of OpenBLAS's kernels,
+    Haswell's among them, a GEMM on two threads rounds some outputs otherwise than on one)."""
+    library = parallel.blas()
+    before = library.threads
+    library.threads = 1
+    count = types.SimpleNamespace(threads=2)
+    monkeypatch.setattr(parallel, "blas", lambda: count)
+    yield count
     library.threads = before
 
 
@@ -85,12 +101,8 @@ def test_copy_in_channel_chunks_equals_the_plain_copy():
 def unet(channels, size, seed=0):
     """A 2-level U-Net whose convolutions run the flat (16 channels) or the Winograd
     engine (64 channels), with random weights and biases."""
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "net.prototxt"
-        path.write_text(deploy_text(depth=2, channels=channels, size=size))
-        net = Net(str(path), "TEST")
+    net = Net(parse(deploy_text(depth=2, channels=channels, size=size),
+                    filename="unet.prototxt"), "TEST")
     randomize_params(net, np.random.default_rng(seed))
     return net
 
@@ -102,22 +114,18 @@ def every_blob(net, image):
 
 @needs_openblas
 @pytest.mark.parametrize("channels, engine", [(16, "flat"), (64, "winograd")])
-def test_the_forward_on_two_threads_equals_the_one_thread_forward(channels, engine):
+def test_the_forward_on_two_threads_equals_the_one_thread_forward(channels, engine, workers):
     """Small bands (many per image) on two workers against one thread: every blob equal to
     float32 rounding (the sums are the same, in the same order)."""
     net = unet(channels, 124)
     assert engine in {layer.engine for layer in net.layers if layer.type == "Convolution"}
     assert "tiled" in {layer.engine for layer in net.layers if layer.type == "Pooling"}
     image = np.random.default_rng(1).random(net.blobs["data"].shape, dtype=np.float32)
-    library, before = parallel.blas(), parallel.blas().threads
-    try:
-        with config.using_sizes(parallel_band_bytes=2 ** 16):
-            library.threads = 1
-            alone = every_blob(net, image)
-            library.threads = 2
-            shared = every_blob(net, image)
-    finally:
-        library.threads = before
+    with config.using_sizes(parallel_band_bytes=2 ** 16):
+        workers.threads = 1
+        alone = every_blob(net, image)
+        workers.threads = 2
+        shared = every_blob(net, image)
     for name, data in alone.items():
         np.testing.assert_allclose(shared[name], data, rtol=1e-6, atol=1e-6, err_msg=name)
 
@@ -149,7 +157,7 @@ def test_a_forward_that_ends_at_the_convolution_leaves_its_top_unrectified():
 
 
 @needs_openblas
-def test_a_batch_on_two_threads_equals_each_image_alone(two_blas_threads):
+def test_a_batch_on_two_threads_equals_each_image_alone(workers):
     """The images of a batch share the cores (the net's engines: im2col, flat, Winograd,
     block up-convolution, pointwise); each image's scores equal its own forward."""
     net = unet(16, 124, seed=4)

@@ -11,11 +11,14 @@ GEMMs, so the bands do run side by side.
 
 - The workers are the OpenBLAS thread count of the moment (OPENBLAS_NUM_THREADS, or the
   count the thread tuner set), so `unetcore` never runs more threads than BLAS alone would.
-- A band is computed the same way whichever thread runs it, and the band boundaries are the
-  engine's, whatever the worker count: a single-threaded GEMM sums each output in the same
-  order as a multi-threaded one on these shapes (it splits the output, never the inner
-  dimension, which is short here), so the answers do not depend on the thread count
-  (tests/engine/test_parallel.py compares them).
+- A band is computed the same way whichever worker runs it, with a one-thread OpenBLAS, and
+  the band boundaries are the engine's, whatever the worker count: the bands' sums do not
+  depend on the number of workers (tests/engine/test_parallel.py compares them). What
+  OpenBLAS does with its own thread count is unchanged: with some of its kernels (Haswell's,
+  measured) a GEMM on two threads rounds a few outputs otherwise than on one, by about 1e-7
+  relative, in the layers that call it with the full count, and in bands that run in the
+  calling thread (one worker, or another region running). With its SkylakeX kernel the two
+  agree, and the README demo's digits did not move with the bands.
 - One parallel region at a time per process: the thread count is the process's. A second
   thread that asks while another region runs (two nets in two threads) runs its bands
   itself, one after another: the same answers, without changing the count under the other.
@@ -25,6 +28,7 @@ GEMMs, so the bands do run side by side.
 - Where NumPy's OpenBLAS is not found (another BLAS), the bands run one after another.
 """
 import contextvars
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -34,14 +38,13 @@ from unetcore.threads import numpy_openblas
 
 _region = threading.Lock()        # held while a parallel region runs
 _pool_lock = threading.Lock()     # guards the making of the pool
-_pool = {}                        # "executor", "workers", "blas": made on first use
+_pool = {}                        # "executor" and its "workers": made on first use
 
 
+@functools.cache
 def blas():
     """NumPy's OpenBLAS (its thread count), looked up once."""
-    if "blas" not in _pool:
-        _pool["blas"] = numpy_openblas()
-    return _pool["blas"]
+    return numpy_openblas()
 
 
 def executor(workers):
@@ -97,21 +100,23 @@ def channel_chunks(array, pieces=8):
     return [(c, min(channels, c + step)) for c in range(0, channels, step)]
 
 
-def fill_zeros(array):
-    """array[...] = 0; on the CPU, (N, C, ...) arrays in channel chunks on all cores."""
+def in_channel_chunks(array, apply):
+    """apply(region) for the channel chunks of an (N, C, ...) NumPy array on all cores, region
+    an index of `array` (and of any array of its shape); apply(...) once, the whole array,
+    for other arrays."""
     if not isinstance(array, np.ndarray) or array.ndim < 2:
-        array.fill(0)
+        apply(...)
         return
-    run_bands(lambda chunk: array[:, chunk[0]:chunk[1]].fill(0), channel_chunks(array))
+    run_bands(lambda chunk: apply((slice(None), slice(*chunk))), channel_chunks(array))
+
+
+def fill_zeros(array):
+    """array[...] = 0, in channel chunks on all cores."""
+    in_channel_chunks(array, lambda region: array[region].fill(0))
 
 
 def copy(dst, src):
-    """dst[...] = src for arrays of one shape; on the CPU, (N, C, ...) arrays in channel
-    chunks on all cores."""
-    if not isinstance(dst, np.ndarray) or dst.ndim < 2:
-        dst[...] = src
-        return
-
-    def copy_chunk(chunk):
-        dst[:, chunk[0]:chunk[1]] = src[:, chunk[0]:chunk[1]]
-    run_bands(copy_chunk, channel_chunks(dst))
+    """dst[...] = src for arrays of one shape, in channel chunks on all cores."""
+    def copy_region(region):
+        dst[region] = src[region]
+    in_channel_chunks(dst, copy_region)
