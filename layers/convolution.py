@@ -182,13 +182,13 @@ class ConvolutionLayer(Layer):
         self.forward_gemm(x, w, y)
         self.finish(y)
 
-    def finish(self, y, channel_axis=0):
-        """y += b, then y = max(y, 0) where rectify_top, in place; y holds output channels
-        along `channel_axis`."""
+    def finish(self, y, channel_axis=0, channels=slice(None)):
+        """y += b, then y = max(y, 0) where rectify_top, in place; y holds the output
+        `channels` along `channel_axis`."""
         if len(self.blobs) > 1:
             shape = [1] * y.ndim
             shape[channel_axis] = -1
-            y += self.blobs[1].data.reshape(shape)
+            y += self.blobs[1].data[channels].reshape(shape)
         if self.rectify_top:
             self.xp.maximum(y, 0, out=y)
 

@@ -68,7 +68,7 @@ class FlatConvolution(CorrelationConvolution):
         stacked = self.stacked_rows(self.weight_matrices(self.blobs[0].data)[0])
         limit = config.sizes().parallel_band_bytes
         jobs = [(x, y, job) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)
-                for job in self.band_jobs(x, y, limit)]
+                for job in self.band_jobs(x, y, limit, self.stacked_band_rows(stacked, y))]
         run_bands(lambda item: self.rows_band(item[0], stacked, item[1], item[2]), jobs)
 
     def stacked_rows(self, matrix):
@@ -133,10 +133,16 @@ class FlatConvolution(CorrelationConvolution):
         y[(slice(None), *index, slice(r0, r1))] = \
             band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 
-    def band_jobs(self, x, y, limit=None):
+    def stacked_band_rows(self, stacked, y):
+        """The rows of rows_band's three buffers (kw shifted images, the stacked products,
+        the band), per pixel of a band."""
+        return stacked.shape[1] + len(stacked) + y.shape[0]
+
+    def band_jobs(self, x, y, limit=None, k_rows=None):
         """(index, start, r0, r1) for every band of output rows: y[:, *index] is the output
-        slice, `start` where its input slice starts in the flattened x (output_slices)."""
-        k, wid = x.shape[0] * math.prod(self.geom.kernel), x.shape[-1]
+        slice, `start` where its input slice starts in the flattened x (output_slices).
+        A band's buffers hold k_rows numbers per pixel (by default the flat im2col's)."""
+        k, wid = k_rows or x.shape[0] * math.prod(self.geom.kernel), x.shape[-1]
         return [(index, start, r0, r1) for index, start in self.output_slices(x, y)
                 for r0, r1 in self.flat_bands(y.shape[-2], k, wid, limit)]
 

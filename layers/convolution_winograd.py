@@ -21,10 +21,12 @@ So the data and weight gradients are Winograd too, with the same transforms and 
 and they are the exact gradients of this forward.
 
 All of it runs in bands of tile rows, in the shared workspace, under
-config.sizes().winograd_band_bytes. The layer's forward runs smaller bands,
-under parallel_band_bytes, on all the CPU's cores at once (unetcore/ops/parallel.py), and adds
-the bias (and the ReLU that follows, where the Net folds it in) to each band's output tiles
-before they are written: one pass over the output fewer, and none on a single core.
+config.sizes().winograd_band_bytes. The layer's forward runs on all the CPU's cores at once
+(unetcore/ops/parallel.py): smaller bands, under parallel_band_bytes, where the channels are
+few; each band in two phases where they are more (first its input tiles, then its products
+and output tiles, each phase cut into parts for the cores). It adds the bias (and the ReLU
+that follows, where the Net folds it in) to the output tiles before they are written: one
+pass over the output fewer, and none on a single core.
 """
 import math
 
@@ -32,7 +34,7 @@ import numpy as np
 
 from unetcore import backend, config
 from unetcore.layer import register_engine
-from unetcore.ops.parallel import run_bands
+from unetcore.ops.parallel import run_bands, split_range
 from unetcore.ops.winograd import tile_count, winograd_2d
 
 from unetcore.layers.conditions import parsed_geometry, unit_stride_unpadded
@@ -44,6 +46,14 @@ WINOGRAD_MIN_CHANNELS = 64
 # passes outweigh its GEMMs. Above it each small band's GEMM re-reads a transformed kernel of
 # T C_in C_out numbers, and one band at a time on all cores is faster (docs/benchmarks.md).
 PARALLEL_MAX_KERNEL = 64 * 128
+# Above it, up to PHASES_MAX_KERNEL (128 x 256), each band in two phases on all cores: the
+# input tiles of PHASE_PARTS parts of its tile rows, then the products and output tiles of
+# blocks of PHASE_CHANNELS output channels. The parts and blocks are the same whatever the
+# number of cores, and so are the sums. Above that, the transformed kernel is too large to
+# read once per part and block, and each band runs as one, its GEMM on all cores.
+PHASES_MAX_KERNEL = 128 * 256
+PHASE_PARTS = 2
+PHASE_CHANNELS = 64
 
 
 def tile_for(c_in, c_out, out_h, out_w):
@@ -95,25 +105,28 @@ class WinogradConvolution(ConvolutionLayer):
             self.forward_band(x, u, band, y)
 
     def forward(self, bottom, top):
-        """forward_gemm with the bias and the ReLU folded into each band's output tiles;
-        on the CPU, where the channels are few, the bands of every image of the batch on all
-        cores at once (unetcore/ops/parallel.py)."""
+        """forward_gemm with the bias and the ReLU folded into the output tiles, on all
+        cores: where the channels are few, the bands of every image of the batch at once;
+        with more, each band in two phases (forward_in_phases); with the most, one band at
+        a time, its GEMMs on all of BLAS's threads."""
         if self.xp is not np:
             return super().forward(bottom, top)
         u = self.transformed_kernel(self.weight_matrices(self.blobs[0].data))
-        parallel = self.channels * self.num_output <= PARALLEL_MAX_KERNEL
-        limit = config.sizes().parallel_band_bytes if parallel else None
-        jobs = [(x, y, band) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)
-                for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0], limit)]
-
-        def work(item):
-            x, y, band = item
-            self.forward_band(x, u, band, y, finish=True)
-        if parallel:
-            run_bands(work, jobs)
-        else:
-            for item in jobs:
-                work(item)
+        images = [(x, y) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)]
+        if self.channels * self.num_output <= PARALLEL_MAX_KERNEL:
+            limit = config.sizes().parallel_band_bytes
+            jobs = [(x, y, band) for x, y in images
+                    for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0], limit)]
+            run_bands(lambda job: self.forward_band(job[0], u, job[2], job[1], finish=True),
+                      jobs)
+            return
+        phases = self.channels * self.num_output <= PHASES_MAX_KERNEL
+        for x, y in images:
+            for band in self.tile_bands(y.shape[1:], x.shape[0], y.shape[0]):
+                if phases:
+                    self.forward_in_phases(x, u, band, y)
+                else:
+                    self.forward_band(x, u, band, y, finish=True)
 
     def forward_band(self, x, u, band, y, finish=False):
         """y's tile rows ty0:ty1 = (A^T kron A^T)(U @ V); then finish (bias, ReLU) where
@@ -123,6 +136,29 @@ class WinogradConvolution(ConvolutionLayer):
         m = self.buffer((len(u), c_out, v.shape[2]), "products")
         self.xp.matmul(u, v, out=m)
         self.put_output_tiles(m, ty0, ty1, y, finish)
+
+    def forward_in_phases(self, x, u, band, y):
+        """One band of a layer with many channels, whose transformed kernel U is too large
+        to read again for each of many small bands: first the input tiles of PHASE_PARTS
+        parts of the band's tile rows, on all cores; then U @ V and the output tiles by
+        blocks of PHASE_CHANNELS output channels, on all cores, each block reading its rows
+        of U once per part. The parts and blocks do not depend on the number of cores, nor
+        do the sums."""
+        parts = split_range(*band, PHASE_PARTS)
+        tiles_w, t, c_in = tile_count(y.shape[2], self.tile), len(u), x.shape[0]
+        v = [self.buffer((t, c_in, (r1 - r0) * tiles_w), f"transformed part {k}")
+             for k, (r0, r1) in enumerate(parts)]
+        run_bands(lambda k: self.input_tiles(x, *parts[k], y.shape[2], out=v[k]),
+                  range(len(parts)))
+
+        def outputs(block):
+            channels = slice(*block)
+            for (r0, r1), v_part in zip(parts, v):
+                m = self.buffer((t, block[1] - block[0], v_part.shape[2]), "products")
+                np.matmul(u[:, channels], v_part, out=m)
+                self.put_output_tiles(m, r0, r1, y, True, channels)
+        run_bands(outputs, [(o, min(o + PHASE_CHANNELS, y.shape[0]))
+                            for o in range(0, y.shape[0], PHASE_CHANNELS)])
 
     def backward_image(self, x, dy, w, dw, dx):
         """dU += dM V^T and dV = U^T dM, sharing each band's dM; then dW from dU."""
@@ -154,30 +190,32 @@ class WinogradConvolution(ConvolutionLayer):
         u = self.wino.filter_transform @ w[0].reshape(-1, taps).T      # (T, C_out C)
         return u.reshape(len(u), c_out, -1)
 
-    def input_tiles(self, x, ty0, ty1, out_w):
+    def input_tiles(self, x, ty0, ty1, out_w, out=None):
         """V = (B^T kron B^T) d for the input tiles of tile rows ty0:ty1 of an output
-        `out_w` wide: (T, C, P)."""
+        `out_w` wide: (T, C, P), into `out` where given."""
         wino, tile_w = self.wino, tile_count(out_w, self.tile)
         channels, count = x.shape[0], (ty1 - ty0) * tile_w
         d = self.buffer((len(wino.input_transform), channels, ty1 - ty0, tile_w), "tiles")
         for t, (i, j) in enumerate(self.tile_offsets(wino.alphas)):
             self.copy_tile_element(x, i + self.tile * ty0, j, ty1 - ty0, tile_w, d[t])
-        v = self.buffer((len(d), channels, count), "transformed")
+        v = self.buffer((len(d), channels, count), "transformed") if out is None else out
         backend.matmul_into(self.xp, wino.input_transform, d.reshape(len(d), -1),
                             v.reshape(len(v), -1))
         return v
 
-    def put_output_tiles(self, m, ty0, ty1, y, finish=False):
-        """y's tile rows ty0:ty1 = (A^T kron A^T) M, less what hangs over y's edges; with
-        `finish`, the bias added and the ReLU applied on the way."""
+    def put_output_tiles(self, m, ty0, ty1, y, finish=False, channels=slice(None)):
+        """y's tile rows ty0:ty1 (of the output `channels` that M holds) = (A^T kron A^T) M,
+        less what hangs over y's edges; with `finish`, the bias added and the ReLU applied
+        on the way."""
         tile, tile_w = self.tile, tile_count(y.shape[2], self.tile)
         out = self.buffer((tile * tile, m.shape[1], ty1 - ty0, tile_w), "outputs")
         backend.matmul_into(self.xp, self.wino.output_transform, m.reshape(len(m), -1),
                             out.reshape(len(out), -1))
         if finish:
-            self.finish(out, channel_axis=1)
+            self.finish(out, channel_axis=1, channels=channels)
         for t, (i, j) in enumerate(self.tile_offsets((tile, tile))):
-            pixels = self.tile_element_view(y, i + self.tile * ty0, j, ty1 - ty0, tile_w)
+            pixels = self.tile_element_view(y[channels], i + self.tile * ty0, j, ty1 - ty0,
+                                            tile_w)
             pixels[...] = out[t, :, :pixels.shape[1], :pixels.shape[2]]
 
     def output_tile_gradients(self, dy, ty0, ty1):

@@ -42,7 +42,10 @@ class TiledMaxPooling(PoolingLayer):
     def forward_max(self, x, top):
         y = top[0].data
         grid = self.whole_windows(x)
-        if self.kernel[-2:] == (2, 2) and set(self.kernel[:-2]) <= {1}:
+        if not self.backward_wanted and len(top) == 1:
+            self.offset = None                     # the max alone: no backward will ask
+            in_channel_chunks(grid, lambda region: self.max_only(grid[region], y[region]))
+        elif self.kernel[-2:] == (2, 2) and set(self.kernel[:-2]) <= {1}:
             self.offset = np.empty(y.shape, np.int8)
             in_channel_chunks(grid, lambda region: self.max_2x2_tournament(
                 grid[region], y[region], self.offset[region]))
@@ -87,6 +90,17 @@ class TiledMaxPooling(PoolingLayer):
         grid[common] = x[common]
         return grid
 
+    def max_only(self, grid, y):
+        """y = the maximum of each window, without its position: the taps' grids compared
+        pairwise."""
+        first, *others = [grid[self.tap_grid(tap)] for tap in self.taps()]
+        if not others:
+            y[...] = first
+            return
+        np.maximum(first, others[0], out=y)
+        for other in others[1:]:
+            np.maximum(y, other, out=y)
+
     @staticmethod
     def max_2x2_tournament(x, y, offset):
         """The U-Net's 2x2 windows (and 1x2x2 in 3-d: 2x2 in every slice), as a tournament:
@@ -105,6 +119,9 @@ class TiledMaxPooling(PoolingLayer):
 
     def backward_max(self, dy, dx):
         """Window element `tap` of every window gets dy where it won, else 0."""
+        if self.offset is None:
+            raise self.error("its forward kept no argmax: the net runs no backward through "
+                             "this layer (set force_backward, or give it a loss above)")
         fits = dx.shape[2:] == self.whole_shape()
         grid = dx if fits else np.empty(dx.shape[:2] + self.whole_shape(), dx.dtype)
         for k, tap in enumerate(self.taps()):

@@ -123,6 +123,9 @@ class Layer:
     exact_bottoms = min_bottoms = max_bottoms = None
     exact_tops = min_tops = max_tops = None
     is_loss = False                 # a loss layer's first top gets loss_weight 1 by default
+    # False where no backward follows the forward: the Net clears it for the layers it never
+    # runs backward through (a deploy net's), so that forward may skip what only backward reads.
+    backward_wanted = True
 
     def __init__(self, param, phase="TRAIN", dtype=np.float32, xp=np, rng=None):
         self.param = param

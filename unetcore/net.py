@@ -313,6 +313,8 @@ class Net:
                     if layer.allow_force_backward(j) and (down[j] if down else True):
                         self.bottom_need_backward[i][j] = True
                         self.layer_need_backward[i] = True
+        for layer, need in zip(self.layers, self.layer_need_backward):
+            layer.backward_wanted = need
 
     # ------------------------------------------------------------------ running
     @property

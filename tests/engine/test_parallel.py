@@ -9,6 +9,7 @@ import pytest
 from unetcore import config
 from unetcore.formats.prototxt import parse
 from unetcore.gradcheck import randomize_params
+from unetcore.layers import convolution_winograd as winograd
 from unetcore.models.unet import deploy_text
 from unetcore.net import Net
 from unetcore.ops import parallel
@@ -171,3 +172,37 @@ def test_a_batch_on_two_threads_equals_each_image_alone(workers):
     together = net.forward(data=images)[output]
     for got, expected in zip(together, alone):
         np.testing.assert_allclose(got, expected[0], rtol=1e-6, atol=1e-6)
+
+
+@needs_openblas
+@pytest.mark.parametrize("c_in, c_out, size, band_bytes", [(128, 128, 70, 2 ** 20),
+                                                           (96, 160, 37, 2 ** 18)])
+def test_a_wider_winograd_layer_runs_in_two_phases_with_the_same_sums_on_any_count(
+        c_in, c_out, size, band_bytes, workers):
+    """Above PARALLEL_MAX_KERNEL the forward shares each band out in two phases (the input
+    tiles by parts of the tile rows, then the products and output tiles by blocks of output
+    channels): on two workers and on one the same sums, bit for bit; and forward_gemm's
+    bands one after another, bias and ReLU after, within float32 rounding."""
+    text = (f'name: "wide" input: "data" input_shape {{ dim: 2 dim: {c_in} dim: {size} '
+            f'dim: {size} }} layer {{ name: "conv" type: "Convolution" bottom: "data" '
+            f'top: "y" convolution_param {{ num_output: {c_out} kernel_size: 3 }} }} '
+            'layer { name: "relu" type: "ReLU" bottom: "y" top: "y" }')
+    net = Net(parse(text), "TEST")
+    randomize_params(net, np.random.default_rng(6))
+    conv = net.layers[net.layer_names.index("conv")]
+    assert conv.engine == "winograd"
+    assert winograd.PARALLEL_MAX_KERNEL < c_in * c_out <= winograd.PHASES_MAX_KERNEL
+    x = np.random.default_rng(7).standard_normal(net.blobs["data"].shape).astype(np.float32)
+    with config.using_sizes(winograd_band_bytes=band_bytes):
+        assert len(conv.tile_bands(net.blobs["y"].shape[2:], c_in, c_out)) > 1
+        workers.threads = 1
+        alone = net.forward(data=x)["y"].copy()
+        workers.threads = 2
+        shared = net.forward(data=x)["y"].copy()
+        one_by_one = np.empty_like(shared)
+        w = conv.weight_matrices(conv.blobs[0].data)
+        for image, y in zip(x, one_by_one):
+            conv.forward_gemm(image, w, y)
+    np.testing.assert_array_equal(shared, alone)
+    one_by_one += conv.blobs[1].data[:, None, None]
+    np.testing.assert_allclose(shared, np.maximum(one_by_one, 0), rtol=1e-6, atol=1e-6)

@@ -10,7 +10,9 @@ from unetcore import config
 from unetcore.backend import to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
+from unetcore.formats.prototxt import parse
 from unetcore.layers.convolution import direct_convolution, direct_convolution_backward
+from unetcore.net import Net
 from unetcore.ops.im2col import ConvGeometry
 
 RNG = np.random.default_rng(0)
@@ -306,6 +308,38 @@ def test_tiled_max_pooling_equals_the_reference_with_ties_and_partial_windows(ke
         results.append((top[0].data.copy(), top[1].data.copy(), bottom[0].diff.copy()))
     for tiled, reference in zip(*results):
         np.testing.assert_array_equal(tiled, reference)
+
+
+@pytest.mark.parametrize("kernel,size", [(2, (6, 12)), (3, (7, 8)), (1, (3, 4))])
+def test_tiled_max_pooling_without_a_backward_keeps_the_max_and_refuses_backward(kernel, size):
+    """Where the net runs no backward through it (backward_wanted cleared), the tiled engine
+    computes the maxima alone: the same maxima, and a backward refused with a clear error."""
+    x = RNG.integers(0, 3, (2, 3) + size).astype(float)
+    maxima = []
+    for wanted in (True, False):
+        layer = make_layer(pool_text("MAX", kernel, kernel), shapes=[x.shape], engine="tiled")
+        layer.backward_wanted = wanted
+        maxima.append(run_forward(layer, x)[0])
+    np.testing.assert_array_equal(maxima[1], maxima[0])
+    bottom, top = blobs_of(x), blobs_of(maxima[1])
+    with pytest.raises(NetError, match="kept no argmax"):
+        layer.backward(top, [True], bottom)
+
+
+def test_a_deploy_net_clears_backward_wanted_and_a_training_net_keeps_it():
+    text = ('name: "n" input: "data" input_shape { dim: 1 dim: 1 dim: 4 dim: 4 } '
+            'input: "label" input_shape { dim: 1 dim: 1 dim: 2 dim: 2 } '
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            'convolution_param { num_output: 2 kernel_size: 1 } } '
+            'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" '
+            'pooling_param { pool: MAX kernel_size: 2 stride: 2 } } ')
+    loss = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "pool" bottom: "label" '
+            'top: "loss" }')
+
+    def pool_layer(net):
+        return net.layers[net.layer_names.index("pool")]
+    assert not pool_layer(Net(parse(text), phase="TEST")).backward_wanted
+    assert pool_layer(Net(parse(text + loss), phase="TRAIN")).backward_wanted
 
 
 def test_max_pooling_odd_size_ceil_window():

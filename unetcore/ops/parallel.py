@@ -47,6 +47,20 @@ def blas():
     return numpy_openblas()
 
 
+def worker_count():
+    """How many threads run_bands would use for many bands: OpenBLAS's count (1 without
+    NumPy's OpenBLAS)."""
+    library = blas()
+    return library.threads if library is not None else 1
+
+
+def split_range(start, stop, pieces):
+    """(a, b) ranges that cut start:stop into up to `pieces` nearly equal, non-empty parts."""
+    pieces = max(1, min(pieces, stop - start))
+    bounds = [start + (stop - start) * k // pieces for k in range(pieces + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def executor(workers):
     with _pool_lock:
         if _pool.get("workers", 0) < workers:
@@ -64,7 +78,7 @@ def run_bands(work, bands):
     where several failed)."""
     bands = list(bands)
     library = blas()
-    workers = min(library.threads if library is not None else 1, len(bands))
+    workers = min(worker_count(), len(bands))
     if workers < 2 or not _region.acquire(blocking=False):
         for band in bands:
             work(band)
@@ -93,11 +107,9 @@ PARALLEL_MIN_ELEMENTS = 2 ** 20
 def channel_chunks(array, pieces=8):
     """(c0, c1) ranges that cut axis 1 (the channels) of an (N, C, ...) array into up to
     `pieces` chunks; one chunk where the array is too small to share out."""
-    channels = array.shape[1]
     if array.size < PARALLEL_MIN_ELEMENTS:
-        return [(0, channels)]
-    step = -(-channels // min(pieces, channels))
-    return [(c, min(channels, c + step)) for c in range(0, channels, step)]
+        return [(0, array.shape[1])]
+    return split_range(0, array.shape[1], pieces)
 
 
 def in_channel_chunks(array, apply):
