@@ -12,6 +12,7 @@ from unetcore.ops import parallel
 @register
 class ConcatLayer(Layer):
     type = "Concat"
+    overwrites_tops = True
     min_bottoms = 1
     exact_tops = 1
 

@@ -121,6 +121,7 @@ def window(pixel, geom):
 @register
 class ConvolutionLayer(Layer):
     type = "Convolution"
+    overwrites_tops = True
     engine_param = "convolution_param"
     min_bottoms = 1
     min_tops = 1

@@ -12,6 +12,7 @@ from unetcore.ops import parallel
 @register
 class CropLayer(Layer):
     type = "Crop"
+    overwrites_tops = True
     exact_bottoms = 2
     exact_tops = 1
 

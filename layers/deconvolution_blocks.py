@@ -2,13 +2,14 @@
 U-Net's 2x2 stride-2 up-convolution, and its 3-d forms 2x2x2 and 1x2x2).
 
 Then every input pixel writes its own kernel-sized block of the output and no two blocks
-overlap, so the col2im of the forward (the convolution's backward_gemm) is a single
-reshaping copy. In 2-d:
+overlap, so the col2im of the forward (the convolution's backward_gemm) is a copy, one per
+kernel tap onto a strided grid of the output. In 2-d:
 
     y[c, kh i + p, kw j + q] = col[(c, p, q), (i, j)],     col = W^T @ X
 
 and in 3-d the same with a third pair of indices (kd o + r for slice o and tap r).
 """
+import itertools
 import math
 
 from unetcore.layer import register_engine
@@ -42,11 +43,13 @@ class BlockDeconvolution(DeconvolutionLayer):
 
     def place_blocks(self, col, y, r0, r1):
         """y[c, k0 i0 + p0, k1 i1 + p1, ...] = col[(c, p0, p1, ...), (i0, i1, ...)] for input
-        rows i0 in [r0, r1): one copy. y's band is viewed as (C, i0, p0, i1, p1, ...) and
-        col as (C, p0, p1, ..., i0, i1, ...), whose axes are interleaved to match."""
-        kernel, axes, channels = self.geom.kernel, len(self.geom.kernel), y.shape[0]
+        rows i0 in [r0, r1): for each tap (p0, p1, ...) of the kernel, one copy into the
+        strided grid y[:, p0::k0, p1::k1, ...] (one copy of everything, through a transposed
+        view, steps kw elements at a time and was 2.5 to 7 times slower)."""
+        kernel, channels = self.geom.kernel, y.shape[0]
         inputs = (r1 - r0,) + tuple(n // k for n, k in zip(y.shape[2:], kernel[1:]))
         band = y[:, r0 * kernel[0]:r1 * kernel[0]]
-        blocks = band.reshape((channels,) + sum(zip(inputs, kernel), ()))
-        order = sum(((1 + axes + a, 1 + a) for a in range(axes)), ())
-        blocks[...] = col.reshape((channels, *kernel, *inputs)).transpose((0,) + order)
+        taps = col.reshape((channels, math.prod(kernel)) + inputs)
+        for t, tap in enumerate(itertools.product(*map(range, kernel))):
+            grid = tuple(slice(p, None, k) for p, k in zip(tap, kernel))
+            band[(slice(None),) + grid] = taps[:, t]

@@ -123,6 +123,7 @@ def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
 @register
 class PoolingLayer(Layer):
     type = "Pooling"
+    overwrites_tops = True
     engine_param = "pooling_param"
     exact_bottoms = 1
     min_tops = 1

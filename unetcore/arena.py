@@ -12,8 +12,9 @@ so we plan it once instead:
 2. The plan gives each array an offset in one arena, so that arrays alive at the same time
    never overlap: greedy by size, largest first, each at the lowest offset free over its
    interval (the offset calculation of TensorFlow Lite's memory planner).
-3. Later passes hand out zeroed views of the arena at the planned offsets. If the sequence
-   ever changes (a new input size), they fall back to step 1 and plan again.
+3. Later passes hand out zeroed views of the arena at the planned offsets (not zeroed for
+   the tops of a layer that sets every element of them: Layer.overwrites_tops). If the
+   sequence ever changes (a new input size), they fall back to step 1 and plan again.
 
 A MemoryPlan puts this into a net from outside: it adds hooks to the net's loops that free
 the arrays, and gives each blob an Allocator that takes them from the arenas.
@@ -35,8 +36,8 @@ class Arena:
         self.clock = 0
         self.lent = {}                        # id(view) -> take index
 
-    def take(self, shape):
-        """A zeroed array of `shape`."""
+    def take(self, shape, zeroed=True):
+        """An array of `shape`, zeroed unless its writer sets every element of it."""
         size = int(np.prod(shape, dtype=np.int64))
         index = len(self.takes)
         planned = self.plan is not None and index < len(self.plan) and self.plan[index][0] == size
@@ -45,7 +46,8 @@ class Arena:
         if planned:
             offset = self.plan[index][1]
             view = self.arena[offset:offset + size].reshape(shape)
-            parallel.fill_zeros(view)
+            if zeroed:
+                parallel.fill_zeros(view)
         else:
             view = self.xp.zeros(shape, dtype=self.dtype)
         self.takes.append(size)
@@ -97,9 +99,11 @@ class Allocator:
         self.xp, self.dtype = xp, np.dtype(dtype)
         self.arenas = {"data": data, "diff": diff}
 
-    def take(self, shape, kind):
+    def take(self, shape, kind, zeroed=True):
         arena = self.arenas[kind]
-        return self.xp.zeros(shape, dtype=self.dtype) if arena is None else arena.take(shape)
+        if arena is None:
+            return self.xp.zeros(shape, dtype=self.dtype)
+        return arena.take(shape, zeroed)
 
     def give(self, array, kind):
         arena = self.arenas[kind]

@@ -54,6 +54,15 @@ class Blob:
     def count(self):
         return int(np.prod(self._shape, dtype=np.int64))
 
+    def data_to_overwrite(self):
+        """The data array, for a writer that sets every element of it: an array from a memory
+        plan's arena comes as it is, not zeroed first."""
+        if self._source is not None:
+            return self._source.data_to_overwrite()
+        if self._data is None:
+            self._data = self.allocator.take(self._shape, "data", zeroed=False)
+        return self._data
+
     @property
     def data(self):
         if self._source is not None:

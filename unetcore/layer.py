@@ -126,6 +126,9 @@ class Layer:
     # False where no backward follows the forward: the Net clears it for the layers it never
     # runs backward through (a deploy net's), so that forward may skip what only backward reads.
     backward_wanted = True
+    # True where forward sets every element of every top (the Net then hands the tops out
+    # without zeroing them first, where a memory plan serves them).
+    overwrites_tops = False
 
     def __init__(self, param, phase="TRAIN", dtype=np.float32, xp=np, rng=None):
         self.param = param

@@ -431,6 +431,9 @@ class Net:
             if i in self.fused_rectifiers:
                 layer.rectify_top = self.fused_rectifiers[i] < end
             if not (i - 1 in self.fused_rectifiers and i - 1 >= start):
+                if layer.overwrites_tops:
+                    for blob in top:
+                        blob.data_to_overwrite()
                 layer.forward(bottom, top)      # (a fused ReLU's layer already rectified)
             for blob, weight in zip(top, self.specs[i].loss_weights):
                 if weight:

@@ -89,3 +89,38 @@ def test_forward_only_nets_free_activations_and_give_the_same_outputs():
     np.testing.assert_array_equal(net.blobs["data"].data, image.astype(np.float32))  # kept
     with pytest.raises(NetError, match="frees its activations during forward"):
         net.backward()
+
+
+def test_tops_a_layer_overwrites_come_unzeroed_and_every_element_is_written():
+    """The layers that say they set every element of their tops (overwrites_tops) get them
+    from the arena as they are: with the arena full of NaN before each pass, the U-Net's
+    outputs (batch 2, Winograd and flat layers, the cropping concat) are those of a net that
+    frees nothing; and the arena still zeroes the tops of the other layers."""
+    from unetcore.gradcheck import randomize_params
+    from unetcore.models.unet import deploy_text
+    from unetcore.formats.prototxt import parse
+    from unetcore.net import Net
+    images = np.random.default_rng(3).random((2, 1, 132, 132)).astype(np.float32)
+    outputs = []
+    for release in (False, True):
+        net = Net(parse(deploy_text(depth=3, channels=32, size=132), filename="unet.prototxt"),
+                  "TEST")
+        net.blobs["data"].reshape(images.shape)
+        net.reshape()
+        randomize_params(net, np.random.default_rng(4))
+        net.release_activations = release
+        for _ in range(3):                                # record, plan, then serve
+            if release and net.memory.data_arena.arena is not None:
+                net.memory.data_arena.arena[...] = np.nan
+            outputs.append(net.forward(data=images)[net.outputs[0]].copy())
+    assert {layer.engine for layer in net.layers} >= {"flat", "winograd", "blocks", "tiled"}
+    assert {layer.type for layer in net.layers if layer.overwrites_tops} >= {
+        "Convolution", "Deconvolution", "Pooling", "Concat"}
+    assert not np.isnan(outputs[0]).any()
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])
+    arena = Arena(np, np.float32)
+    run_sequence(arena, EVENTS)
+    arena.arena[...] = np.nan
+    views, _ = run_sequence(arena, EVENTS)
+    assert all((v == 0).all() for v in views.values())
