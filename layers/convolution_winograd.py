@@ -42,15 +42,15 @@ from unetcore.layers.convolution import ConvolutionLayer, row_bands
 
 # Below this many input or output channels the transforms cost more than the GEMMs save.
 WINOGRAD_MIN_CHANNELS = 64
-# The forward runs its bands on all cores up to this C_in * C_out (64 x 128): there its NumPy
-# passes outweigh its GEMMs. Above it each small band's GEMM re-reads a transformed kernel of
-# T C_in C_out numbers, and one band at a time on all cores is faster (docs/benchmarks.md).
+# The forward runs its small bands on all cores up to this C_in * C_out (64 x 128): there its
+# NumPy passes outweigh its GEMMs. Above it each small band's GEMM would re-read a transformed
+# kernel of T C_in C_out numbers (docs/benchmarks.md).
 PARALLEL_MAX_KERNEL = 64 * 128
-# Above it, up to PHASES_MAX_KERNEL (128 x 256), each band in two phases on all cores: the
-# input tiles of PHASE_PARTS parts of its tile rows, then the products and output tiles of
-# blocks of PHASE_CHANNELS output channels. The parts and blocks are the same whatever the
+# Above it, up to PHASES_MAX_KERNEL (128 x 256), each large band in two phases on all cores:
+# the input tiles of PHASE_PARTS parts of its tile rows, then the products and output tiles
+# of blocks of PHASE_CHANNELS output channels. The parts and blocks are the same whatever the
 # number of cores, and so are the sums. Above that, the transformed kernel is too large to
-# read once per part and block, and each band runs as one, its GEMM on all cores.
+# read once per part and block, and each band runs whole, its GEMMs on all of BLAS's threads.
 PHASES_MAX_KERNEL = 128 * 256
 PHASE_PARTS = 2
 PHASE_CHANNELS = 64
