@@ -182,7 +182,9 @@ def test_a_wider_winograd_layer_runs_in_two_phases_with_the_same_sums_on_any_cou
     """Above PARALLEL_MAX_KERNEL the forward shares each band out in two phases (the input
     tiles by parts of the tile rows, then the products and output tiles by blocks of output
     channels): on two workers and on one the same sums, bit for bit; and forward_gemm's
-    bands one after another, bias and ReLU after, within float32 rounding."""
+    bands one after another, bias and ReLU after, within twice Winograd's float32 error
+    (equal with OpenBLAS's SkylakeX kernel; its Haswell kernel rounds some products otherwise
+    where a GEMM's columns are cut elsewhere, and F(4, 3)'s output transform magnifies that)."""
     text = (f'name: "wide" input: "data" input_shape {{ dim: 2 dim: {c_in} dim: {size} '
             f'dim: {size} }} layer {{ name: "conv" type: "Convolution" bottom: "data" '
             f'top: "y" convolution_param {{ num_output: {c_out} kernel_size: 3 }} }} '
@@ -204,5 +206,6 @@ def test_a_wider_winograd_layer_runs_in_two_phases_with_the_same_sums_on_any_cou
         for image, y in zip(x, one_by_one):
             conv.forward_gemm(image, w, y)
     np.testing.assert_array_equal(shared, alone)
-    one_by_one += conv.blobs[1].data[:, None, None]
-    np.testing.assert_allclose(shared, np.maximum(one_by_one, 0), rtol=1e-6, atol=1e-6)
+    one_by_one = np.maximum(one_by_one + conv.blobs[1].data[:, None, None], 0)
+    error = np.abs(shared - one_by_one).max() / np.abs(one_by_one).max()
+    assert error < 2e-5             # each within F(4, 3)'s float32 bound of 1e-5 (test_layers)
