@@ -47,7 +47,10 @@ def window_values(p, both, h, w, default, error, axes=2):
         if axes != 2:
             raise error(f"{h}/{w} are for 2-d pooling; this one has {axes} spatial axes: "
                         f"give {both} once, or once per axis")
-        return (getattr(p, h), getattr(p, w))
+        pair = (getattr(p, h), getattr(p, w))
+        if None in pair:
+            raise error(f"give both {h} and {w} (or {both} alone)")
+        return pair
     values = list(getattr(p, both))
     return spatial_values(values, axes, both, error) if values else (default,) * axes
 

@@ -76,6 +76,14 @@ def test_time_names_the_engine_of_each_layer():
     assert "[" not in result.output
 
 
+def test_time_runs_every_layer_of_a_deploy_net_backward():
+    """A deploy net has no loss, so no pool of it keeps an argmax for a backward in use; `time`
+    runs every layer's backward anyway, as `caffe time` does."""
+    result = run("time", PROTOTXT / "unet-small-deploy.prototxt", "--iterations", 1)
+    assert result.exit_code == 0, result.output
+    assert "pool_d1c-2a" in result.output
+
+
 def test_an_unknown_engine_is_refused():
     result = run("time", PROTOTXT / "unet-small-train.prototxt", "--engine", "fft")
     assert result.exit_code == 2

@@ -272,6 +272,21 @@ def test_convolution_errors():
                     np.zeros((1, 1, 2, 2)))
 
 
+@pytest.mark.parametrize("fields, named", [
+    ('type: "Convolution" convolution_param { num_output: 1 kernel_size: 3 stride_w: 2 }',
+     "give both stride_h and stride_w"),
+    ('type: "Convolution" convolution_param { num_output: 1 kernel_h: 3 }',
+     "give both kernel_h and kernel_w"),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride_h: 2 }',
+     "give both stride_h and stride_w"),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_w: 2 stride: 2 }',
+     "give both kernel_h and kernel_w")])
+def test_half_of_an_h_w_pair_is_refused_in_one_line(fields, named):
+    """Caffe reads a missing stride_h or kernel_w as 0 and stops on it; one line names both."""
+    with pytest.raises(NetError, match=named):
+        run_forward(make_layer(f'name: "l" {fields}'), np.zeros((1, 1, 8, 8)))
+
+
 # ---------------------------------------------------------------- pooling
 def pool_text(method="MAX", kernel=2, stride=2, pad=0):
     return (f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: {kernel} '

@@ -77,7 +77,10 @@ def geometry_from_param(conv_param, error, axes=2):
                             f"give {field} once, or once per axis")
             if getattr(conv_param, field):
                 raise error(f"give either {field} or {h}/{w}, not both")
-            return (getattr(conv_param, h), getattr(conv_param, w))
+            pair = (getattr(conv_param, h), getattr(conv_param, w))
+            if None in pair:
+                raise error(f"give both {h} and {w} (or {field} alone)")
+            return pair
         given = getattr(conv_param, field)
         return spatial_values(given, axes, field, error) if given else (default,) * axes
 
