@@ -48,6 +48,11 @@ def row_bands(rows, bytes_per_row, limit=None):
     return [(r, min(rows, r + per_band)) for r in range(0, rows, per_band)]
 
 
+def batch_images(bottom, top):
+    """(x, y) for every image of the batch: each bottom's image with its top's."""
+    return [(x, y) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)]
+
+
 def for_each_image(xp, work, images):
     """work(image) for each image of a batch: on the CPU, the images on all cores at once
     (unetcore/ops/parallel.py; one image runs alone, on all of BLAS's threads)."""
@@ -173,8 +178,8 @@ class ConvolutionLayer(Layer):
     # ---- forward and backward: the three products, image by image
     def forward(self, bottom, top):
         w = self.weight_matrices(self.blobs[0].data)
-        images = [(b.data[n], t.data[n]) for b, t in zip(bottom, top) for n in range(b.shape[0])]
-        for_each_image(self.xp, lambda image: self.forward_image(image[0], w, image[1]), images)
+        for_each_image(self.xp, lambda image: self.forward_image(image[0], w, image[1]),
+                       batch_images(bottom, top))
 
     def forward_image(self, x, w, y):
         """y = W * x + b for one image (then max(y, 0) where rectify_top). The flat and

@@ -30,7 +30,7 @@ from unetcore.ops.im2col import im2col_flat, tap_offsets
 from unetcore.ops.parallel import run_bands
 from unetcore.layer import register_engine
 
-from unetcore.layers.convolution import row_bands
+from unetcore.layers.convolution import batch_images, row_bands
 from unetcore.layers.conditions import unit_stride_unpadded
 from unetcore.layers.convolution_correlation import CorrelationConvolution
 
@@ -67,7 +67,7 @@ class FlatConvolution(CorrelationConvolution):
         (unetcore/ops/parallel.py): one small image alone has too few to share out."""
         stacked = self.stacked_rows(self.weight_matrices(self.blobs[0].data)[0])
         limit = config.sizes().parallel_band_bytes
-        jobs = [(x, y, job) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)
+        jobs = [(x, y, job) for x, y in batch_images(bottom, top)
                 for job in self.band_jobs(x, y, limit, self.stacked_band_rows(stacked, y))]
         run_bands(lambda item: self.rows_band(item[0], stacked, item[1], item[2]), jobs)
 

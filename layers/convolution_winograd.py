@@ -38,7 +38,7 @@ from unetcore.ops.parallel import run_bands, split_range
 from unetcore.ops.winograd import tile_count, winograd_2d
 
 from unetcore.layers.conditions import parsed_geometry, unit_stride_unpadded
-from unetcore.layers.convolution import ConvolutionLayer, row_bands
+from unetcore.layers.convolution import ConvolutionLayer, batch_images, row_bands
 
 # Below this many input or output channels the transforms cost more than the GEMMs save.
 WINOGRAD_MIN_CHANNELS = 64
@@ -112,7 +112,7 @@ class WinogradConvolution(ConvolutionLayer):
         if self.xp is not np:
             return super().forward(bottom, top)
         u = self.transformed_kernel(self.weight_matrices(self.blobs[0].data))
-        images = [(x, y) for b, t in zip(bottom, top) for x, y in zip(b.data, t.data)]
+        images = batch_images(bottom, top)
         if self.channels * self.num_output <= PARALLEL_MAX_KERNEL:
             limit = config.sizes().parallel_band_bytes
             jobs = [(x, y, band) for x, y in images

@@ -47,13 +47,6 @@ def blas():
     return numpy_openblas()
 
 
-def worker_count():
-    """How many threads run_bands would use for many bands: OpenBLAS's count (1 without
-    NumPy's OpenBLAS)."""
-    library = blas()
-    return library.threads if library is not None else 1
-
-
 def split_range(start, stop, pieces):
     """(a, b) ranges that cut start:stop into up to `pieces` nearly equal, non-empty parts."""
     pieces = max(1, min(pieces, stop - start))
@@ -78,7 +71,7 @@ def run_bands(work, bands):
     where several failed)."""
     bands = list(bands)
     library = blas()
-    workers = min(worker_count(), len(bands))
+    workers = min(library.threads if library is not None else 1, len(bands))
     if workers < 2 or not _region.acquire(blocking=False):
         for band in bands:
             work(band)
