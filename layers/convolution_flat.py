@@ -62,56 +62,57 @@ class FlatConvolution(CorrelationConvolution):
         self.flat_convolution(x, w[0], y)
 
     def forward(self, bottom, top):
-        """The forward by stacked rows (rows_band), with the bias and the ReLU folded into
-        each band; the bands of every image of the batch on all cores at once
-        (unetcore/ops/parallel.py): one small image alone has too few to share out."""
-        stacked = self.stacked_rows(self.weight_matrices(self.blobs[0].data)[0])
+        """The forward by the kernel's columns stacked (stacked_band), with the bias and the
+        ReLU folded into each band; the bands of every image of the batch on all cores at
+        once (unetcore/ops/parallel.py): one small image alone has too few to share out."""
+        stacked = self.stacked_kernel(self.weight_matrices(self.blobs[0].data)[0])
         limit = config.sizes().parallel_band_bytes
         jobs = [(x, y, job) for x, y in batch_images(bottom, top)
-                for job in self.band_jobs(x, y, limit, self.stacked_band_rows(stacked, y))]
-        run_bands(lambda item: self.rows_band(item[0], stacked, item[1], item[2]), jobs)
+                for job in self.band_jobs(x, y, limit, self.stacked_buffer_rows(stacked, y))]
+        run_bands(lambda item: self.stacked_band(item[0], stacked, item[1], item[2]), jobs)
 
-    def stacked_rows(self, matrix):
-        """The weight (C_out, C kh kw) as (kh C_out, kw C): row (p, o), column (q, c) holds
-        w[o, c, p, q] (in 3-d, rows (o', p, o) for the taps (o', p) of the leading axes)."""
+    def stacked_kernel(self, matrix):
+        """The weight (C_out, C kh kw) as (kw C_out, kh C): row (q, o), column (p, c) holds
+        w[o, c, p, q] (in 3-d, columns (o', p, c) for the taps (o', p) of the leading axes)."""
         *lead, kw = self.geom.kernel
         w = matrix.reshape(self.num_output, self.channels, math.prod(lead), kw)
-        return np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(-1, kw * self.channels)
+        return np.ascontiguousarray(w.transpose(3, 0, 2, 1)).reshape(kw * self.num_output, -1)
 
-    def rows_band(self, x, stacked, y, job):
-        """One band of the forward with the kernel's rows stacked along the GEMM's output
-        and its columns along the inner dimension: with X_q the flat image shifted by q,
+    def stacked_band(self, x, stacked, y, job):
+        """One band of the forward with the kernel's columns stacked along the GEMM's output
+        and its rows along the inner dimension: with X_p the flat image shifted down by p
+        rows (by p W),
 
-            Z[(p, o), j] = sum over q, c of w[o, c, p, q] X_q[c, j]      (one GEMM)
-            y[o, j] = sum over p of Z[(p, o), j + p W]                     (kh - 1 adds)
+            Z[(q, o), j] = sum over p, c of w[o, c, p, q] X_p[c, j]      (one GEMM)
+            y[o, j] = sum over q of Z[(q, o), j + q]                       (kw - 1 adds)
 
-        the same sum as the flat im2col's, regrouped: the im2col copies kw shifted images
-        instead of kh kw, and the GEMM is kh times as tall (C_out is 16-64 here, too thin
-        for BLAS to run at speed). Then bias and ReLU, and the first W_out of every W
-        columns into y."""
+        the same sum as the flat im2col's, regrouped: the im2col copies kh row-shifted
+        images instead of kh kw, and the GEMM is kw times as tall (C_out is 16-64 here, too
+        thin for BLAS to run at speed). Z needs only kw - 1 columns more than the band (the
+        rows stacked instead would need kh - 1 image rows more, computed and thrown away).
+        Then bias and ReLU, and the first W_out of every W columns into y."""
         index, start, r0, r1 = job
         c_in, c_out, out_w, wid = x.shape[0], y.shape[0], y.shape[-1], x.shape[-1]
         *lead, kw = self.geom.kernel
         row_offsets = tap_offsets(lead, x.shape[1:-1]) if lead else [0]
-        row_offsets = [offset * wid for offset in row_offsets]
         count = (r1 - r0) * wid - (kw - 1)
-        reach = count + row_offsets[-1]
-        col = self.column_buffer(kw * c_in, 1, reach).reshape(kw, c_in, reach)
-        x_flat = x.reshape(c_in, -1)
-        for q in range(kw):
-            col[q] = x_flat[:, start + r0 * wid + q:start + r0 * wid + q + reach]
+        reach = count + kw - 1
+        col = self.column_buffer(len(row_offsets) * c_in, 1, reach)
+        col = col.reshape(len(row_offsets), c_in, reach)
+        x_flat, first = x.reshape(c_in, -1), start + r0 * wid
+        for t, offset in enumerate(row_offsets):
+            col[t] = x_flat[:, first + offset * wid:first + offset * wid + reach]
         z = self.band_buffer(len(stacked), reach, "stacked")
-        np.matmul(stacked, col.reshape(kw * c_in, reach), out=z)
+        np.matmul(stacked, col.reshape(-1, reach), out=z)
         band = self.band_buffer(c_out, (r1 - r0) * wid, "band")
         out = band[:, :count]
-        rows = [z[p * c_out:(p + 1) * c_out, offset:offset + count]
-                for p, offset in enumerate(row_offsets)]
-        if len(rows) == 1:
-            out[...] = rows[0]
+        columns = [z[q * c_out:(q + 1) * c_out, q:q + count] for q in range(kw)]
+        if len(columns) == 1:
+            out[...] = columns[0]
         else:
-            np.add(rows[0], rows[1], out=out)
-        for row in rows[2:]:
-            out += row
+            np.add(columns[0], columns[1], out=out)
+        for column in columns[2:]:
+            out += column
         self.finish(out)
         y[(slice(None), *index, slice(r0, r1))] = \
             band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
@@ -133,8 +134,8 @@ class FlatConvolution(CorrelationConvolution):
         y[(slice(None), *index, slice(r0, r1))] = \
             band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 
-    def stacked_band_rows(self, stacked, y):
-        """The rows of rows_band's three buffers (kw shifted images, the stacked products,
+    def stacked_buffer_rows(self, stacked, y):
+        """The rows of stacked_band's three buffers (kh shifted images, the stacked products,
         the band), per pixel of a band."""
         return stacked.shape[1] + len(stacked) + y.shape[0]
 
