@@ -196,7 +196,7 @@ class ConvolutionLayer(Layer):
             shape[channel_axis] = -1
             y += self.blobs[1].data[channels].reshape(shape)
         if self.rectify_top:
-            self.xp.maximum(y, 0, out=y)
+            backend.rectify(self.xp, y, y)
 
     def backward(self, top, propagate_down, bottom):
         w = self.weight_matrices(self.blobs[0].data)

@@ -4,6 +4,7 @@ Backward: dx = dy where x > 0, negative_slope * dy elsewhere. In place, the bott
 already holds y, and y > 0 exactly where x > 0 when negative_slope >= 0, so the same rule
 applies; a negative slope makes y > 0 where x < 0, so such a ReLU is refused in place.
 """
+from unetcore.backend import rectify
 from unetcore.layer import Layer, register
 
 
@@ -26,7 +27,7 @@ class ReLULayer(Layer):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.slope == 0:
-            self.xp.maximum(x, 0, out=y)
+            rectify(self.xp, x, y)                 # y = max(x, 0)
         else:
             y[...] = self.xp.where(x > 0, x, x * self.dtype.type(self.slope))
 

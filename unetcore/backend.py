@@ -7,6 +7,7 @@ The column workspace that every Convolution and Deconvolution layer shares lives
 here too: one grow-only buffer per backend and dtype instead of one per layer, and one set
 of them per thread, so that nets running in two threads never write into each other's.
 """
+import functools
 import threading
 
 import numpy as np
@@ -74,6 +75,25 @@ def matmul_into(xp, a, b, out):
         xp.matmul(a, b, out=out)
     else:
         out[...] = xp.matmul(a, b)
+
+
+def rectify(xp, x, out):
+    """out = max(x, 0), the ReLU (NaN stays NaN). NumPy's SIMD loop for maximum takes two
+    arrays; against a scalar it runs an element at a time, 2-4x as slow (NumPy 2.4: 54
+    against 13 us on 32 x 4338 float32, 83 against 47 on 16 x 64 x 4 x 53). So on the CPU
+    the 0 is a row of zeros as long as x's last axis, broadcast over the others."""
+    if xp is np and x.ndim:
+        np.maximum(x, zero_row(x.dtype, x.shape[-1]), out=out)
+    else:
+        xp.maximum(x, 0, out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def zero_row(dtype, length):
+    """A read-only row of `length` zeros, shared by every thread."""
+    row = np.zeros(length, dtype)
+    row.flags.writeable = False
+    return row
 
 
 def _workspaces():

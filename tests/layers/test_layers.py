@@ -7,7 +7,7 @@ from hypothesis import assume, given, strategies as st
 from cases import (assert_gradients, blobs_of, conv_params, conv_text, device_module,
                    engine_device_cases, forward_and_backward, make_layer, run_forward)
 from unetcore import config
-from unetcore.backend import to_numpy
+from unetcore.backend import rectify, to_numpy
 from unetcore.blob import Blob
 from unetcore.errors import NetError
 from unetcore.formats.prototxt import parse
@@ -441,6 +441,24 @@ def test_relu_in_place_backward():
     layer.backward([blob], [True], [blob])
     np.testing.assert_array_equal(blob.data, [0, 2])
     np.testing.assert_array_equal(blob.diff, [0, 7])
+
+
+@given(st.lists(st.integers(1, 5), min_size=0, max_size=4), st.sampled_from(["float32", "float64"]),
+       st.booleans())
+def test_rectify_is_max_with_zero_and_keeps_nan(shape, dtype, strided):
+    """backend.rectify (the ReLU against a row of zeros) gives max(x, 0) on any shape,
+    strided or not, in place or not; NaN stays NaN."""
+    x = RNG.standard_normal([2 * n for n in shape] if strided else shape).astype(dtype)
+    x = x[tuple(slice(None, None, 2) for _ in shape)] if strided and shape else x
+    if x.size:
+        x.flat[0] = np.nan
+    expected = np.maximum(x, 0)
+    out = np.empty_like(x)
+    rectify(np, x, out)
+    np.testing.assert_array_equal(out, expected)
+    rectify(np, x, x)
+    np.testing.assert_array_equal(x, expected)
+    assert out.size == 0 or np.isnan(out.flat[0])
 
 
 @given(st.sampled_from([0.0, 0.25, 0.5, 0.9]))
