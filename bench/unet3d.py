@@ -19,6 +19,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def measure(mode, net_spec, repeats):
         from unetcore.solvers import get_solver
         param = Message("SolverParameter")
         param.set("net_param", parse(text, "NetParameter"))
-        for field, value in (("base_lr", 1e-4), ("momentum", 0.99), ("random_seed", 0)):
+        # It never snapshots, but the prefix must not be a folder (the net's name, "bench",
+        # is one where this runs from the repository's root).
+        for field, value in (("base_lr", 1e-4), ("momentum", 0.99), ("random_seed", 0),
+                             ("snapshot_prefix", str(Path(tempfile.gettempdir()) / "unet3d"))):
             param.set(field, value)
         solver = get_solver(param)
         out = solver.net.blobs["label"].shape

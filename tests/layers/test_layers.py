@@ -325,10 +325,12 @@ def test_tiled_max_pooling_equals_the_reference_with_ties_and_partial_windows(ke
         np.testing.assert_array_equal(tiled, reference)
 
 
-@pytest.mark.parametrize("kernel,size", [(2, (6, 12)), (3, (7, 8)), (1, (3, 4))])
+@pytest.mark.parametrize("kernel,size", [(2, (6, 12)), (3, (7, 8)), (1, (3, 4)), (2, (38, 10)),
+                                         (3, (52, 7)), (2, (5, 19, 6)), (2, (9,))])
 def test_tiled_max_pooling_without_a_backward_keeps_the_max_and_refuses_backward(kernel, size):
     """Where the net runs no backward through it (backward_wanted cleared), the tiled engine
-    computes the maxima alone: the same maxima, and a backward refused with a clear error."""
+    computes the maxima alone: the same maxima, and a backward refused with a clear error.
+    In 1-d, 2-d and 3-d, with partial windows (Caffe's ceil rounding)."""
     x = RNG.integers(0, 3, (2, 3) + size).astype(float)
     maxima = []
     for wanted in (True, False):
