@@ -8,9 +8,10 @@ kw - 1 wrapped-around columns of each output row are computed and thrown away. I
 same holds slice by slice: output slice z starts at z*H*W of the flattened volume, and tap
 (o, p, q) is offset by o*H*W + p*W + q.
 
-There the GEMMs are thin (M = C_out, K = 9 C_in, or 27 C_in in 3-d), and im2col through
-main memory costs as much as the GEMM; with more channels the GEMM dominates and large bands
-suit BLAS better (docs/benchmarks.md has the measurements behind both limits). The data
+There the im2col's GEMMs are thin (M = C_out, K = 9 C_in, or 27 C_in in 3-d), and im2col
+through main memory costs as much as the GEMM; with more channels the GEMM dominates and
+large bands suit BLAS better (docs/benchmarks.md has the measurements behind both limits).
+The forward regroups the same sum into a GEMM kw times as tall (stacked_band). The data
 gradient is the correlation engine's full correlation with the turned kernel: in 2-d on
 the flat grid of dx, with the zero padding folded into each band (shifted_rows); in 3-d on
 dy padded once, as a valid flat convolution like the forward.
@@ -87,7 +88,7 @@ class FlatConvolution(CorrelationConvolution):
             y[o, j] = sum over q of Z[(q, o), j + q]                       (kw - 1 adds)
 
         the same sum as the flat im2col's, regrouped: the im2col copies kh row-shifted
-        images instead of kh kw, and the GEMM is kw times as tall (C_out is 16-64 here, too
+        images (kd kh in 3-d) instead of all the taps', and the GEMM is kw times as tall (C_out is 16-64 here, too
         thin for BLAS to run at speed). Z needs only kw - 1 columns more than the band (the
         rows stacked instead would need kh - 1 image rows more, computed and thrown away).
         Then bias and ReLU, and the first W_out of every W columns into y."""
@@ -135,8 +136,8 @@ class FlatConvolution(CorrelationConvolution):
             band.reshape(c_out, r1 - r0, wid)[:, :, :out_w]
 
     def stacked_buffer_rows(self, stacked, y):
-        """The rows of stacked_band's three buffers (kh shifted images, the stacked products,
-        the band), per pixel of a band."""
+        """The rows of stacked_band's three buffers (the shifted images, the stacked
+        products, the band), per pixel of a band."""
         return stacked.shape[1] + len(stacked) + y.shape[0]
 
     def band_jobs(self, x, y, limit=None, k_rows=None):
