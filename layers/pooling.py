@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from unetcore.backend import array_module, on_gpu
-from unetcore.ops.im2col import spatial_values
+from unetcore.ops.im2col import axis_values
 from unetcore.layer import Layer, register
 from unetcore.ops.pooling import max_pool_backward_gpu, max_pool_forward_gpu
 
@@ -40,28 +40,13 @@ def pooled_size(size, kernel, stride, pad, ceil_mode=True):
     return out
 
 
-def window_values(p, both, h, w, default, error, axes=2):
-    """One value per spatial axis of a window field: the _h/_w pair (2-d only, as in Caffe),
-    or the repeated field's 1 value or one per axis."""
-    if p.has(h) or p.has(w):
-        if axes != 2:
-            raise error(f"{h}/{w} are for 2-d pooling; this one has {axes} spatial axes: "
-                        f"give {both} once, or once per axis")
-        pair = (getattr(p, h), getattr(p, w))
-        if None in pair:
-            raise error(f"give both {h} and {w} (or {both} alone)")
-        return pair
-    values = list(getattr(p, both))
-    return spatial_values(values, axes, both, error) if values else (default,) * axes
-
-
 def window_fields(p, error, axes=2):
     """(kernel, stride, pad) of a PoolingParameter; kernel is None with global_pooling."""
-    kernel = None if p.global_pooling else \
-        window_values(p, "kernel_size", "kernel_h", "kernel_w", None, error, axes)
-    stride = window_values(p, "stride", "stride_h", "stride_w", 1, error, axes)
-    pad = window_values(p, "pad", "pad_h", "pad_w", 0, error, axes)
-    return kernel, stride, pad
+    def values(field, h, w, default):    # the field and the pair both given: the pair wins
+        return axis_values(p, field, h, w, default, error, axes, "pooling", either_or=False)
+
+    kernel = None if p.global_pooling else values("kernel_size", "kernel_h", "kernel_w", None)
+    return kernel, values("stride", "stride_h", "stride_w", 1), values("pad", "pad_h", "pad_w", 0)
 
 
 # ---- the MAX maths, in any number of spatial axes, on either device

@@ -67,22 +67,30 @@ def spatial_values(values, axes, what, error):
                 f"or one per spatial axis ({axes})")
 
 
+def axis_values(param, field, h, w, default, error, axes=2, kind="layers", either_or=True):
+    """One value per spatial axis of a geometry field of `param`, with Caffe's rules: the
+    _h/_w pair (2-d only, both given), the repeated field's 1 value or one per axis, or
+    `default` on every axis. With `either_or`, the field and the pair together are refused
+    (Caffe's convolution does; `kind` names the layers in the message)."""
+    if param.has(h) or param.has(w):
+        if axes != 2:
+            raise error(f"{h}/{w} are for 2-d {kind}; this one has {axes} spatial axes: "
+                        f"give {field} once, or once per axis")
+        if either_or and getattr(param, field):
+            raise error(f"give either {field} or {h}/{w}, not both")
+        pair = (getattr(param, h), getattr(param, w))
+        if None in pair:
+            raise error(f"give both {h} and {w} (or {field} alone)")
+        return pair
+    given = getattr(param, field)
+    return spatial_values(given, axes, field, error) if given else (default,) * axes
+
+
 def geometry_from_param(conv_param, error, axes=2):
     """Kernel, stride, pad and dilation of a ConvolutionParameter for `axes` spatial axes,
     with Caffe's rules; `error` makes the exception for a bad field."""
     def values(field, h, w, default):
-        if conv_param.has(h) or conv_param.has(w):
-            if axes != 2:
-                raise error(f"{h}/{w} are for 2-d layers; this one has {axes} spatial axes: "
-                            f"give {field} once, or once per axis")
-            if getattr(conv_param, field):
-                raise error(f"give either {field} or {h}/{w}, not both")
-            pair = (getattr(conv_param, h), getattr(conv_param, w))
-            if None in pair:
-                raise error(f"give both {h} and {w} (or {field} alone)")
-            return pair
-        given = getattr(conv_param, field)
-        return spatial_values(given, axes, field, error) if given else (default,) * axes
+        return axis_values(conv_param, field, h, w, default, error, axes)
 
     kernel = values("kernel_size", "kernel_h", "kernel_w", None)
     if None in kernel:
