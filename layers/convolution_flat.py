@@ -95,7 +95,7 @@ class FlatConvolution(CorrelationConvolution):
         index, start, r0, r1 = job
         c_in, c_out, out_w, wid = x.shape[0], y.shape[0], y.shape[-1], x.shape[-1]
         *lead, kw = self.geom.kernel
-        row_offsets = tap_offsets(lead, x.shape[1:-1]) if lead else [0]
+        row_offsets = tap_offsets(lead, x.shape[1:-1])  # taps p (2-d), (o', p) (3-d), in rows
         count = (r1 - r0) * wid - (kw - 1)
         reach = count + kw - 1
         col = self.column_buffer(len(row_offsets) * c_in, 1, reach)
